@@ -1,0 +1,28 @@
+"""The evaluator actor: one per GPU (or per CPU worker), holding one Evaluator."""
+
+from __future__ import annotations
+
+import ray
+
+from distprec.backends import OrtBackend
+from distprec.evaluator import Evaluation, Evaluator, Setup
+from distprec.strategies.base import Keep
+
+
+@ray.remote(num_cpus=0, max_restarts=1, max_task_retries=1)
+class EvaluatorActor:
+    """Loads the model, inputs, golden outputs and calibration once; receives only plans.
+
+    ``setup`` arrives as an object-store reference that Ray resolves before __init__, so
+    every actor on a node maps the same copy.
+    """
+
+    def __init__(self, setup: Setup, device: str, worker: str, threads: int = 1) -> None:
+        self.evaluator = Evaluator(setup, OrtBackend(device, threads=threads), worker)
+
+    def ready(self) -> dict[str, str]:
+        return {"worker": self.evaluator.worker, "node": self.evaluator.node,
+                "device": self.evaluator.backend.device_name()}
+
+    def evaluate(self, keep: Keep) -> Evaluation:
+        return self.evaluator.evaluate(keep)

@@ -1,0 +1,108 @@
+"""The driver loop: ask the strategy, keep every worker busy, tell verdicts back.
+
+A ``ray.wait`` loop rather than ``ray.util.ActorPool``: it controls retries, cancellation
+and progress, and ActorPool never resubmits work of a dead actor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import ray
+
+from distprec.actors.pool import Worker, _cause
+from distprec.evaluator import Evaluation
+from distprec.strategies.base import Keep, Strategy, Verdict
+
+EventSink = Callable[[str, dict], None]
+
+
+@dataclass
+class LoopResult:
+    evaluations: list[Evaluation] = field(default_factory=list)  # in completion order
+    depth: dict[Keep, int] = field(default_factory=dict)
+    rounds: int = 0  # longest chain of evaluations that depended on one another
+    cancelled: int = 0
+    memo_hits: int = 0
+    driver_s: float = 0.0  # time the loop itself spent (not waiting for workers)
+    wall_s: float = 0.0
+    lost_workers: list[str] = field(default_factory=list)
+
+
+def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None = None,
+          known: dict[Keep, Evaluation] | None = None) -> LoopResult:
+    """Run ``strategy`` to completion on ``workers``.
+
+    ``known`` memoises verdicts across strategies of one search: a keep-set evaluated once
+    is told again from memory, never re-evaluated. Rounds: a plan asked after k dependent
+    results sits at depth k + 1; ``rounds`` is the deepest.
+    """
+    emit = on_event or (lambda kind, data: None)
+    known = known if known is not None else {}
+    out = LoopResult()
+    free = deque(workers)
+    in_flight: dict[ray.ObjectRef, tuple[Keep, Worker, int]] = {}
+    cancelling: set[ray.ObjectRef] = set()
+    depth_now = 0
+    t_start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        asked = True
+        while free and asked:
+            asked = False
+            for keep in strategy.ask(len(free)):
+                asked = True
+                if keep in known:  # memo: tell from memory
+                    out.memo_hits += 1
+                    strategy.tell(keep, known[keep].verdict)
+                    continue
+                worker = free.popleft()
+                ref = worker.handle.evaluate.remote(keep)
+                in_flight[ref] = (keep, worker, depth_now + 1)
+                emit("start", {"worker": worker.name, "size": len(keep), "keep": keep})
+        if not in_flight:
+            out.driver_s += time.perf_counter() - t0
+            break
+        out.driver_s += time.perf_counter() - t0
+        ready, _ = ray.wait(list(in_flight), num_returns=1)
+        ready += [r for r in ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0)[0]
+                  if r not in ready]
+        t0 = time.perf_counter()
+        for ref in ready:
+            keep, worker, depth = in_flight.pop(ref)
+            cancelling.discard(ref)
+            try:
+                ev = ray.get(ref)
+            except ray.exceptions.TaskCancelledError:
+                out.cancelled += 1
+                free.append(worker)
+                emit("cancelled", {"worker": worker.name, "size": len(keep)})
+                continue
+            except ray.exceptions.RayActorError as exc:
+                out.lost_workers.append(worker.name)
+                ev = Evaluation(keep, Verdict.ERROR, reason=f"worker {worker.name} died: "
+                                f"{_cause(exc)}", worker=worker.name, node=worker.node,
+                                device=worker.device, start=time.time(), end=time.time())
+                emit("worker_lost", {"worker": worker.name, "reason": ev.reason})
+            else:
+                free.append(worker)
+            out.evaluations.append(ev)
+            out.depth[keep] = depth
+            out.rounds = max(out.rounds, depth)
+            depth_now = max(depth_now, depth)
+            known[keep] = ev
+            strategy.tell(keep, ev.verdict)
+            emit("done", {"worker": worker.name, "evaluation": ev, "depth": depth,
+                          "status": strategy.status()})
+        for ref, (keep, _, _) in in_flight.items():
+            if ref not in cancelling and not strategy.wanted(keep):
+                ray.cancel(ref)
+                cancelling.add(ref)
+        if not free and not in_flight:
+            raise RuntimeError("every evaluator actor died; see the history for the reasons")
+        out.driver_s += time.perf_counter() - t0
+    out.wall_s = time.perf_counter() - t_start
+    return out

@@ -1,0 +1,94 @@
+"""Connecting to Ray and placing evaluator actors on the resources that are there."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import ray
+
+from distprec.actors.evaluator import EvaluatorActor
+from distprec.errors import InputError
+
+
+@dataclass
+class Worker:
+    name: str
+    handle: ray.actor.ActorHandle
+    node: str = ""
+    device: str = ""
+
+
+def connect(address: str | None = None) -> None:
+    """Local ``ray.init()`` by default; ``address`` joins a running cluster.
+
+    Joining needs the cluster's token in RAY_AUTH_TOKEN (token auth is on by default).
+    Ray's own log lines are kept off the terminal: the console owns it.
+    """
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
+                 log_to_driver=False, configure_logging=True)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        where = address or "a local instance"
+        raise InputError(f"cannot start or reach Ray at {where}: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") \
+            from None
+
+
+def start_workers(setup_ref, device: str, count: int | None, *, resources: dict | None = None,
+                  label_selector: dict | None = None, timeout: float = 120.0,
+                  prefix: str = "w") -> list[Worker]:
+    """One actor per GPU (``num_gpus=1, num_cpus=0``), or ``count`` single-CPU actors.
+
+    A GPU actor must not hold a CPU for life: on a small host the CPUs run out before the
+    GPUs and the remaining actors would wait forever without an error.
+    """
+    total = ray.cluster_resources()
+    extra = dict(resources or {})
+    if device == "cuda":
+        have = int(total.get("GPU", 0))
+        if have == 0:
+            raise InputError("no GPU in the Ray cluster: use --device cpu")
+        opts: dict = {"num_gpus": 1, "num_cpus": 0}
+    else:
+        have = int(total.get("CPU", 0))
+        opts = {"num_cpus": 1}
+    for name, amount in extra.items():
+        have = min(have, int(total.get(name, 0) // amount)) if amount else have
+    count = count or have
+    if count < 1:
+        raise InputError(f"no {device} worker can be placed: the cluster offers none")
+    if count > have:
+        raise InputError(f"--workers {count} is more than the {have} {device.upper()} "
+                         "slots the cluster has")
+    if extra:
+        opts["resources"] = extra
+    if label_selector:
+        opts["label_selector"] = label_selector
+    handles = [EvaluatorActor.options(**opts).remote(setup_ref, device, f"{prefix}{i}")
+               for i in range(count)]
+    try:
+        info = ray.get([h.ready.remote() for h in handles], timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        for h in handles:
+            ray.kill(h)
+        raise InputError(f"evaluator actors did not start within {timeout:.0f} s: no node "
+                         f"offers {opts}") from None
+    except ray.exceptions.RayActorError as exc:
+        raise InputError(f"an evaluator actor failed to start: {_cause(exc)}") from None
+    return [Worker(i["worker"], h, i["node"], i["device"]) for h, i in zip(handles, info)]
+
+
+def stop_workers(workers: list[Worker]) -> None:
+    for w in workers:
+        ray.kill(w.handle)
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    lines = [t for t in text if "Error" in t] or text
+    return lines[-1][:300] if lines else type(exc).__name__

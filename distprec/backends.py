@@ -1,0 +1,60 @@
+"""One runtime per backend: builds a session for a candidate model and runs it."""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+
+from distprec.data import Feed
+from distprec.errors import InputError
+
+DEVICES = ("cpu", "cuda")
+
+
+class OrtBackend:
+    """ONNX Runtime on one execution provider.
+
+    The CPU provider computes FP16 and BF16 in FP32 (it wraps low-precision ops in casts
+    and removes the pairs), so ``emulates`` tells the caller to use the storage emulation
+    there; the CUDA provider runs real FP16 kernels.
+    """
+
+    def __init__(self, device: str = "cpu", threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        if device not in DEVICES:
+            raise InputError(f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
+        if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise InputError("the CUDA provider is not available: install onnxruntime-gpu "
+                             "(instead of onnxruntime) on the GPU hosts")
+        self.device = device
+        self.threads = threads
+        self.emulates = device == "cpu"
+        self._ort = ort
+        ort.set_default_logger_severity(3)
+
+    @property
+    def version(self) -> str:
+        return f"onnxruntime-{self._ort.__version__}-{self.device}"
+
+    def load(self, model: onnx.ModelProto):
+        opts = self._ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        if self.device == "cuda":
+            # Ray sets CUDA_VISIBLE_DEVICES per actor, so the actor's GPU is always device 0.
+            providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        return self._ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
+
+    def run(self, session, feeds: list[Feed]) -> list[Feed]:
+        names = [o.name for o in session.get_outputs()]
+        return [dict(zip(names, session.run(names, feed))) for feed in feeds]
+
+    def device_name(self) -> str:
+        if self.device == "cuda":
+            return f"cuda:{os.environ.get('CUDA_VISIBLE_DEVICES', '0')}"
+        return "cpu"

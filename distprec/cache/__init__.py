@@ -1,0 +1,1 @@
+"""Persistent caches: INT8 calibration ranges keyed by what they depend on."""

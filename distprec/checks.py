@@ -1,0 +1,178 @@
+"""Pass/fail of candidate outputs against golden ones, with Polygraphy's semantics.
+
+``make_check(spec)`` returns a function ``check(golden, outputs) -> CheckResult``; the
+result is truthy on pass and carries per-output figures (as Polygraphy's CompareFunc).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from distprec.data import Feed, load_user_function
+from distprec.errors import InputError
+
+STATS = ("elemwise", "max", "mean", "median", "quantile")
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """Everything a check needs; plain data so that it travels to actors."""
+
+    atol: tuple[tuple[str, float], ...] = (("", 1e-2),)  # ("", x) is the default
+    rtol: tuple[tuple[str, float], ...] = (("", 1e-2),)
+    stat: str = "elemwise"
+    quantile: float = 0.99
+    cosine_min: float | None = None
+    top_k: int | None = None
+    check_func: str | None = None  # FILE.py:FUNC, called as func(golden, outputs)
+
+    def tol(self, which: str, output: str) -> float:
+        table = dict(self.atol if which == "atol" else self.rtol)
+        return table.get(output, table.get("", 0.0))
+
+    def describe(self) -> str:
+        parts = [f"atol {_fmt_tol(self.atol)}", f"rtol {_fmt_tol(self.rtol)}", self.stat]
+        if self.cosine_min is not None:
+            parts.append(f"cosine >= {self.cosine_min}")
+        if self.top_k:
+            parts.append(f"top-{self.top_k} indices")
+        if self.check_func:
+            parts.append(f"func {self.check_func}")
+        return ", ".join(parts)
+
+
+@dataclass
+class CheckResult:
+    passed: bool
+    outputs: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> figures
+    reason: str = ""  # the first failed criterion, for humans
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def worst(self) -> float:
+        """A single error figure for display: the largest max-abs error."""
+        return max((f["max_abs"] for f in self.outputs.values()), default=0.0)
+
+
+def parse_tolerances(text: str | None, flag: str, default: float) -> tuple[tuple[str, float], ...]:
+    """``1e-3`` or ``out0:1e-3,out1:1e-2`` (bare value = default for all outputs)."""
+    table: dict[str, float] = {"": default}
+    for item in (text or "").replace(" ", ",").split(","):
+        if not item:
+            continue
+        name, _, value = item.rpartition(":")
+        try:
+            number = float(value)
+        except ValueError:
+            raise InputError(f"{flag}: {value!r} is not a number") from None
+        if not np.isfinite(number) or number < 0:
+            raise InputError(f"{flag}: tolerance must be a non-negative number, got {value}")
+        table[name] = number
+    return tuple(table.items())
+
+
+def make_check(spec: CheckSpec):
+    user_func = load_user_function(spec.check_func, "check") if spec.check_func else None
+
+    def check(golden: list[Feed], outputs: list[Feed]) -> CheckResult:
+        result = CheckResult(True)
+        for name in golden[0]:
+            want = np.concatenate([np.asarray(g[name], np.float64).ravel() for g in golden])
+            got = np.concatenate([np.asarray(o[name], np.float64).ravel() for o in outputs])
+            figures, reason = _compare(spec, name, want, got)
+            if spec.top_k:
+                agree = _top_k_agree(golden, outputs, name, spec.top_k)
+                figures["top_k_agree"] = float(agree)
+                if not agree and not reason:
+                    reason = f"{name}: top-{spec.top_k} indices differ"
+            result.outputs[name] = figures
+            if reason and result.passed:
+                result.passed, result.reason = False, reason
+        if user_func is not None:
+            passed, figure = _call_user(user_func, golden, outputs)
+            result.outputs.setdefault("__func__", {})["value"] = figure
+            if not passed and result.passed:
+                result.passed, result.reason = False, f"{spec.check_func} returned fail"
+        return result
+
+    return check
+
+
+def _compare(spec: CheckSpec, name: str, want: np.ndarray, got: np.ndarray):
+    finite = np.isfinite(got)
+    nonfinite = int(got.size - finite.sum())
+    absdiff = np.abs(got - want)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reldiff = np.where(absdiff == 0, 0.0, absdiff / np.abs(want))
+    reldiff = np.nan_to_num(reldiff, nan=np.inf)
+    absdiff = np.nan_to_num(absdiff, nan=np.inf)
+    norm = np.linalg.norm(want) * np.linalg.norm(got)
+    cosine = float(np.dot(want, got) / norm) if norm > 0 and not nonfinite else (
+        1.0 if not nonfinite and np.array_equal(want, got) else 0.0)
+    figures = {
+        "max_abs": float(absdiff.max(initial=0.0)),
+        "mean_abs": float(absdiff.mean()) if absdiff.size else 0.0,
+        "max_rel": float(reldiff.max(initial=0.0)),
+        "mean_rel": float(reldiff.mean()) if reldiff.size else 0.0,
+        "cosine": cosine,
+        "nonfinite": nonfinite,
+    }
+    atol, rtol = spec.tol("atol", name), spec.tol("rtol", name)
+    if nonfinite:
+        return figures, f"{name}: {nonfinite} NaN/Inf values"
+    if spec.stat == "elemwise":
+        bad = int(((absdiff > atol) & (reldiff > rtol)).sum())
+        figures["mismatched"] = bad
+        if bad:
+            return figures, f"{name}: {bad} elements exceed atol {atol:g} and rtol {rtol:g}"
+    else:
+        a, r = _stat(spec, absdiff), _stat(spec, reldiff)
+        figures[f"{spec.stat}_abs"], figures[f"{spec.stat}_rel"] = a, r
+        if a > atol and r > rtol:
+            return figures, f"{name}: {spec.stat} error {a:.3g} abs / {r:.3g} rel over tolerance"
+    if spec.cosine_min is not None and cosine < spec.cosine_min:
+        return figures, f"{name}: cosine {cosine:.6f} < {spec.cosine_min}"
+    return figures, ""
+
+
+def _stat(spec: CheckSpec, values: np.ndarray) -> float:
+    if not values.size:
+        return 0.0
+    if spec.stat == "max":
+        return float(values.max())
+    if spec.stat == "mean":
+        return float(values.mean())
+    if spec.stat == "median":
+        return float(np.median(values))
+    return float(np.quantile(values, spec.quantile))
+
+
+def _top_k_agree(golden: list[Feed], outputs: list[Feed], name: str, k: int) -> bool:
+    """Same set of top-k indices along the last axis, row by row (order ignored)."""
+    for g, o in zip(golden, outputs):
+        g2 = np.asarray(g[name]).reshape(-1, np.asarray(g[name]).shape[-1])
+        o2 = np.asarray(o[name]).reshape(g2.shape)
+        kk = min(k, g2.shape[-1])
+        gi = np.sort(np.argsort(-g2, axis=-1, kind="stable")[:, :kk], axis=-1)
+        oi = np.sort(np.argsort(-np.nan_to_num(o2, nan=-np.inf), axis=-1, kind="stable")[:, :kk],
+                     axis=-1)
+        if not np.array_equal(gi, oi):
+            return False
+    return True
+
+
+def _call_user(func, golden, outputs) -> tuple[bool, float]:
+    """A check function returns a bool, or (bool, figure)."""
+    value = func(golden, outputs)
+    if isinstance(value, tuple):
+        passed, figure = value[0], value[1]
+    else:
+        passed, figure = value, float("nan")
+    return bool(passed), float(figure)
+
+
+def _fmt_tol(table: tuple[tuple[str, float], ...]) -> str:
+    return ",".join(f"{k}:{v:g}" if k else f"{v:g}" for k, v in table)

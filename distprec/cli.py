@@ -1,0 +1,270 @@
+"""Command line: layers, golden, search, check, demo.
+
+Exit codes: 0 a passing plan was found (or the command succeeded), 1 no plan passes,
+2 bad input (one line on stderr, nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from distprec.checks import STATS, CheckSpec, parse_tolerances
+from distprec.errors import InputError
+from distprec.plan import PRECISIONS
+from distprec.strategies import STRATEGIES
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints usage too)
+        raise InputError(message)
+
+
+# -- argument groups ----------------------------------------------------------------------
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inputs and reference outputs")
+    g.add_argument("--inputs", help=".npz (one array per input; a leading axis = samples) "
+                   "or Polygraphy --save-inputs JSON")
+    g.add_argument("--input-shapes", help="shapes for dynamic inputs: name:1x3x224x224,...")
+    g.add_argument("--data-loader-script", dest="data_loader",
+                   help="FILE.py[:FUNC] yielding feed dicts (Polygraphy's convention)")
+    g.add_argument("--samples", type=int, default=1, help="random samples when no inputs given")
+    g.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+
+
+def _add_check_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("checks (Polygraphy semantics)")
+    g.add_argument("--golden", help="reference outputs: distprec .npz or Polygraphy "
+                   "--save-outputs JSON (default: computed with ONNX Runtime in FP32)")
+    g.add_argument("--atol", help="absolute tolerance: 1e-2 or out0:1e-3,out1:1e-2 "
+                   "(default 1e-2)")
+    g.add_argument("--rtol", help="relative tolerance, same form (default 1e-2)")
+    g.add_argument("--check-error-stat", choices=STATS, default="elemwise",
+                   help="elemwise: fail where both atol and rtol are exceeded; otherwise the "
+                   "statistic of the errors is compared")
+    g.add_argument("--error-quantile", type=float, default=0.99)
+    g.add_argument("--cosine-min", type=float, help="fail when an output's cosine "
+                   "similarity to the golden one is below this")
+    g.add_argument("--top-k", type=int, help="fail unless the top-K indices (last axis) agree")
+    g.add_argument("--check-func", help="FILE.py[:FUNC]: func(golden, outputs) -> bool or "
+                   "(bool, figure), a task metric")
+
+
+def _add_plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="FP32 ONNX model")
+    p.add_argument("--precision", default="fp16", help=f"one of {', '.join(PRECISIONS)}")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="cuda: real low-precision kernels; cpu: FP16/BF16 storage emulation")
+    g = p.add_argument_group("INT8 calibration")
+    g.add_argument("--calib-data", help=".npz/.json inputs or FILE.py[:FUNC] for calibration "
+                   "(default: the validation inputs)")
+    g.add_argument("--calibration-cache", help="JSON file: reused when its key (model, data, "
+                   "method, quantizer) matches, refused when it differs, written otherwise")
+    _add_data_args(p)
+    _add_check_args(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="distprec", description="Parallel per-layer precision search for "
+                     "ONNX models: which layers must stay FP32 under FP16, BF16 or INT8.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("layers", help="list the layers (index, name, op type)")
+    p.add_argument("model")
+    p.add_argument("--precision", default="fp16")
+    p.add_argument("--all", action="store_true", help="also the layers that are not searchable")
+
+    p = sub.add_parser("golden", help="run the FP32 reference and save its outputs")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help="golden outputs .npz")
+    _add_data_args(p)
+
+    p = sub.add_parser("search", help="find the layers to keep in FP32")
+    _add_plan_args(p)
+    p.add_argument("--strategy", default="bisect", help=f"one of {', '.join(STRATEGIES)}")
+    p.add_argument("--direction", default="forward", choices=("forward", "reverse"))
+    p.add_argument("--workers", type=int, help="evaluator actors (default: one per GPU, or "
+                   "one per CPU)")
+    p.add_argument("--address", help="Ray cluster to join (default: a local instance)")
+    p.add_argument("-o", "--output", default="result.json", help="result JSON")
+    p.add_argument("--save-model", help="write the mixed-precision ONNX model here")
+    p.add_argument("--no-live", action="store_true", help="plain log lines, no live view")
+
+    p = sub.add_parser("check", help="evaluate one plan and print its verdict")
+    _add_plan_args(p)
+    p.add_argument("--keep", help="comma-separated layer names kept in FP32")
+    p.add_argument("--keep-file", help="names one per line, or a result.json")
+
+    p = sub.add_parser("demo", help="generate a model with planted FP16 overflows and find them")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--strategy", default="bisect", help=f"one of {', '.join(STRATEGIES)}")
+    p.add_argument("--out", default="distprec-demo", help="folder for the model and results")
+    p.add_argument("--blocks", type=int, default=60, help="residual blocks (4 layers each)")
+    p.add_argument("--no-live", action="store_true")
+    return parser
+
+
+# -- commands -----------------------------------------------------------------------------
+def _check_spec(a: argparse.Namespace) -> CheckSpec:
+    if not 0 < a.error_quantile <= 1:
+        raise InputError(f"--error-quantile must be in (0, 1], got {a.error_quantile}")
+    if a.top_k is not None and a.top_k < 1:
+        raise InputError(f"--top-k must be at least 1, got {a.top_k}")
+    return CheckSpec(atol=parse_tolerances(a.atol, "--atol", 1e-2),
+                     rtol=parse_tolerances(a.rtol, "--rtol", 1e-2), stat=a.check_error_stat,
+                     quantile=a.error_quantile, cosine_min=a.cosine_min, top_k=a.top_k,
+                     check_func=a.check_func)
+
+
+def _config(a: argparse.Namespace):
+    from distprec.search import SearchConfig
+
+    return SearchConfig(
+        model=a.model, precision=a.precision, strategy=getattr(a, "strategy", "bisect"),
+        direction=getattr(a, "direction", "forward"), workers=getattr(a, "workers", None),
+        device=a.device, inputs=a.inputs, input_shapes=a.input_shapes,
+        data_loader=a.data_loader, calib_data=a.calib_data,
+        calibration_cache=a.calibration_cache, golden=a.golden, check=_check_spec(a),
+        address=getattr(a, "address", None), seed=a.seed, samples=a.samples)
+
+
+def cmd_layers(a: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from distprec.model import layer_table, load_model, prepare_model
+    from distprec.rewrites import not_low
+
+    if a.precision not in PRECISIONS:
+        raise InputError(f"unknown precision {a.precision!r}")
+    model = prepare_model(load_model(a.model))
+    layers = layer_table(model, not_low(model, a.precision))
+    table = Table("index", "name", "op type", *(["searchable"] if a.all else []),
+                  title=f"{a.model}: {sum(x.searchable for x in layers)} searchable layers "
+                  f"for {a.precision}")
+    for layer in layers:
+        if layer.searchable or a.all:
+            table.add_row(str(layer.index), layer.name, layer.op_type,
+                          *(["yes" if layer.searchable else layer.why_not] if a.all else []))
+    Console().print(table)
+    return 0
+
+
+def cmd_golden(a: argparse.Namespace) -> int:
+    from distprec.data import (
+        input_specs,
+        load_feeds,
+        parse_input_shapes,
+        random_feeds,
+        save_outputs,
+    )
+    from distprec.model import load_model, model_hash, prepare_model
+    from distprec.search import reference_outputs
+
+    source = load_model(a.model)
+    model = prepare_model(source)
+    specs = input_specs(model)
+    if a.inputs:
+        feeds = load_feeds(a.inputs, specs)
+    elif a.data_loader:
+        from distprec.data import feeds_from_script
+
+        feeds = feeds_from_script(a.data_loader, specs)
+    else:
+        feeds = random_feeds(specs, parse_input_shapes(a.input_shapes, specs), a.seed, a.samples)
+    save_outputs(a.output, reference_outputs(model, feeds), model_hash(source))
+    print(f"wrote {a.output}: {len(feeds)} sample(s), outputs "
+          f"{', '.join(o.name for o in model.graph.output)}")
+    return 0
+
+
+def cmd_search(a: argparse.Namespace) -> int:
+    from distprec.console import SearchConsole
+    from distprec.result import build_result, save_mixed_model, write_result
+    from distprec.search import run_search
+
+    cfg = _config(a)
+    cfg.validate()
+    for path in (a.output, a.save_model):
+        if path and Path(path).is_dir():
+            raise InputError(f"output path is a folder: {path}")
+    if a.workers is not None and a.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {a.workers}")
+    console = SearchConsole(cfg, live=not a.no_live)
+    with console:
+        report = run_search(cfg, console.on_event)
+    result = build_result(cfg, report)
+    written = [a.output]
+    if a.save_model and report.outcome.passed:
+        save_mixed_model(a.save_model, report, cfg.precision)
+        written.append(a.save_model)
+    result["exports"] = written
+    write_result(a.output, result)
+    console.summary(result)
+    return 0 if report.outcome.passed else 1
+
+
+def cmd_check(a: argparse.Namespace) -> int:
+    from distprec.search import check_plan
+
+    if bool(a.keep) == bool(a.keep_file):
+        raise InputError("give the layers to keep with --keep or --keep-file (one of them)")
+    keep = frozenset(n for n in (a.keep or "").split(",") if n) if a.keep else _read_keep(
+        a.keep_file)
+    cfg = _config(a)
+    device = a.device
+    if device == "auto":  # check runs in this process, without Ray
+        import onnxruntime
+
+        has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        device = "cuda" if has_cuda else "cpu"
+    ev, emulated = check_plan(cfg, keep, device=device)
+    mode = " (FP16/BF16 emulated on CPU)" if emulated else ""
+    print(f"{ev.verdict.value.upper()}: {cfg.precision} with {len(ev.keep)} layer(s) kept in "
+          f"FP32{mode}; {ev.reason or 'all outputs within tolerance'}")
+    for name, figures in ev.figures.items():
+        print(f"  {name}: " + ", ".join(f"{k}={v:.4g}" for k, v in figures.items()))
+    return 0 if ev.verdict.passed else 1
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from distprec.demo import run_demo
+
+    return run_demo(out=a.out, workers=a.workers, strategy=a.strategy, blocks=a.blocks,
+                    live=not a.no_live)
+
+
+def _read_keep(path: str) -> frozenset[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"keep file not found: {path}")
+    text = p.read_text()
+    if p.suffix == ".json":
+        try:
+            return frozenset(json.loads(text)["high_precision_layers"])
+        except Exception:
+            raise InputError(f"{path}: no high_precision_layers list in it") from None
+    return frozenset(n.strip() for line in text.splitlines() for n in line.split(",")
+                     if n.strip())
+
+
+COMMANDS = {"layers": cmd_layers, "golden": cmd_golden, "search": cmd_search,
+            "check": cmd_check, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except InputError as exc:
+        print(f"distprec: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("distprec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

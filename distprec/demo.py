@@ -1,0 +1,145 @@
+"""Generated models with a known answer: planted layers that must stay in FP32.
+
+The FP32 model is well behaved; a plant makes a value leave FP16's range and brings it
+back, so exactly the plant's named layers must stay high:
+
+- overflow: ``MatMul`` by a large weight (|value| > 65504) then a per-channel ``Mul``
+  scaling it back. A vector scale, not a scalar, so that no runtime folds the Mul into
+  the MatMul (ONNX Runtime's CUDA provider does fold scalar scales).
+- underflow: ``Mul(a, a)`` of small values (subnormal in FP16) then ``Sqrt``.
+Between plants, residual blocks MatMul -> Add -> Tanh -> Add keep values bounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from distprec.model import MAX_IR_VERSION
+
+
+@dataclass(frozen=True)
+class PlantedModel:
+    model: onnx.ModelProto
+    planted: frozenset[str]  # the layers that must stay FP32
+    plant_kinds: tuple[str, ...]
+
+
+def planted_mlp(blocks: int = 60, width: int = 32, batch: int = 8,
+                plants: tuple[tuple[float, str], ...] = ((0.12, "overflow"), (0.5, "underflow"),
+                                                         (0.85, "overflow")),
+                seed: int = 0) -> PlantedModel:
+    """A residual MLP of ``4 * blocks`` (+ plants) searchable layers.
+
+    ``plants`` are (relative position, kind) with kind "overflow" or "underflow".
+    """
+    rng = np.random.default_rng(seed)
+    g = _Builder(rng)
+    x = "input"
+    where = {min(blocks - 1, int(pos * blocks)): kind for pos, kind in plants}
+    planted: set[str] = set()
+    for b in range(blocks):
+        if b in where:
+            x, names = (g.overflow if where[b] == "overflow" else g.underflow)(x, width, b)
+            planted |= names
+        h = g.node("MatMul", [x, g.weight((width, width), 1 / np.sqrt(width))], f"blk{b}/matmul")
+        h = g.node("Add", [h, g.weight((width,), 0.1)], f"blk{b}/bias")
+        h = g.node("Tanh", [h], f"blk{b}/tanh")
+        x = g.node("Add", [x, h], f"blk{b}/residual")
+    g.node("MatMul", [x, g.weight((width, 10), 1 / np.sqrt(width))], "head/matmul", out="logits")
+    graph = helper.make_graph(
+        g.nodes, "distprec_planted_mlp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, width])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
+        g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="distprec.demo")
+    model.ir_version = MAX_IR_VERSION
+    onnx.checker.check_model(model)
+    return PlantedModel(model, frozenset(planted), tuple(k for _, k in plants))
+
+
+class _Builder:
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng, self.nodes, self.inits, self._n = rng, [], [], 0
+
+    def weight(self, shape, scale: float, base: float = 0.0) -> str:
+        name = f"w{len(self.inits)}"
+        value = base + scale * self.rng.standard_normal(shape)
+        self.inits.append(numpy_helper.from_array(value.astype(np.float32), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], name: str, out: str | None = None) -> str:
+        out = out or f"{name}:0"
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name))
+        return out
+
+    def overflow(self, x: str, width: int, b: int) -> tuple[str, set[str]]:
+        # |x| is O(1..10): a weight of ~3e4/sqrt(width) per entry gives |p| ~ 1e5..1e6.
+        p = self.node("MatMul", [x, self.weight((width, width), 3e4 / np.sqrt(width))],
+                      f"plant{b}/overflow_matmul")
+        q = self.node("Mul", [p, self.weight((width,), 1e-6, base=2e-5)], f"plant{b}/scale_back")
+        x = self.node("Add", [x, q], f"plant{b}/residual")
+        return x, {f"plant{b}/overflow_matmul", f"plant{b}/scale_back"}
+
+    def underflow(self, x: str, width: int, b: int) -> tuple[str, set[str]]:
+        # a ~ 1e-4 |x|, fine in FP16; a*a ~ 1e-8, below FP16's smallest subnormal (6e-8).
+        a = self.node("Mul", [x, self.weight((width,), 1e-6, base=1e-4)], f"plant{b}/shrink")
+        sq = self.node("Mul", [a, a], f"plant{b}/square")
+        r = self.node("Sqrt", [sq], f"plant{b}/sqrt")
+        z = self.node("Mul", [r, self.weight((width,), 1.0, base=5e3)], f"plant{b}/grow")
+        x = self.node("Add", [x, z], f"plant{b}/residual")
+        return x, {f"plant{b}/square", f"plant{b}/sqrt"}
+
+
+#: The demo's check: FP16 rounding through 60 residual blocks leaves errors of ~0.1 on
+#: outputs of ~20 (measured with the CPU emulation); a broken plant gives inf or errors > 1.
+DEMO_ATOL, DEMO_RTOL = 0.3, 0.03
+
+
+def run_demo(out: str = "distprec-demo", workers: int | None = None, strategy: str = "bisect",
+             blocks: int = 60, live: bool = True) -> int:
+    """Generate the planted model, search it on the local resources, compare with the plants."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from distprec.atomic import write_bytes
+    from distprec.checks import CheckSpec
+    from distprec.console import SearchConsole
+    from distprec.result import build_result, write_result
+    from distprec.search import SearchConfig, run_search
+
+    folder = Path(out)
+    planted = planted_mlp(blocks=blocks)
+    model_path = folder / "planted.onnx"
+    write_bytes(model_path, planted.model.SerializeToString())
+    cfg = SearchConfig(model=str(model_path), precision="fp16", strategy=strategy,
+                       workers=workers, samples=4,
+                       check=CheckSpec(atol=(("", DEMO_ATOL),), rtol=(("", DEMO_RTOL),)))
+    console = SearchConsole(cfg, live=live)
+    with console:
+        report = run_search(cfg, console.on_event)
+    result = build_result(cfg, report)
+    result["planted_layers"] = sorted(planted.planted)
+    result["exports"] = [str(folder / "result.json")]
+    write_result(folder / "result.json", result)
+    console.summary(result)
+    found = set(result["high_precision_layers"])
+    table = Table("layer", "planted", "found", title="found versus planted")
+    for name in sorted(found | planted.planted,
+                       key=lambda n: (n not in planted.planted, n))[:20]:
+        table.add_row(name, "yes" if name in planted.planted else "",
+                      "yes" if name in found else "")
+    if len(found | planted.planted) > 20:
+        table.add_row(f"... {len(found | planted.planted) - 20} more", "", "")
+    Console().print(table)
+    missing = planted.planted - found
+    print(f"planted {len(planted.planted)}, found {len(found)}, planted and found "
+          f"{len(planted.planted & found)}, extra {len(found - planted.planted)}"
+          + (f", MISSED {sorted(missing)}" if missing else ""))
+    return 0 if result["passed"] and not missing else 1

@@ -1,0 +1,105 @@
+"""Evaluates one plan: plan -> candidate ONNX -> backend run -> check -> verdict.
+
+Plain Python, no Ray: the actor in distprec/actors/ wraps it, and tests call it directly.
+It holds everything but the plan (model, inputs, golden outputs, calibration), so the
+driver ships only the few layer names of each plan.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+
+import onnx
+
+from distprec.backends import OrtBackend
+from distprec.checks import CheckSpec, make_check
+from distprec.data import Feed
+from distprec.plan import Plan
+from distprec.rewrites import mixed_model
+from distprec.strategies.base import Keep, Verdict
+
+
+@dataclass
+class Evaluation:
+    keep: Keep
+    verdict: Verdict
+    figures: dict[str, dict[str, float]] = field(default_factory=dict)
+    reason: str = ""
+    worker: str = ""
+    node: str = ""
+    device: str = ""
+    start: float = 0.0  # wall-clock seconds (time.time()) on the worker
+    end: float = 0.0
+    build_s: float = 0.0  # rewrite + session build
+    run_s: float = 0.0
+
+    def record(self) -> dict:
+        """The history entry of result.json."""
+        return {
+            "size": len(self.keep),
+            "passed": self.verdict.passed,
+            "verdict": self.verdict.value,
+            "reason": self.reason,
+            "keep": sorted(self.keep),
+            "errors": self.figures,
+            "worker": self.worker,
+            "node": self.node,
+            "device": self.device,
+            "start": self.start,
+            "end": self.end,
+            "build_s": self.build_s,
+            "run_s": self.run_s,
+        }
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every evaluator of one search shares; put in the object store once."""
+
+    model_bytes: bytes
+    precision: str
+    searchable: tuple[str, ...]
+    feeds: list[Feed]
+    golden: list[Feed]
+    check: CheckSpec
+    ranges_json: str | None = None  # ONNX Runtime calibration cache (INT8)
+
+
+class Evaluator:
+    def __init__(self, setup: Setup, backend: OrtBackend, worker: str = "local") -> None:
+        self.setup = setup
+        self.backend = backend
+        self.worker = worker
+        self.node = socket.gethostname()
+        self.model = onnx.load_from_string(setup.model_bytes)
+        self.searchable = frozenset(setup.searchable)
+        self.check = make_check(setup.check)
+        self.emulate = backend.emulates and setup.precision != "int8"
+
+    def evaluate(self, keep: Keep) -> Evaluation:
+        keep = frozenset(keep)
+        ev = Evaluation(keep, Verdict.ERROR, worker=self.worker, node=self.node,
+                        device=self.backend.device_name(), start=time.time())
+        try:
+            t0 = time.perf_counter()
+            candidate = self.candidate(keep)
+            session = self.backend.load(candidate)
+            t1 = time.perf_counter()
+            outputs = self.backend.run(session, self.setup.feeds)
+            t2 = time.perf_counter()
+            ev.build_s, ev.run_s = t1 - t0, t2 - t1
+            result = self.check(self.setup.golden, outputs)
+            ev.verdict = Verdict.PASS if result else Verdict.FAIL
+            ev.figures, ev.reason = result.outputs, result.reason
+        except Exception as exc:  # a candidate that does not build or run is a verdict
+            message = str(exc).strip().splitlines()
+            ev.reason = f"{type(exc).__name__}: {message[0][:300] if message else ''}"
+        ev.end = time.time()
+        return ev
+
+    def candidate(self, keep: Keep) -> onnx.ModelProto:
+        plan = Plan(self.setup.precision, keep)
+        return mixed_model(self.model, plan, set(self.searchable - keep), emulate=self.emulate,
+                           ranges_json=self.setup.ranges_json)

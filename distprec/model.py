@@ -1,0 +1,210 @@
+"""Loading a model and building its table of searchable layers.
+
+A "layer" is an ONNX node. Names matter: every answer distprec gives is a list of node
+names, so unnamed nodes get stable names derived from their position and op type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper, shape_inference, version_converter
+
+from distprec.errors import InputError
+
+#: ONNX Runtime 1.31 reads at most IR 13; onnx >= 1.20 writes 14 unless told otherwise.
+MAX_IR_VERSION = 10
+#: Cast to BF16 needs opset 13, and the FP16 converter fails on opset 7/8 models.
+MIN_OPSET = 13
+#: Nodes that move or make constants or shapes: no arithmetic to run in low precision.
+NOT_COMPUTE = {"Constant", "ConstantOfShape", "Shape", "Size", "Range", "Identity", "NonZero"}
+FLOAT = TensorProto.FLOAT
+
+
+@dataclass(frozen=True)
+class Layer:
+    index: int  # position in the node list (topological order)
+    name: str
+    op_type: str
+    searchable: bool
+    why_not: str = ""  # reason a layer is not searchable
+
+
+def load_model(path: str | Path) -> onnx.ModelProto:
+    """Read and check an ONNX file; every failure is an InputError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"model file not found: {path}")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, ValueError...
+        raise InputError(f"not a valid ONNX model: {path} ({_first_line(exc)})") from None
+    if not model.graph.node:
+        raise InputError(f"model has no nodes: {path}")
+    return model
+
+
+def model_hash(model: onnx.ModelProto) -> str:
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()[:16]
+
+
+def prepare_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Return a copy that every rewrite can take: legacy ops lowered, opset >= 13, names set."""
+    model = _copy(model)
+    if _opset(model) < MIN_OPSET:
+        _lower_legacy_ops(model)
+        try:
+            model = version_converter.convert_version(model, MIN_OPSET)
+        except Exception as exc:
+            raise InputError(
+                f"cannot upgrade the model from opset {_opset(model)} to {MIN_OPSET}: "
+                f"{_first_line(exc)}"
+            ) from None
+    name_nodes(model.graph)
+    # Old IRs list weights as graph inputs too; rewrites drop unused weights, which would
+    # then turn into required inputs. Inputs are inputs only, from here on.
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    model.ir_version = MAX_IR_VERSION
+    try:
+        model = shape_inference.infer_shapes(model)
+    except Exception:  # shapes are a help, not a need: types also come from the graph
+        pass
+    return model
+
+
+def name_nodes(graph: onnx.GraphProto) -> None:
+    """Give every node a unique, stable name (converters block nodes by name)."""
+    taken = Counter(n.name for n in graph.node if n.name)
+    seen: set[str] = set()
+    for i, node in enumerate(graph.node):
+        if node.name and taken[node.name] == 1:
+            seen.add(node.name)
+            continue
+        base = node.name or f"{node.op_type}_{i}"
+        name, k = base, 1
+        while name in seen or (name != node.name and taken[name]):
+            name, k = f"{base}_{k}", k + 1
+        node.name = name
+        seen.add(name)
+
+
+def float_tensors(model: onnx.ModelProto) -> set[str]:
+    """Names of the FP32 tensors in the main graph (inputs, initializers, values)."""
+    names = {t.name for t in model.graph.initializer if t.data_type == FLOAT}
+    for vi in (*model.graph.input, *model.graph.value_info, *model.graph.output):
+        if vi.type.tensor_type.elem_type == FLOAT:
+            names.add(vi.name)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value" and attr.t.data_type == FLOAT:
+                    names.add(node.output[0])
+    return names
+
+
+def layer_table(model: onnx.ModelProto, blocked_ops: set[str] = frozenset(),
+                only_ops: set[str] | None = None) -> list[Layer]:
+    """All nodes in topological order, each marked searchable or not, with the reason.
+
+    ``blocked_ops`` always stay FP32 under the target converter; with ``only_ops`` given
+    (INT8: the op types the quantizer handles), other ops are not searchable since
+    excluding them changes nothing.
+    """
+    floats = float_tensors(model)
+    dynamic = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
+    layers = []
+    for i, node in enumerate(model.graph.node):
+        is_dynamic = any(x in dynamic for x in node.input if x)
+        if is_dynamic:
+            dynamic.update(node.output)
+        why = ""
+        if node.op_type in NOT_COMPUTE:
+            why = "constant or shape op"
+        elif any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                 for a in node.attribute):
+            why = "control flow"
+        elif not is_dynamic:
+            why = "computes a constant"
+        elif not any(o in floats for o in node.output):
+            why = "no floating-point output"
+        elif node.op_type in blocked_ops:
+            why = "kept FP32 by the converter"
+        elif only_ops is not None and node.op_type not in only_ops:
+            why = "not quantized"
+        layers.append(Layer(i, node.name, node.op_type, not why, why))
+    return layers
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    init = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in init]
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def _lower_legacy_ops(model: onnx.ModelProto) -> None:
+    """Rewrite the experimental opset-1..9 ops (ImageScaler, Affine, Crop) in standard ops.
+
+    onnx's version converter has no schema for them and stops; old style-transfer and
+    detection models (candy.onnx) use them. Written here since no library does it.
+    """
+    graph = model.graph
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "ImageScaler":
+            bias = np.asarray(attrs.get("bias", [0.0]), np.float32).reshape(1, -1, 1, 1)
+            nodes += _scale_shift(graph, node, attrs.get("scale", 1.0), bias)
+        elif node.op_type == "Affine":
+            nodes += _scale_shift(graph, node, attrs.get("alpha", 1.0),
+                                  np.float32(attrs.get("beta", 0.0)))
+        elif node.op_type == "Crop":
+            left, top, right, bottom = (list(attrs.get("border", [])) + [0, 0, 0, 0])[:4]
+            if "scale" in attrs:
+                h, w = attrs["scale"]
+                ends = [top + h, left + w]
+            else:
+                ends = [-bottom if bottom else 2**62, -right if right else 2**62]
+            nodes.append(helper.make_node("Slice", [node.input[0]], list(node.output),
+                                          name=node.name, starts=[top, left], ends=ends,
+                                          axes=[2, 3]))
+        else:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _scale_shift(graph, node, scale, shift) -> list[onnx.NodeProto]:
+    base = node.name or node.output[0]
+    s_name, b_name, mid = f"{base}/scale", f"{base}/shift", f"{node.output[0]}/scaled"
+    for name, value in ((s_name, scale), (b_name, shift)):
+        array = np.asarray(value, np.float32)
+        graph.initializer.append(numpy_helper.from_array(array, name))
+        # IR < 4 requires every initializer to be listed as a graph input too.
+        graph.input.append(helper.make_tensor_value_info(name, FLOAT, array.shape))
+    return [
+        helper.make_node("Mul", [node.input[0], s_name], [mid], name=f"{base}"),
+        helper.make_node("Add", [mid, b_name], list(node.output), name=f"{base}/add"),
+    ]

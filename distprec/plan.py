@@ -1,0 +1,21 @@
+"""A precision plan: the target precision and the layers kept in FP32."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PRECISIONS = ("fp16", "bf16", "int8")
+
+
+@dataclass(frozen=True)
+class Plan:
+    precision: str
+    keep: frozenset[str]  # layer (node) names kept in FP32; every other searchable layer is low
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}")
+
+    def layer_precisions(self, high: str = "fp32") -> str:
+        """``a:fp32,b:fp32``: trtexec ``--layerPrecisions`` / polygraphy ``--layer-precisions``."""
+        return ",".join(f"{name}:{high}" for name in sorted(self.keep))

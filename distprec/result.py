@@ -1,0 +1,93 @@
+"""result.json (a contract read by other tools) and the exports a user deploys with."""
+
+from __future__ import annotations
+
+import platform
+import shlex
+from pathlib import Path
+
+from distprec import __version__
+from distprec.atomic import write_bytes, write_json
+from distprec.plan import Plan
+from distprec.rewrites import mixed_model
+from distprec.search import SearchConfig, SearchReport
+
+TRT_FLAG = {"fp16": "--fp16", "bf16": "--bf16", "int8": "--int8"}
+
+
+def layer_precisions(keep) -> dict[str, str]:
+    """The per-layer strings for TensorRT 8.4-10.x (weakly typed builds) and Polygraphy."""
+    names = list(keep)
+    return {
+        "trtexec": ",".join(f"{n}:fp32" for n in names),
+        "polygraphy": " ".join(shlex.quote(f"{n}:float32") for n in names),
+    }
+
+
+def commands(model: str, precision: str, keep) -> dict[str, str]:
+    strings = layer_precisions(keep)
+    flag = TRT_FLAG[precision]
+    trt = f"trtexec --onnx={shlex.quote(model)} {flag}"
+    poly = f"polygraphy run {shlex.quote(model)} --trt {flag}"
+    if keep:
+        trt += f" --precisionConstraints=obey --layerPrecisions={strings['trtexec']}"
+        poly += f" --precision-constraints obey --layer-precisions {strings['polygraphy']}"
+    return {"trtexec_command": trt, "polygraphy_command": poly}
+
+
+def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
+    prep, loop, outcome = report.prepared, report.loop, report.outcome
+    order = {name: i for i, name in enumerate(prep.searchable)}
+    keep = sorted(outcome.keep or (), key=order.__getitem__)  # in layer (topological) order
+    t0 = min((e.start for e in loop.evaluations), default=0.0)
+    result = {
+        "model": str(cfg.model),
+        "model_hash": prep.source_hash,
+        "precision": cfg.precision,
+        "high_precision": "fp32",
+        "strategy": cfg.strategy,
+        "direction": cfg.direction,
+        "passed": outcome.passed,
+        "high_precision_layers": keep,
+        "minimal": outcome.minimal,
+        "notes": list(outcome.notes),
+        "searchable_layers": len(prep.searchable),
+        "evaluations": len(loop.evaluations),
+        "rounds": loop.rounds,
+        "cancelled": loop.cancelled,
+        "memo_hits": loop.memo_hits,
+        "workers": len(report.workers),
+        "worker_nodes": {w.name: {"node": w.node, "device": w.device} for w in report.workers},
+        "device": report.device,
+        "emulated": report.device == "cpu" and cfg.precision != "int8",
+        "check": cfg.check.describe(),
+        "samples": len(prep.feeds),
+        "wall_s": report.wall_s,
+        "search_s": loop.wall_s,
+        "driver_s": loop.driver_s,
+        "trtexec_layer_precisions": layer_precisions(keep)["trtexec"],
+        "polygraphy_layer_precisions": layer_precisions(keep)["polygraphy"],
+        **commands(str(cfg.model), cfg.precision, keep),
+        "history": [
+            {**e.record(), "depth": loop.depth.get(e.keep, 0),
+             "t_start": e.start - t0, "t_end": e.end - t0}
+            for e in loop.evaluations
+        ],
+        "environment": {"distprec": __version__, "python": platform.python_version()},
+    }
+    if prep.calibration:
+        result["calibration"] = prep.calibration
+    return result
+
+
+def write_result(path: str | Path, result: dict) -> None:
+    write_json(path, result)
+
+
+def save_mixed_model(path: str | Path, report: SearchReport, precision: str) -> None:
+    """The deployable model (real FP16/BF16 casts or INT8 QDQ, never the CPU emulation)."""
+    prep = report.prepared
+    keep = frozenset(report.outcome.keep or ())
+    model = mixed_model(prep.model, Plan(precision, keep), set(prep.searchable) - keep,
+                        emulate=False, ranges_json=prep.ranges_json)
+    write_bytes(path, model.SerializeToString())

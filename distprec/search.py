@@ -1,0 +1,196 @@
+"""One search end to end: model -> layers -> golden -> calibration -> actors -> answer.
+
+The driver side: it owns Ray (through distprec.actors) and the user's files; the
+strategy owns the logic; the actors own the runtimes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+import ray
+
+from distprec.actors.loop import EventSink, LoopResult, drive
+from distprec.actors.pool import Worker, connect, start_workers, stop_workers
+from distprec.backends import OrtBackend
+from distprec.cache import calibration
+from distprec.checks import CheckSpec
+from distprec.data import (
+    Feed,
+    feeds_from_script,
+    input_specs,
+    load_feeds,
+    load_outputs,
+    parse_input_shapes,
+    random_feeds,
+)
+from distprec.errors import InputError
+from distprec.evaluator import Evaluator, Setup
+from distprec.model import Layer, layer_table, load_model, model_hash, prepare_model
+from distprec.plan import PRECISIONS
+from distprec.rewrites import not_low
+from distprec.strategies import STRATEGIES, Outcome, make_strategy
+
+
+@dataclass
+class SearchConfig:
+    model: str
+    precision: str = "fp16"
+    strategy: str = "bisect"
+    direction: str = "forward"
+    workers: int | None = None
+    device: str = "auto"  # auto: cuda when the cluster has GPUs and onnxruntime-gpu is there
+    inputs: str | None = None
+    input_shapes: str | None = None
+    data_loader: str | None = None
+    calib_data: str | None = None
+    calib_method: str = "minmax"
+    calibration_cache: str | None = None
+    golden: str | None = None
+    check: CheckSpec = field(default_factory=CheckSpec)
+    address: str | None = None
+    seed: int = 0
+    samples: int = 1
+
+    def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {self.precision!r} "
+                             f"(choose from {', '.join(PRECISIONS)})")
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"unknown strategy {self.strategy!r} "
+                             f"(choose from {', '.join(STRATEGIES)})")
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"--workers must be at least 1, got {self.workers}")
+        if self.samples < 1:
+            raise InputError(f"--samples must be at least 1, got {self.samples}")
+
+
+@dataclass
+class Prepared:
+    """Everything the driver computes once, before any candidate runs."""
+
+    model: onnx.ModelProto
+    source_hash: str
+    layers: list[Layer]
+    searchable: tuple[str, ...]
+    feeds: list[Feed]
+    golden: list[Feed]
+    ranges_json: str | None = None
+    calibration: dict = field(default_factory=dict)
+
+    def setup(self, cfg: SearchConfig) -> Setup:
+        return Setup(self.model.SerializeToString(), cfg.precision, self.searchable,
+                     self.feeds, self.golden, cfg.check, self.ranges_json)
+
+
+@dataclass
+class SearchReport:
+    outcome: Outcome
+    loop: LoopResult
+    workers: list[Worker]
+    device: str
+    wall_s: float
+    prepared: Prepared
+
+
+def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
+    emit = on_event or (lambda kind, data: None)
+    cfg.validate()
+    source = load_model(cfg.model)
+    model = prepare_model(source)
+    layers = layer_table(model, not_low(model, cfg.precision))
+    searchable = tuple(layer.name for layer in layers if layer.searchable)
+    if not searchable:
+        raise InputError(f"{cfg.model}: no layer can run in {cfg.precision}")
+    specs = input_specs(model)
+    if cfg.inputs and cfg.data_loader:
+        raise InputError("give --inputs or --data-loader-script, not both")
+    if cfg.inputs:
+        feeds = load_feeds(cfg.inputs, specs)
+    elif cfg.data_loader:
+        feeds = feeds_from_script(cfg.data_loader, specs)
+    else:
+        feeds = random_feeds(specs, parse_input_shapes(cfg.input_shapes, specs), cfg.seed,
+                             cfg.samples)
+    emit("phase", {"name": "golden", "total": len(feeds)})
+    outputs = [o.name for o in model.graph.output]
+    if cfg.golden:
+        golden = load_outputs(cfg.golden, outputs, len(feeds), model_hash(source))
+    else:
+        golden = reference_outputs(model, feeds)
+    prep = Prepared(model, model_hash(source), layers, searchable, feeds, golden)
+    if cfg.precision == "int8":
+        emit("phase", {"name": "calibration"})
+        calib = feeds
+        if cfg.calib_data:
+            calib = (load_feeds(cfg.calib_data, specs) if Path(cfg.calib_data).suffix in
+                     (".npz", ".json") else feeds_from_script(cfg.calib_data, specs))
+        before = calibration.computed_count
+        prep.ranges_json, reused = calibration.calibration_ranges(
+            model, calib, cfg.calib_method, cfg.calibration_cache)
+        prep.calibration = {"method": cfg.calib_method, "samples": len(calib),
+                            "cache": cfg.calibration_cache, "reused_cache": reused,
+                            "computed": calibration.computed_count - before}
+    emit("phase", {"name": "ready"})
+    return prep
+
+
+def reference_outputs(model: onnx.ModelProto, feeds: list[Feed]) -> list[Feed]:
+    """The FP32 reference: ONNX Runtime's CPU provider on the prepared model."""
+    backend = OrtBackend("cpu", threads=0)
+    try:
+        return backend.run(backend.load(model), feeds)
+    except Exception as exc:
+        raise InputError(f"the FP32 model does not run on these inputs: "
+                         f"{str(exc).strip().splitlines()[0][:300]}") from None
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import onnxruntime
+
+    has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    return "cuda" if has_cuda and ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
+
+
+def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
+               prepared: Prepared | None = None, workers: list[Worker] | None = None,
+               resources: dict | None = None, label_selector: dict | None = None) -> SearchReport:
+    """Prepare, start one evaluator per GPU (or ``--workers`` CPU actors), drive the search.
+
+    ``workers`` may be passed in to reuse actors (e.g. chained searches).
+    """
+    t0 = time.perf_counter()
+    prep = prepared or prepare(cfg, on_event)
+    connect(cfg.address)
+    device = resolve_device(cfg.device)
+    own = workers is None
+    if own:
+        setup_ref = ray.put(prep.setup(cfg))
+        workers = start_workers(setup_ref, device, cfg.workers, resources=resources,
+                                label_selector=label_selector)
+    if on_event:
+        on_event("workers", {"workers": [(w.name, w.node, w.device) for w in workers]})
+    strategy = make_strategy(cfg.strategy, prep.searchable, cfg.direction)
+    try:
+        loop = drive(strategy, workers, on_event)
+    finally:
+        if own:
+            stop_workers(workers)
+    return SearchReport(strategy.result(), loop, workers, device, time.perf_counter() - t0, prep)
+
+
+def check_plan(cfg: SearchConfig, keep: frozenset[str], prepared: Prepared | None = None,
+               device: str = "cpu"):
+    """Evaluate one plan in this process (no Ray): a user's way to confirm an answer."""
+    prep = prepared or prepare(cfg)
+    unknown = sorted(keep - {layer.name for layer in prep.layers})
+    if unknown:
+        raise InputError(f"unknown layer name: {unknown[0]}"
+                         + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+    evaluator = Evaluator(prep.setup(cfg), OrtBackend(device, threads=0))
+    return evaluator.evaluate(keep & set(prep.searchable)), evaluator.emulate

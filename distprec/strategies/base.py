@@ -1,0 +1,103 @@
+"""The ask/tell protocol every search strategy follows.
+
+A strategy is pure logic: it proposes keep-sets (the layers kept in FP32) and is told
+verdicts. It never imports Ray or ONNX, never sleeps, logs or reads the clock, so it can
+be tested against an oracle in microseconds and driven by any loop.
+
+Rules (as in Optuna's ask-and-tell): every asked keep-set is told exactly once; telling an
+unknown or already-told keep-set raises; ``ask`` returning ``[]`` means "nothing to run
+until more verdicts arrive"; once ``done`` is true, ``result()`` holds the answer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+Keep = frozenset  # frozenset[str]: layer names kept in FP32
+
+
+class Verdict(str, Enum):
+    PASS = "pass"
+    FAIL = "fail"  # ran, outputs out of tolerance
+    ERROR = "error"  # did not build or run: counted as not passing, and reported as such
+
+    @property
+    def passed(self) -> bool:
+        return self is Verdict.PASS
+
+
+MINIMALITY = ("1-minimal", "contiguous-minimal", "none")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a strategy found and what it can prove about it."""
+
+    passed: bool  # a passing keep-set was found
+    keep: Keep | None  # the answer (None when nothing passes)
+    minimal: str = "none"  # one of MINIMALITY
+    notes: tuple[str, ...] = ()  # what it saw: all-low passes, non-monotonic outcomes...
+
+
+class Strategy(ABC):
+    """Base class: bookkeeping of asked and told keep-sets."""
+
+    name = "strategy"
+
+    def __init__(self, layers: Sequence[str]) -> None:
+        if len(set(layers)) != len(layers):
+            raise ValueError("layer names must be unique")
+        self.layers = tuple(layers)
+        self.told: dict[Keep, Verdict] = {}
+        self.pending: set[Keep] = set()
+        self.notes: list[str] = []
+
+    # -- the protocol -------------------------------------------------------------------
+    def ask(self, n: int) -> list[Keep]:
+        """Up to ``n`` new keep-sets to evaluate now (fewer, or none, is fine)."""
+        if n <= 0 or self.done:
+            return []
+        plans = [k for k in self._propose(n) if k not in self.told and k not in self.pending]
+        plans = list(dict.fromkeys(plans))[:n]
+        self.pending.update(plans)
+        return plans
+
+    def tell(self, keep: Keep, verdict: Verdict) -> None:
+        keep = frozenset(keep)
+        if keep in self.told:
+            raise ValueError(f"{self.name}: told twice about a keep-set of {len(keep)} layers")
+        if keep not in self.pending:
+            raise ValueError(f"{self.name}: told about a keep-set it never asked for")
+        self.pending.discard(keep)
+        self.told[keep] = Verdict(verdict)
+        self._update(keep, Verdict(verdict))
+
+    def wanted(self, keep: Keep) -> bool:
+        """False once a pending keep-set can no longer change the answer (it may be cancelled)."""
+        return not self.done
+
+    @property
+    @abstractmethod
+    def done(self) -> bool: ...
+
+    @abstractmethod
+    def result(self) -> Outcome: ...
+
+    def status(self) -> dict[str, object]:
+        """A few facts for a progress display (bounds, chunk size...)."""
+        return {}
+
+    # -- for subclasses -------------------------------------------------------------------
+    @abstractmethod
+    def _propose(self, n: int) -> list[Keep]: ...
+
+    @abstractmethod
+    def _update(self, keep: Keep, verdict: Verdict) -> None: ...
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
