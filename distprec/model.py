@@ -111,14 +111,13 @@ def float_tensors(model: onnx.ModelProto) -> set[str]:
     return names
 
 
-def layer_table(model: onnx.ModelProto, blocked_ops: set[str] = frozenset(),
-                only_ops: set[str] | None = None) -> list[Layer]:
+def layer_table(model: onnx.ModelProto, not_low: dict[str, str] | None = None) -> list[Layer]:
     """All nodes in topological order, each marked searchable or not, with the reason.
 
-    ``blocked_ops`` always stay FP32 under the target converter; with ``only_ops`` given
-    (INT8: the op types the quantizer handles), other ops are not searchable since
-    excluding them changes nothing.
+    ``not_low`` maps the nodes the target converter cannot lower (rewrites.not_low) to the
+    reason: keeping them in FP32 changes nothing, so they are not searched.
     """
+    not_low = not_low or {}
     floats = float_tensors(model)
     dynamic = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
     layers = []
@@ -136,10 +135,8 @@ def layer_table(model: onnx.ModelProto, blocked_ops: set[str] = frozenset(),
             why = "computes a constant"
         elif not any(o in floats for o in node.output):
             why = "no floating-point output"
-        elif node.op_type in blocked_ops:
-            why = "kept FP32 by the converter"
-        elif only_ops is not None and node.op_type not in only_ops:
-            why = "not quantized"
+        elif node.name in not_low:
+            why = not_low[node.name]
         layers.append(Layer(i, node.name, node.op_type, not why, why))
     return layers
 

@@ -1,0 +1,30 @@
+"""Shared fixtures: one Ray instance for the whole session, small generated models."""
+
+from __future__ import annotations
+
+import pytest
+
+from distprec.demo import planted_mlp
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
+    yield ray
+
+
+@pytest.fixture(scope="session")
+def small_planted():
+    """A 12-block planted MLP (~54 layers): fast enough for end-to-end tests."""
+    return planted_mlp(blocks=12)
+
+
+@pytest.fixture
+def small_planted_path(tmp_path, small_planted):
+    path = tmp_path / "planted.onnx"
+    path.write_bytes(small_planted.model.SerializeToString())
+    return path

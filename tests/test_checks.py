@@ -1,0 +1,75 @@
+"""Comparison semantics (Polygraphy's CompareFunc.simple) and the extra checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from distprec.checks import CheckSpec, make_check, parse_tolerances
+from distprec.errors import InputError
+
+
+def run(spec, want, got, name="y"):
+    return make_check(spec)([{name: np.asarray(want, np.float32)}],
+                            [{name: np.asarray(got, np.float32)}])
+
+
+def test_elementwise_needs_both_tolerances_exceeded():
+    spec = CheckSpec(atol=(("", 0.1),), rtol=(("", 0.01),))
+    assert run(spec, [100.0], [100.5])  # abs 0.5 > 0.1 but rel 0.005 <= 0.01
+    assert run(spec, [0.01], [0.05])  # rel 4 > 0.01 but abs 0.04 <= 0.1
+    result = run(spec, [1.0], [1.5])
+    assert not result and "exceed" in result.reason
+    assert result.outputs["y"]["max_abs"] == pytest.approx(0.5)
+
+
+def test_nan_and_inf_always_fail():
+    spec = CheckSpec(atol=(("", 1e9),), rtol=(("", 1e9),))
+    assert not run(spec, [1.0, 2.0], [np.nan, 2.0])
+    result = run(spec, [1.0], [np.inf])
+    assert not result and result.outputs["y"]["nonfinite"] == 1
+
+
+@pytest.mark.parametrize("stat, passes", [("max", False), ("mean", True), ("median", True),
+                                          ("quantile", False)])
+def test_error_statistics(stat, passes):
+    want = np.zeros(100)
+    got = np.zeros(100)
+    got[-3:] = 1.0  # three outliers
+    spec = CheckSpec(atol=(("", 0.1),), rtol=(("", 0.0),), stat=stat, quantile=0.99)
+    assert bool(run(spec, want, got)) is passes
+
+
+def test_per_output_tolerances():
+    spec = CheckSpec(atol=parse_tolerances("0.01,b:1.0", "--atol", 1e-2),
+                     rtol=parse_tolerances("0", "--rtol", 1e-2))
+    check = make_check(spec)
+    golden = [{"a": np.zeros(2, np.float32), "b": np.zeros(2, np.float32)}]
+    assert check(golden, [{"a": np.zeros(2, np.float32), "b": np.full(2, 0.5, np.float32)}])
+    assert not check(golden, [{"a": np.full(2, 0.5, np.float32), "b": np.zeros(2, np.float32)}])
+
+
+def test_cosine_floor_and_top_k():
+    want, got = [1.0, 2.0, 3.0], [3.0, 2.0, 1.0]
+    loose = (("", 10.0),)
+    assert not run(CheckSpec(atol=loose, rtol=loose, cosine_min=0.99), want, got)
+    assert not run(CheckSpec(atol=loose, rtol=loose, top_k=1), want, got)
+    assert run(CheckSpec(atol=loose, rtol=loose, top_k=3), want, got)  # same set of 3
+
+
+def test_check_func(tmp_path):
+    script = tmp_path / "metric.py"
+    script.write_text("import numpy as np\n"
+                      "def check(golden, outputs):\n"
+                      "    err = float(np.abs(golden[0]['y'] - outputs[0]['y']).max())\n"
+                      "    return err < 0.2, err\n")
+    spec = CheckSpec(atol=(("", 10.0),), rtol=(("", 10.0),), check_func=f"{script}:check")
+    assert run(spec, [1.0], [1.1])
+    result = run(spec, [1.0], [1.5])
+    assert not result and result.outputs["__func__"]["value"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("text", ["abc", "-1", "out:nan", "inf"])
+def test_bad_tolerances(text):
+    with pytest.raises(InputError):
+        parse_tolerances(text, "--atol", 1e-2)

@@ -1,0 +1,108 @@
+"""Rewrites: the FP16 emulation shows what a plain CPU FP16 run hides; INT8 excludes by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from distprec.backends import OrtBackend
+from distprec.cache.calibration import calibration_ranges
+from distprec.data import input_specs, random_feeds
+from distprec.model import layer_table, prepare_model
+from distprec.plan import Plan
+from distprec.rewrites import (
+    LOW_TYPES,
+    cast_to_low_precision,
+    convert_fp16,
+    emulate_low_precision,
+    mixed_model,
+    not_low,
+    quantize_qdq,
+)
+
+CPU = OrtBackend("cpu")
+
+
+@pytest.fixture(scope="module")
+def setup(small_planted):
+    model = prepare_model(small_planted.model)
+    searchable = {x.name for x in layer_table(model, not_low(model, "fp16")) if x.searchable}
+    feeds = random_feeds(input_specs(model), {}, seed=0)
+    golden = CPU.run(CPU.load(model), feeds)[0]["logits"]
+    return model, searchable, feeds, golden
+
+
+def run(model, feeds):
+    return next(iter(CPU.run(CPU.load(model), feeds)[0].values()))
+
+
+def test_emulation_shows_the_overflow_a_plain_cpu_fp16_run_hides(setup, small_planted):
+    model, searchable, feeds, golden = setup
+    plain = run(convert_fp16(model, searchable), feeds)  # real FP16 graph, CPU provider
+    assert np.isfinite(plain).all()  # ONNX Runtime's CPU provider computed it in FP32
+    emulated = run(emulate_low_precision(model, searchable, LOW_TYPES["fp16"]), feeds)
+    assert not np.isfinite(emulated).all()
+    kept = emulate_low_precision(model, searchable - small_planted.planted, LOW_TYPES["fp16"])
+    assert np.isfinite(run(kept, feeds)).all()
+
+
+@pytest.mark.parametrize("plant", ["overflow_matmul", "scale_back", "square", "sqrt"])
+def test_each_planted_layer_is_needed(setup, small_planted, plant):
+    model, searchable, feeds, golden = setup
+    (name,) = [p for p in small_planted.planted if p.endswith(plant)][:1]
+    low = searchable - (small_planted.planted - {name})
+    out = run(emulate_low_precision(model, low, LOW_TYPES["fp16"]), feeds)
+    err = np.abs(out - golden)
+    assert not np.isfinite(out).all() or err.max() > 1.0
+
+
+def test_emulation_rounds_values_entering_low_precision():
+    """A FP32 node's huge output overflows where a low node reads it."""
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(
+        [helper.make_node("Mul", ["x", "big"], ["h"], name="hi"),
+         helper.make_node("Relu", ["h"], ["y"], name="lo")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [helper.make_tensor("big", TensorProto.FLOAT, [1], [1e6])])
+    model = prepare_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    out = run(emulate_low_precision(model, {"lo"}, LOW_TYPES["fp16"]),
+              [{"x": np.ones(1, np.float32)}])
+    assert np.isinf(out).all()
+
+
+def test_bf16_casts_build_valid_models(setup):
+    model, searchable, _, _ = setup
+    low = {n for n in searchable if "tanh" in n or "bias" in n}
+    rewritten = cast_to_low_precision(model, low, LOW_TYPES["bf16"])
+    onnx.checker.check_model(rewritten)
+    casts = [n for n in rewritten.graph.node if n.op_type == "Cast"]
+    assert casts and all(n.name not in low for n in casts)
+
+
+def test_int8_excludes_exactly_the_named_nodes(setup):
+    model, _, feeds, _ = setup
+    ranges, reused = calibration_ranges(model, feeds)
+    assert not reused
+    int8 = {x.name for x in layer_table(model, not_low(model, "int8")) if x.searchable}
+    keep = {n for n in int8 if n.startswith("blk1/")}
+    qdq = quantize_qdq(model, {n.name for n in model.graph.node} - (int8 - keep), ranges)
+    dq_out = {o for n in qdq.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    weights = {t.name for t in qdq.graph.initializer}
+    by_name = {n.name: n for n in qdq.graph.node}
+    # Kept nodes read their FP32 weight directly; quantized ones through DequantizeLinear.
+    original = {n.name: n for n in model.graph.node}
+    assert keep
+    for name in keep:
+        fp32_weights = {x for x in original[name].input if x in weights}
+        assert fp32_weights <= set(by_name[name].input)
+    assert by_name["blk1/matmul"].input[1] in weights
+    assert by_name["blk2/matmul"].input[1] in dq_out
+
+
+def test_mixed_model_needs_ranges_for_int8(setup):
+    model, searchable, _, _ = setup
+    with pytest.raises(ValueError):
+        mixed_model(model, Plan("int8", frozenset()), searchable, emulate=False)
