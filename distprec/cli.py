@@ -240,7 +240,10 @@ def _read_keep(path: str) -> frozenset[str]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"keep file not found: {path}")
-    text = p.read_text()
+    try:
+        text = p.read_text()
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file of layer names") from None
     if p.suffix == ".json":
         try:
             return frozenset(json.loads(text)["high_precision_layers"])

@@ -1,0 +1,127 @@
+"""The command line end to end: a real search on Ray with 2 CPU workers, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from distprec.cli import main
+from distprec.demo import DEMO_ATOL, DEMO_RTOL
+
+TOL = ["--atol", str(DEMO_ATOL), "--rtol", str(DEMO_RTOL)]
+
+
+def test_search_finds_planted_layers_with_two_workers(ray_session, small_planted,
+                                                      small_planted_path, tmp_path, capsys):
+    out, model_out = tmp_path / "result.json", tmp_path / "mixed.onnx"
+    code = main(["search", str(small_planted_path), "--precision", "fp16", "--strategy", "bisect",
+                 "--workers", "2", "--device", "cpu", "--samples", "2", "-o", str(out),
+                 "--save-model", str(model_out), "--no-live", *TOL])
+    assert code == 0
+    result = json.loads(out.read_text())
+    for key in ("model", "precision", "high_precision", "strategy", "passed",
+                "high_precision_layers", "evaluations", "rounds", "workers", "wall_s",
+                "trtexec_layer_precisions", "history"):
+        assert key in result
+    keep = set(result["high_precision_layers"])
+    assert result["passed"] and small_planted.planted <= keep
+    assert result["workers"] == 2 and result["emulated"]
+    assert len({h["worker"] for h in result["history"]}) == 2
+    assert result["evaluations"] == len(result["history"])
+    assert len({tuple(h["keep"]) for h in result["history"]}) == result["evaluations"]
+    assert result["trtexec_layer_precisions"].count(":fp32") == len(keep)
+    assert model_out.stat().st_size > 0
+    # `check` confirms the answer, and refuses the answer minus a planted layer.
+    args = ["check", str(small_planted_path), "--device", "cpu", "--samples", "2", *TOL]
+    assert main([*args, "--keep-file", str(out)]) == 0
+    weaker = ",".join(sorted(keep - {sorted(small_planted.planted)[0]}))
+    assert main([*args, "--keep", weaker]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_linear_reverse_and_all_high_failure(ray_session, small_planted_path, tmp_path):
+    out = tmp_path / "r.json"
+    # atol/rtol 0 with NaN-free outputs: only all-FP32 passes, so linear reverse keeps all.
+    code = main(["search", str(small_planted_path), "--strategy", "linear", "--direction",
+                 "reverse", "--workers", "2", "--device", "cpu", "-o", str(out), "--no-live",
+                 "--atol", "0", "--rtol", "0", "--cosine-min", "1.1"])
+    assert code == 1
+    result = json.loads(out.read_text())
+    assert not result["passed"] and "all-high fails" in result["notes"][0]
+
+
+def test_int8_calibrates_once_and_reuses_its_cache(ray_session, small_planted_path, tmp_path):
+    from distprec.cache import calibration
+
+    cache = tmp_path / "calib.json"
+    before = calibration.computed_count
+    args = ["search", str(small_planted_path), "--precision", "int8", "--workers", "2",
+            "--device", "cpu", "--calibration-cache", str(cache), "--no-live",
+            "--cosine-min", "0.999", "--atol", "1", "--rtol", "1"]
+    main([*args, "-o", str(tmp_path / "a.json")])
+    first = json.loads((tmp_path / "a.json").read_text())
+    assert calibration.computed_count == before + 1 and cache.exists()
+    assert first["calibration"]["computed"] == 1 and first["evaluations"] > 2
+    main([*args, "-o", str(tmp_path / "b.json")])
+    second = json.loads((tmp_path / "b.json").read_text())
+    assert calibration.computed_count == before + 1
+    assert second["calibration"]["reused_cache"] and second["calibration"]["computed"] == 0
+    assert second["high_precision_layers"] == first["high_precision_layers"]
+    # A cache made for other data is refused.
+    code = main([*args, "--seed", "7", "-o", str(tmp_path / "c.json")])
+    assert code == 2 and not (tmp_path / "c.json").exists()
+
+
+def test_golden_command_and_reuse(small_planted_path, tmp_path):
+    golden = tmp_path / "g.npz"
+    assert main(["golden", str(small_planted_path), "-o", str(golden), "--samples", "2"]) == 0
+    with np.load(golden, allow_pickle=False) as npz:
+        assert npz["logits"].shape == (2, 8, 10)
+    args = ["check", str(small_planted_path), "--device", "cpu", "--samples", "2",
+            "--golden", str(golden), "--atol", "1", "--rtol", "1"]
+    assert main([*args, "--keep", "blk0/matmul"]) == 1  # the overflow is still there
+    assert main([*args, "--keep-file", str(golden)]) == 2  # not a list of names
+
+
+def test_layers_command(small_planted_path, capsys):
+    assert main(["layers", str(small_planted_path)]) == 0
+    text = capsys.readouterr().out
+    assert "blk0/matmul" in text and "MatMul" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["search", "{missing}"], "not found"),
+    (["search", "{corrupt}"], "not a valid ONNX model"),
+    (["search", "{model}", "--precision", "fp8"], "unknown precision"),
+    (["search", "{model}", "--strategy", "annealing"], "unknown strategy"),
+    (["search", "{model}", "--atol", "-1"], "non-negative"),
+    (["search", "{model}", "--rtol", "abc"], "not a number"),
+    (["search", "{model}", "--workers", "0"], "at least 1"),
+    (["search", "{model}", "--workers", "64", "--device", "cpu"], "more than"),
+    (["search", "{model}", "--inputs", "{wrong_inputs}"], "the model takes"),
+    (["search", "{model}", "--golden", "{other_golden}"], "another model"),
+    (["check", "{model}", "--keep", "no_such_layer"], "unknown layer name"),
+    (["layers"], "arguments are required"),
+])
+def test_bad_input_is_one_line_and_exit_2(ray_session, small_planted_path, tmp_path, capsys,
+                                          args, message):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage")
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, image=np.zeros((1, 3), np.float32))
+    other = tmp_path / "other.npz"
+    np.savez(other, logits=np.zeros((1, 8, 10), np.float32),
+             __distprec_model_hash__=np.array("0123"))
+    paths = {"missing": tmp_path / "missing.onnx", "corrupt": corrupt, "model": small_planted_path,
+             "wrong_inputs": wrong, "other_golden": other}
+    out = tmp_path / "out.json"
+    argv = [a.format(**paths) for a in args]
+    if argv[0] == "search":
+        argv += ["-o", str(out), "--no-live"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
