@@ -21,7 +21,7 @@ from rich.table import Table
 
 from distprec.dashboard import PHASE_LABEL, Dashboard, render
 from distprec.history import fmt_error, utilisation, worst_error
-from distprec.logroute import logs_through
+from distprec.logroute import StderrThroughConsole, logs_through
 
 SHOW_LAYERS = 24
 REFRESH_PER_SECOND = 4
@@ -30,18 +30,20 @@ REFRESH_PER_SECOND = 4
 class SearchConsole:
     """Live view or plain log for one search, then the summary table.
 
-    ``clock`` is for tests: it replaces ``time.monotonic`` so that shares and elapsed
-    times are fixed.
+    ``every_s`` and ``per_eval`` pace the plain log (see PlainLog); ``heartbeat_s`` is how
+    often it checks for silence (None: never). ``clock`` is for tests: it replaces
+    ``time.monotonic`` so that shares and elapsed times are fixed.
     """
 
     def __init__(self, cfg, live: bool = True, console: Console | None = None, *,
-                 every_s: float = 10.0, per_eval: int = 50,
+                 every_s: float = 10.0, per_eval: int = 50, heartbeat_s: float | None = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.console = console or Console()
         self.live = live and self.console.is_interactive
         self.clock = clock
         self.state = Dashboard.from_config(cfg, clock())
+        self.heartbeat_s = heartbeat_s
         self._lock = threading.RLock()
         self._stack = ExitStack()
         self._plain = None if self.live else PlainLog(self.log, self.state, every_s, per_eval)
@@ -54,11 +56,14 @@ class SearchConsole:
                         redirect_stdout=True, redirect_stderr=True)
             self._stack.enter_context(live)
             self._stack.enter_context(logs_through(live.console))
+            if _fileno(self.console) != 2:  # never capture the stream the view is drawn on
+                self._stack.enter_context(StderrThroughConsole(live.console))
         else:
             c = self.cfg
             self.log(f"search {c.model}: {c.precision}, strategy {c.strategy} ({c.direction}), "
                      f"check {c.check.describe()}")
-            self._stack.enter_context(_Heartbeat(self._tick, self._plain.every_s))
+            if self.heartbeat_s:
+                self._stack.enter_context(_Heartbeat(self._tick, self.heartbeat_s))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -103,6 +108,13 @@ class SearchConsole:
                                    markup=False, soft_wrap=True)
 
 
+def _fileno(console: Console) -> int | None:
+    try:
+        return console.file.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def summary_table(result: dict) -> Table:
     """The end-of-search table: what was found, at what cost, and what was written."""
     keep = result["high_precision_layers"]
@@ -141,21 +153,26 @@ class PlainLog:
     """Timestamped lines for logs: every evaluation at first, then a steady progress line.
 
     Large searches on many workers finish hundreds of evaluations a minute; a line for
-    each would bury the few that matter. After ``per_eval`` evaluations only new best
-    plans, errors and lost workers get their own line, and a progress line is written at
-    most every ``every_s`` seconds (also when no event comes, from a heartbeat thread,
-    so a slow build does not look like a hang).
+    each would bury the few that matter. After ``per_eval`` evaluations only better plans,
+    errors and lost workers get their own line, and a progress line is written at most
+    every ``every_s`` seconds. ``tick`` (a heartbeat thread) also writes one after
+    ``every_s`` seconds of silence, so a slow build does not look like a hang.
     """
 
     def __init__(self, write: Callable[[str], None], state: Dashboard, every_s: float = 10.0,
                  per_eval: int = 50) -> None:
         self.write, self.state = write, state
         self.every_s, self.per_eval = every_s, per_eval
-        self.last_line = 0.0
+        self.last_line = self.last_progress = 0.0
+        self.best: int | None = None
 
     def _say(self, text: str, now: float) -> None:
         self.write(text)
         self.last_line = now
+
+    def _progress(self, now: float) -> None:
+        self._say(self.progress(), now)
+        self.last_progress = now
 
     def on_event(self, kind: str, data: dict, now: float) -> None:
         s = self.state
@@ -168,16 +185,21 @@ class PlainLog:
                           f"{w} on {node} ({dev})" for w, node, dev in data["workers"]), now)
         elif kind == "done":
             ev = data["evaluation"]
-            notable = ev.verdict.value == "error" or (
-                ev.verdict.passed and s.best_size == len(ev.keep))
+            better = ev.verdict.passed and (self.best is None or len(ev.keep) < self.best)
+            if better:
+                self.best = len(ev.keep)
+            notable = better or ev.verdict.value == "error"
             if s.evaluations <= self.per_eval or notable:
                 err = worst_error(ev.figures)
                 self._say(f"#{s.evaluations} {ev.worker}: keep {len(ev.keep)} -> "
                           f"{ev.verdict.value}"
                           + (f" ({ev.reason})" if ev.reason else
                              f" (max|err| {fmt_error(err)})" if err is not None else ""), now)
-            elif now - self.last_line >= self.every_s:
-                self._say(self.progress(), now)
+                if s.evaluations == self.per_eval:
+                    self._say(f"(from here on: new best plans, errors and lost workers, and "
+                              f"a progress line at most every {self.every_s:g} s)", now)
+            elif now - self.last_progress >= self.every_s:
+                self._progress(now)
         elif kind == "cancelled" and s.cancelled <= self.per_eval:
             self._say(f"{data['worker']}: keep {data.get('size', '?')} cancelled "
                       "(no longer needed)", now)
@@ -207,7 +229,7 @@ class PlainLog:
         if s.workers_since is None or s.finished is not None:
             return
         if now - self.last_line >= self.every_s:
-            self._say(self.progress(), now)
+            self._progress(now)
 
     def progress(self) -> str:
         s = self.state
