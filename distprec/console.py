@@ -66,9 +66,10 @@ class SearchConsole:
                 self._stack.enter_context(_Heartbeat(self._tick, self.heartbeat_s))
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         with self._lock:
             self.state.finished = self.clock()
+            self.state.stopped = exc_type is not None
         self._stack.close()  # the live view draws its last frame, logging is restored
 
     # -- events ---------------------------------------------------------------------------

@@ -85,6 +85,7 @@ class Dashboard:
     status: dict = field(default_factory=dict)
     events: deque = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
     finished: float | None = None
+    stopped: bool = False  # ended by an exception or Ctrl-C, not by the strategy
 
     @classmethod
     def from_config(cls, cfg, now: float) -> Dashboard:
@@ -307,7 +308,8 @@ def _search(state: Dashboard) -> Panel:
         lines.append(Text(f"{state.strategy}: {status}"))
     for line in lines:
         line.no_wrap, line.overflow = True, "ellipsis"
-    title = "search" + (" (finished)" if state.finished else "")
+    title = "search" + ((" (stopped)" if state.stopped else " (finished)")
+                        if state.finished is not None else "")
     return Panel(Group(*lines), title=title, title_align="left", box=box.ROUNDED,
                  padding=(0, 1))
 

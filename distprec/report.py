@@ -150,11 +150,11 @@ def layer_profile(layer_errors: Mapping[str, Mapping], keep: set[str]) -> bytes:
     handles = [Patch(color=KEPT_COLOUR, label="kept in FP32"),
                Patch(color=OTHER_COLOUR, label="low precision")]
     handles += ax.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="lower right", bbox_to_anchor=(1, 1), fontsize=8, ncols=4,
-              frameon=False)
+    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1), fontsize=8, ncols=4,
+              frameon=False, borderaxespad=0.2)
     ax.set_ylim(floor / 2, top * 3)
     ax.set_title(f"per-layer error profile ({len(names)} layers, {len(keep & set(names))} kept)",
-                 fontsize=10, loc="left")
+                 fontsize=10, loc="left", pad=20)
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
 
@@ -350,6 +350,16 @@ def _facts(result: Mapping) -> str:
 FIGURE_KEYS = ("max_abs", "mean_abs", "max_rel", "mean_rel", "cosine", "nonfinite")
 
 
+def _figure_text(key: str, value: object) -> str:
+    """Cosine similarity needs more digits than an error: 0.99999 is not 1."""
+    v = as_float(value)
+    if key == "cosine" and v is not None and math.isfinite(v):
+        return f"{v:.6g}"
+    if key == "nonfinite" and v is not None and math.isfinite(v):
+        return f"{v:.0f}"
+    return fmt_error(v)
+
+
 def _kept_table(keep: list[str], layer_errors: object) -> str:
     if not keep:
         return "<h2>kept layers</h2><p>None: every searchable layer runs in low precision.</p>"
@@ -361,7 +371,7 @@ def _kept_table(keep: list[str], layer_errors: object) -> str:
         f"<th>{k}</th>" for k in FIGURE_KEYS) + "</tr>"
     rows = []
     for i, name in enumerate(keep):
-        cells = "".join(f"<td class=num>{_e(fmt_error(as_float(errs.get(name, {}).get(k))))}"
+        cells = "".join(f"<td class=num>{_e(_figure_text(k, errs.get(name, {}).get(k)))}"
                         f"</td>" for k in FIGURE_KEYS)
         rows.append(f"<tr><td class=num>{i}</td><td class=kept>{_e(name)}</td>{cells}</tr>")
     return f"<h2>kept layers ({len(keep)})</h2><table>{head}{''.join(rows)}</table>"
@@ -376,7 +386,7 @@ def _worst_layers(layer_errors: Mapping, keep: set[str], n: int = 20) -> str:
     head = "<tr><th>layer</th>" + "".join(f"<th>{k}</th>" for k in FIGURE_KEYS) + "</tr>"
     rows = "".join(
         f"<tr><td class={'kept' if name in keep else ''}>{_e(name)}</td>" + "".join(
-            f"<td class=num>{_e(fmt_error(as_float(layer_errors[name].get(k))))}</td>"
+            f"<td class=num>{_e(_figure_text(k, layer_errors[name].get(k)))}</td>"
             for k in FIGURE_KEYS) + "</tr>" for name in worst)
     return (f"<h2>largest per-layer errors</h2><p class=muted>The {len(worst)} layers with the "
             f"largest max |error|; kept ones in red.</p><table>{head}{rows}</table>")

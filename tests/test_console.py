@@ -272,3 +272,15 @@ def test_demo_live_view_in_tmux(tmp_path):
     assert "2 workers" in frame and "best passing plan: " in frame
     assert "search (finished)" in frame
     assert "planted 6, found" in pane
+
+
+def test_live_view_says_stopped_when_the_search_raises():
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, height=40, force_terminal=True,
+                      force_interactive=True, color_system=None)
+    with pytest.raises(KeyboardInterrupt):
+        with SearchConsole(config(), console=console) as sc:
+            for kind, data in list(synthetic_events(2))[:12]:
+                sc.on_event(kind, data)
+            raise KeyboardInterrupt
+    assert "search (stopped)" in buf.getvalue()
