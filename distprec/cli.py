@@ -1,4 +1,4 @@
-"""Command line: layers, golden, search, check, demo.
+"""Command line: layers, golden, search, check, demo, report.
 
 Exit codes: 0 a passing plan was found (or the command succeeded), 1 no plan passes,
 2 bad input (one line on stderr, nothing written).
@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="result.json", help="result JSON")
     p.add_argument("--save-model", help="write the mixed-precision ONNX model here")
     p.add_argument("--no-live", action="store_true", help="plain log lines, no live view")
+    p.add_argument("--report", metavar="HTML", help="also write the HTML report (and its PNG "
+                   "figures next to it) at the end; needs matplotlib")
 
     p = sub.add_parser("check", help="evaluate one plan and print its verdict")
     _add_plan_args(p)
@@ -103,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="distprec-demo", help="folder for the model and results")
     p.add_argument("--blocks", type=int, default=60, help="residual blocks (4 layers each)")
     p.add_argument("--no-live", action="store_true")
+    p.add_argument("--report", metavar="HTML", help="also write the HTML report")
+
+    p = sub.add_parser("report", help="HTML report with figures from a result.json")
+    p.add_argument("result", help="result.json of a search")
+    p.add_argument("-o", "--output", default="report.html", help="HTML file; the PNG "
+                   "figures are written next to it (default report.html)")
     return parser
 
 
@@ -192,6 +200,7 @@ def cmd_search(a: argparse.Namespace) -> int:
             raise InputError(f"output path is a folder: {path}")
     if a.workers is not None and a.workers < 1:
         raise InputError(f"--workers must be at least 1, got {a.workers}")
+    _check_report_path(a.report)
     console = SearchConsole(cfg, live=not a.no_live)
     with console:
         report = run_search(cfg, console.on_event)
@@ -201,6 +210,10 @@ def cmd_search(a: argparse.Namespace) -> int:
         save_mixed_model(a.save_model, report, cfg.precision)
         written.append(a.save_model)
     result["exports"] = written
+    if a.report:
+        from distprec.report import write_report
+
+        result["exports"] = written + [str(p) for p in write_report(result, a.report)]
     write_result(a.output, result)
     console.summary(result)
     return 0 if report.outcome.passed else 1
@@ -232,8 +245,31 @@ def cmd_check(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from distprec.demo import run_demo
 
+    _check_report_path(a.report)
     return run_demo(out=a.out, workers=a.workers, strategy=a.strategy, blocks=a.blocks,
-                    live=not a.no_live)
+                    live=not a.no_live, report_path=a.report)
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from distprec.report import load_result, write_report
+
+    _check_report_path(a.output)
+    written = write_report(load_result(a.result), a.output)
+    print(f"wrote {written[0]}" + (f" and {len(written) - 1} figure(s): "
+                                   + ", ".join(str(p) for p in written[1:])
+                                   if len(written) > 1 else ""))
+    return 0
+
+
+def _check_report_path(path: str | None) -> None:
+    """Refuse a bad --report before a long search rather than after it."""
+    if not path:
+        return
+    from distprec.report import require_matplotlib
+
+    if Path(path).is_dir():
+        raise InputError(f"report path is a folder: {path}")
+    require_matplotlib()
 
 
 def _read_keep(path: str) -> frozenset[str]:
@@ -254,7 +290,7 @@ def _read_keep(path: str) -> frozenset[str]:
 
 
 COMMANDS = {"layers": cmd_layers, "golden": cmd_golden, "search": cmd_search,
-            "check": cmd_check, "demo": cmd_demo}
+            "check": cmd_check, "demo": cmd_demo, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,70 +1,103 @@
 """What the user sees during and after a search.
 
-The search knows nothing of the console: it emits events (``on_event(kind, data)``) and
-this module turns them into lines. Without a terminal (CI logs, redirected output) it
-writes plain timestamped lines with no cursor codes.
+The search knows nothing of the console: it emits events (``on_event(kind, data)``).
+On a terminal they feed a rich live dashboard (distprec.dashboard) refreshed four times
+a second, with Python logging routed above it. Without a terminal (CI logs, redirected
+output) or with ``--no-live`` they become plain timestamped lines at a steady pace, with
+no cursor codes: rich's Live would print only its last frame there.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 
+from rich import box
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
+from distprec.dashboard import PHASE_LABEL, Dashboard, render
+from distprec.history import fmt_error, utilisation, worst_error
+from distprec.logroute import StderrThroughConsole, logs_through
+
 SHOW_LAYERS = 24
+REFRESH_PER_SECOND = 4
 
 
 class SearchConsole:
-    def __init__(self, cfg, live: bool = True, console: Console | None = None) -> None:
-        self.cfg = cfg
-        self.console = console or Console(stderr=False)
-        self.live = live and self.console.is_interactive
-        self.t0 = time.time()
-        self.done = 0
+    """Live view or plain log for one search, then the summary table.
 
+    ``every_s`` and ``per_eval`` pace the plain log (see PlainLog); ``heartbeat_s`` is how
+    often it checks for silence (None: never). ``clock`` is for tests: it replaces
+    ``time.monotonic`` so that shares and elapsed times are fixed.
+    """
+
+    def __init__(self, cfg, live: bool = True, console: Console | None = None, *,
+                 every_s: float = 10.0, per_eval: int = 50, heartbeat_s: float | None = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.console = console or Console()
+        self.live = live and self.console.is_interactive
+        self.clock = clock
+        self.state = Dashboard.from_config(cfg, clock())
+        self.heartbeat_s = heartbeat_s
+        self._lock = threading.RLock()
+        self._stack = ExitStack()
+        self._plain = None if self.live else PlainLog(self.log, self.state, every_s, per_eval)
+
+    # -- lifetime -------------------------------------------------------------------------
     def __enter__(self) -> SearchConsole:
-        c = self.cfg
-        self.log(f"search {c.model}: {c.precision}, strategy {c.strategy} ({c.direction}), "
-                 f"check {c.check.describe()}")
+        if self.live:
+            live = Live(get_renderable=self.frame, console=self.console,
+                        refresh_per_second=REFRESH_PER_SECOND, transient=False,
+                        redirect_stdout=True, redirect_stderr=True)
+            self._stack.enter_context(live)
+            self._stack.enter_context(logs_through(live.console))
+            if _fileno(self.console) != 2:  # never capture the stream the view is drawn on
+                self._stack.enter_context(StderrThroughConsole(live.console))
+        else:
+            c = self.cfg
+            self.log(f"search {c.model}: {c.precision}, strategy {c.strategy} ({c.direction}), "
+                     f"check {c.check.describe()}")
+            if self.heartbeat_s:
+                self._stack.enter_context(_Heartbeat(self._tick, self.heartbeat_s))
         return self
 
-    def __exit__(self, *exc) -> None:
-        return None
+    def __exit__(self, exc_type, *exc) -> None:
+        with self._lock:
+            self.state.finished = self.clock()
+            self.state.stopped = exc_type is not None
+        self._stack.close()  # the live view draws its last frame, logging is restored
+
+    # -- events ---------------------------------------------------------------------------
+    def on_event(self, kind: str, data: dict) -> None:
+        now = self.clock()
+        with self._lock:
+            self.state.apply(kind, data, now)
+            if self._plain is not None:
+                self._plain.on_event(kind, data, now)
+
+    def frame(self):
+        """The current view (called by Live from its refresh thread)."""
+        with self._lock:
+            return render(self.state, self.clock(), self.console.size.height)
+
+    def _tick(self) -> None:
+        with self._lock:
+            if self._plain is not None:
+                self._plain.tick(self.clock())
 
     def log(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
         self.console.print(f"{stamp} {text}", highlight=False, markup=False, soft_wrap=True)
 
-    def on_event(self, kind: str, data: dict) -> None:
-        if kind == "phase":
-            self.log(f"{data['name']}" + (f" ({data['total']} samples)" if "total" in data
-                                            else ""))
-        elif kind == "workers":
-            self.log(f"{len(data['workers'])} workers: " + ", ".join(
-                f"{w} on {node} ({dev})" for w, node, dev in data["workers"]))
-        elif kind == "done":
-            ev = data["evaluation"]
-            self.done += 1
-            self.log(f"#{self.done} {ev.worker}: keep {len(ev.keep)} -> {ev.verdict.value}"
-                     + (f" ({ev.reason})" if ev.reason else ""))
-        elif kind == "worker_lost":
-            self.log(f"worker {data['worker']} lost: {data['reason']}")
-
+    # -- after the search -----------------------------------------------------------------
     def summary(self, result: dict) -> None:
+        self.console.print(summary_table(result))
         keep = result["high_precision_layers"]
-        table = Table(title="distprec result", show_header=False)
-        table.add_row("passed", str(result["passed"]))
-        table.add_row("layers kept in FP32", f"{len(keep)} of {result['searchable_layers']}")
-        table.add_row("minimal", result["minimal"])
-        table.add_row("evaluations / rounds", f"{result['evaluations']} / {result['rounds']}")
-        table.add_row("workers", f"{result['workers']} ({result['device']}"
-                      + (", FP16/BF16 emulated" if result["emulated"] else "") + ")")
-        table.add_row("wall time", f"{result['wall_s']:.1f} s")
-        table.add_row("written", ", ".join(result.get("exports", [])))
-        for note in result["notes"]:
-            table.add_row("note", note)
-        self.console.print(table)
         if keep:
             shown = ", ".join(keep[:SHOW_LAYERS])
             more = f", ... ({len(keep) - SHOW_LAYERS} more in the result JSON)" \
@@ -74,3 +107,157 @@ class SearchConsole:
             if len(keep) <= SHOW_LAYERS:
                 self.console.print(f"trtexec: {result['trtexec_command']}", highlight=False,
                                    markup=False, soft_wrap=True)
+
+
+def _fileno(console: Console) -> int | None:
+    try:
+        return console.file.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def summary_table(result: dict) -> Table:
+    """The end-of-search table: what was found, at what cost, and what was written."""
+    keep = result["high_precision_layers"]
+    history = result.get("history") or []
+    verdicts = {v: sum(h.get("verdict") == v for h in history) for v in ("pass", "fail", "error")}
+    share = utilisation(result)
+    table = Table(title="distprec result", show_header=False, box=box.ROUNDED,
+                  title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    found = (f"{len(keep)} of {result['searchable_layers']} kept in FP32"
+             if result["passed"] else "no passing plan")
+    table.add_row("found layers", f"{found} ({result['minimal']})" if result["passed"]
+                  else found)
+    extra = [f"{result.get('cancelled', 0)} cancelled"] if result.get("cancelled") else []
+    if result.get("memo_hits"):
+        extra.append(f"{result['memo_hits']} from memory")
+    table.add_row("evaluations", f"{result['evaluations']} ({verdicts['pass']} pass, "
+                  f"{verdicts['fail']} fail, {verdicts['error']} error)"
+                  + "".join(f", {x}" for x in extra))
+    table.add_row("rounds", str(result["rounds"]))
+    search_s = result.get("search_s")
+    table.add_row("wall time", f"{result['wall_s']:.1f} s"
+                  + (f" (search {search_s:.1f} s)" if isinstance(search_s, (int, float))
+                     else ""))
+    table.add_row("workers", f"{result['workers']} ({result['device']}"
+                  + (", FP16/BF16 emulated" if result.get("emulated") else "") + ")")
+    table.add_row("worker utilisation", f"{share:.0%}" if share is not None else "-")
+    table.add_row("exports written", "\n".join(result.get("exports", [])) or "-")
+    for note in result.get("notes", []):
+        table.add_row("note", note)
+    return table
+
+
+class PlainLog:
+    """Timestamped lines for logs: every evaluation at first, then a steady progress line.
+
+    Large searches on many workers finish hundreds of evaluations a minute; a line for
+    each would bury the few that matter. After ``per_eval`` evaluations only better plans,
+    errors and lost workers get their own line, and a progress line is written at most
+    every ``every_s`` seconds. ``tick`` (a heartbeat thread) also writes one after
+    ``every_s`` seconds of silence, so a slow build does not look like a hang.
+    """
+
+    def __init__(self, write: Callable[[str], None], state: Dashboard, every_s: float = 10.0,
+                 per_eval: int = 50) -> None:
+        self.write, self.state = write, state
+        self.every_s, self.per_eval = every_s, per_eval
+        self.last_line = self.last_progress = 0.0
+        self.best: int | None = None
+
+    def _say(self, text: str, now: float) -> None:
+        self.write(text)
+        self.last_line = now
+
+    def _progress(self, now: float) -> None:
+        self._say(self.progress(), now)
+        self.last_progress = now
+
+    def on_event(self, kind: str, data: dict, now: float) -> None:
+        s = self.state
+        if kind == "phase":
+            self._phase(data, now)
+        elif kind == "workers":
+            cluster = data.get("cluster") or {}
+            self._say(f"{len(data['workers'])} workers ({cluster.get('nodes', '?')} node(s), "
+                      f"{cluster.get('gpus', '?')} GPU(s)): " + ", ".join(
+                          f"{w} on {node} ({dev})" for w, node, dev in data["workers"]), now)
+        elif kind == "done":
+            ev = data["evaluation"]
+            better = ev.verdict.passed and (self.best is None or len(ev.keep) < self.best)
+            if better:
+                self.best = len(ev.keep)
+            notable = better or ev.verdict.value == "error"
+            if s.evaluations <= self.per_eval or notable:
+                err = worst_error(ev.figures)
+                self._say(f"#{s.evaluations} {ev.worker}: keep {len(ev.keep)} -> "
+                          f"{ev.verdict.value}"
+                          + (f" ({ev.reason})" if ev.reason else
+                             f" (max|err| {fmt_error(err)})" if err is not None else ""), now)
+                if s.evaluations == self.per_eval:
+                    self._say(f"(from here on: new best plans, errors and lost workers, and "
+                              f"a progress line at most every {self.every_s:g} s)", now)
+            elif now - self.last_progress >= self.every_s:
+                self._progress(now)
+        elif kind == "cancelled" and s.cancelled <= self.per_eval:
+            self._say(f"{data['worker']}: keep {data.get('size', '?')} cancelled "
+                      "(no longer needed)", now)
+        elif kind == "worker_lost":
+            self._say(f"worker {data['worker']} lost: {data['reason']}", now)
+
+    def _phase(self, data: dict, now: float) -> None:
+        name = data.get("name", "")
+        if name == "ready":
+            layers = data.get("searchable")
+            self._say("ready" + (f": {layers} searchable layers" if layers else ""), now)
+            return
+        label = PHASE_LABEL.get(name, name)
+        total, done = data.get("total"), data.get("done", 0)
+        if name == "cluster":
+            self._say(f"{label}: starting on {data.get('address', 'local')} Ray", now)
+        elif not done:
+            self._say(f"{label}: {total} sample(s)" if total is not None else label, now)
+        elif total is not None and done >= total and (
+                "reused" in data or now - self.last_line >= self.every_s):
+            note = {True: ", cache reused", False: ", computed"}.get(data.get("reused"), "")
+            self._say(f"{label}: {done}/{total} done{note}", now)
+
+    def tick(self, now: float) -> None:
+        """Heartbeat: a progress line when the search runs and nothing was said lately."""
+        s = self.state
+        if s.workers_since is None or s.finished is not None:
+            return
+        if now - self.last_line >= self.every_s:
+            self._progress(now)
+
+    def progress(self) -> str:
+        s = self.state
+        v = s.verdicts
+        best = f"{s.best_size} layers" if s.best_size is not None else "none yet"
+        return (f"progress: {s.evaluations} evaluations ({v.get('pass', 0)} pass, "
+                f"{v.get('fail', 0)} fail, {v.get('error', 0)} error), {s.running} running, "
+                f"round {s.depth}, best passing plan {best}")
+
+
+class _Heartbeat:
+    """Calls ``tick`` about once a second on a daemon thread while the context is open."""
+
+    def __init__(self, tick: Callable[[], None], every_s: float) -> None:
+        self.tick, self.period = tick, min(1.0, every_s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="distprec-heartbeat",
+                                        daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self.tick()
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

@@ -102,7 +102,7 @@ DEMO_ATOL, DEMO_RTOL = 0.3, 0.03
 
 
 def run_demo(out: str = "distprec-demo", workers: int | None = None, strategy: str = "bisect",
-             blocks: int = 60, live: bool = True) -> int:
+             blocks: int = 60, live: bool = True, report_path: str | None = None) -> int:
     """Generate the planted model, search it on the local resources, compare with the plants."""
     from pathlib import Path
 
@@ -128,6 +128,10 @@ def run_demo(out: str = "distprec-demo", workers: int | None = None, strategy: s
     result = build_result(cfg, report)
     result["planted_layers"] = sorted(planted.planted)
     result["exports"] = [str(folder / "result.json")]
+    if report_path:
+        from distprec.report import write_report
+
+        result["exports"] += [str(p) for p in write_report(result, report_path)]
     write_result(folder / "result.json", result)
     console.summary(result)
     found = set(result["high_precision_layers"])

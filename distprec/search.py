@@ -7,6 +7,7 @@ strategy owns the logic; the actors own the runtimes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,34 +116,50 @@ def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
     else:
         feeds = random_feeds(specs, parse_input_shapes(cfg.input_shapes, specs), cfg.seed,
                              cfg.samples)
-    emit("phase", {"name": "golden", "total": len(feeds)})
+    emit("phase", {"name": "golden", "total": len(feeds), "done": 0})
     outputs = [o.name for o in model.graph.output]
     if cfg.golden:
         golden = load_outputs(cfg.golden, outputs, len(feeds), model_hash(source))
+        emit("phase", {"name": "golden", "total": len(feeds), "done": len(feeds),
+                       "source": cfg.golden})
     else:
-        golden = reference_outputs(model, feeds)
+        golden = reference_outputs(model, feeds, progress=lambda i: emit(
+            "phase", {"name": "golden", "total": len(feeds), "done": i}))
     prep = Prepared(model, model_hash(source), layers, searchable, feeds, golden)
     if cfg.precision == "int8":
-        emit("phase", {"name": "calibration"})
         calib = feeds
         if cfg.calib_data:
             calib = (load_feeds(cfg.calib_data, specs) if Path(cfg.calib_data).suffix in
                      (".npz", ".json") else feeds_from_script(cfg.calib_data, specs))
+        emit("phase", {"name": "calibration", "total": len(calib), "done": 0})
         before = calibration.computed_count
         prep.ranges_json, reused = calibration.calibration_ranges(
             model, calib, cfg.calib_method, cfg.calibration_cache)
         prep.calibration = {"method": cfg.calib_method, "samples": len(calib),
                             "cache": cfg.calibration_cache, "reused_cache": reused,
                             "computed": calibration.computed_count - before}
-    emit("phase", {"name": "ready"})
+        emit("phase", {"name": "calibration", "total": len(calib), "done": len(calib),
+                       "reused": reused})
+    emit("phase", {"name": "ready", "searchable": len(searchable), "layers": len(layers)})
     return prep
 
 
-def reference_outputs(model: onnx.ModelProto, feeds: list[Feed]) -> list[Feed]:
-    """The FP32 reference: ONNX Runtime's CPU provider on the prepared model."""
+def reference_outputs(model: onnx.ModelProto, feeds: list[Feed],
+                      progress: Callable[[int], None] | None = None) -> list[Feed]:
+    """The FP32 reference: ONNX Runtime's CPU provider on the prepared model.
+
+    Runs sample by sample so that ``progress(done)`` can drive a progress bar: on a large
+    model and data set the reference run is the first long wait of a search.
+    """
     backend = OrtBackend("cpu", threads=0)
     try:
-        return backend.run(backend.load(model), feeds)
+        session = backend.load(model)
+        outputs: list[Feed] = []
+        for feed in feeds:
+            outputs += backend.run(session, [feed])
+            if progress:
+                progress(len(outputs))
+        return outputs
     except Exception as exc:
         raise InputError(f"the FP32 model does not run on these inputs: "
                          f"{str(exc).strip().splitlines()[0][:300]}") from None
@@ -166,6 +183,8 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     """
     t0 = time.perf_counter()
     prep = prepared or prepare(cfg, on_event)
+    if on_event:
+        on_event("phase", {"name": "cluster", "address": cfg.address or "local"})
     connect(cfg.address)
     device = resolve_device(cfg.device)
     own = workers is None
@@ -174,7 +193,8 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
         workers = start_workers(setup_ref, device, cfg.workers, resources=resources,
                                 label_selector=label_selector)
     if on_event:
-        on_event("workers", {"workers": [(w.name, w.node, w.device) for w in workers]})
+        on_event("workers", {"workers": [(w.name, w.node, w.device) for w in workers],
+                             "device": device, "cluster": cluster_summary()})
     strategy = make_strategy(cfg.strategy, prep.searchable, cfg.direction)
     try:
         loop = drive(strategy, workers, on_event)
@@ -182,6 +202,13 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
         if own:
             stop_workers(workers)
     return SearchReport(strategy.result(), loop, workers, device, time.perf_counter() - t0, prep)
+
+
+def cluster_summary() -> dict[str, int]:
+    """Nodes, GPUs and CPUs of the Ray cluster, for the console's header."""
+    resources = ray.cluster_resources()
+    return {"nodes": sum(1 for node in ray.nodes() if node.get("Alive")),
+            "gpus": int(resources.get("GPU", 0)), "cpus": int(resources.get("CPU", 0))}
 
 
 def check_plan(cfg: SearchConfig, keep: frozenset[str], prepared: Prepared | None = None,

@@ -62,7 +62,8 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
                 worker = free.popleft()
                 ref = worker.handle.evaluate.remote(keep)
                 in_flight[ref] = (keep, worker, depth_now + 1)
-                emit("start", {"worker": worker.name, "size": len(keep), "keep": keep})
+                emit("start", {"worker": worker.name, "size": len(keep), "keep": keep,
+                               "depth": depth_now + 1, "status": strategy.status()})
         if not in_flight:
             out.driver_s += time.perf_counter() - t0
             break

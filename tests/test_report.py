@@ -1,0 +1,153 @@
+"""The HTML/PNG report: from a hand-made result.json, from a real search, in Chromium."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from distprec.cli import main
+
+pytest.importorskip("matplotlib", reason="the report needs matplotlib (the test extra)")
+
+LAYERS = [f"block{i}/{op}" for i in range(8) for op in ("conv", "relu")]
+KEPT = ["block2/conv", "block5/relu"]
+FIGURES = ("layer-errors", "timeline", "size-vs-error")
+
+
+def layer_errors() -> dict:
+    """The shape another engineer's per-layer comparison writes into result.json."""
+    out = {}
+    for i, name in enumerate(LAYERS):
+        bad = name in KEPT
+        out[name] = {"max_abs": "inf" if name == "block2/conv" else (3.0 if bad else 1e-3 * i),
+                     "mean_abs": 0.5 if bad else 1e-4 * i, "max_rel": 2.0 if bad else 0.01,
+                     "mean_rel": 0.1, "cosine": 0.9 if bad else 0.99999,
+                     "nonfinite": 12 if name == "block2/conv" else 0}
+    return out
+
+
+def hand_made_result(with_layer_errors: bool = True) -> dict:
+    history = []
+    for i, (size, verdict) in enumerate([(0, "fail"), (16, "pass"), (8, "fail"), (12, "pass"),
+                                         (2, "pass"), (1, "fail"), (5, "error")]):
+        errors = {} if verdict == "error" else {
+            "out": {"max_abs": "inf" if verdict == "fail" else 0.01 * (size + 1),
+                    "mean_abs": 0.001}}
+        history.append({"size": size, "passed": verdict == "pass", "verdict": verdict,
+                        "reason": "Build failed" if verdict == "error" else "",
+                        "keep": LAYERS[:size], "errors": errors, "worker": f"w{i % 3}",
+                        "node": "n0", "device": "cpu", "t_start": 0.4 * i,
+                        "t_end": 0.4 * i + 0.3, "depth": 1 + i // 3})
+    result = {"model": "models/net.onnx", "precision": "fp16", "strategy": "bisect",
+              "direction": "forward", "passed": True, "high_precision_layers": KEPT,
+              "minimal": "1-minimal", "notes": ["a note"], "searchable_layers": len(LAYERS),
+              "evaluations": len(history), "rounds": 3, "cancelled": 0, "memo_hits": 0,
+              "workers": 3, "worker_nodes": {f"w{i}": {"node": "n0", "device": "cpu"}
+                                             for i in range(3)},
+              "device": "cpu", "emulated": True, "check": "atol 0.01, rtol 0.01, elemwise",
+              "wall_s": 5.0, "search_s": 2.8, "history": history,
+              "trtexec_command": "trtexec --onnx=models/net.onnx --fp16",
+              "exports": ["result.json"]}
+    if with_layer_errors:
+        result["layer_errors"] = layer_errors()
+    return result
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def write_result(tmp_path, result: dict):
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(result))
+    return path
+
+
+def test_report_files_and_html(tmp_path, capsys):
+    html_path = tmp_path / "out" / "report.html"
+    assert main(["report", str(write_result(tmp_path, hand_made_result())), "-o",
+                 str(html_path)]) == 0
+    for name in FIGURES:
+        png = (tmp_path / "out" / f"report-{name}.png").read_bytes()
+        width, height = png_size(png)
+        assert width > 300 and height > 150
+    html = html_path.read_text()
+    assert html.count("data:image/png;base64,") == 3
+    embedded = html.split("data:image/png;base64,")[2].split("'")[0]
+    assert base64.b64decode(embedded) == (tmp_path / "out" / "report-timeline.png").read_bytes()
+    for name in KEPT:
+        assert name in html
+    assert "block7/relu" in html  # the worst-layers table lists low-precision layers too
+    assert "<script" not in html and "http" not in html.replace("https://", "")
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_report_without_layer_errors(tmp_path):
+    html_path = tmp_path / "report.html"
+    assert main(["report", str(write_result(tmp_path, hand_made_result(False))), "-o",
+                 str(html_path)]) == 0
+    assert not (tmp_path / "report-layer-errors.png").exists()
+    assert (tmp_path / "report-timeline.png").exists()
+    html = html_path.read_text()
+    assert html.count("data:image/png;base64,") == 2 and "no <code>layer_errors</code>" in html
+    assert all(name in html for name in KEPT)
+
+
+def test_report_bad_inputs_exit_2(tmp_path, capsys, monkeypatch):
+    assert main(["report", str(tmp_path / "missing.json"), "-o", str(tmp_path / "r.html")]) == 2
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main(["report", str(tmp_path / "bad.json"), "-o", str(tmp_path / "r.html")]) == 2
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    assert main(["report", str(write_result(tmp_path, hand_made_result())), "-o",
+                 str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "pip install 'distprec[report]'" in err[-1]
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_search_writes_the_report(tmp_path, ray_session):
+    from distprec.demo import DEMO_ATOL, DEMO_RTOL, planted_mlp
+
+    planted = planted_mlp(blocks=4)
+    model = tmp_path / "planted.onnx"
+    model.write_bytes(planted.model.SerializeToString())
+    result_path, html_path = tmp_path / "result.json", tmp_path / "rep" / "report.html"
+    code = main(["search", str(model), "--workers", "1", "--device", "cpu", "--no-live",
+                 "--samples", "2", "--atol", str(DEMO_ATOL), "--rtol", str(DEMO_RTOL),
+                 "-o", str(result_path), "--report", str(html_path)])
+    assert code == 0
+    result = json.loads(result_path.read_text())
+    assert str(html_path) in result["exports"]
+    html = html_path.read_text()
+    assert all(name in html for name in result["high_precision_layers"])
+    assert html.count("data:image/png;base64,") == 2
+
+
+def chromium() -> str | None:
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(n)), None)
+
+
+@pytest.mark.skipif(chromium() is None, reason="no chromium on this machine (apt-get install "
+                    "chromium): the HTML report cannot be opened headless")
+def test_report_opens_in_headless_chromium(tmp_path):
+    html_path = tmp_path / "report.html"
+    assert main(["report", str(write_result(tmp_path, hand_made_result())), "-o",
+                 str(html_path)]) == 0
+    shot = tmp_path / "shot.png"
+    proc = subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
+         "--window-size=1200,1600", f"--screenshot={shot}", html_path.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert png_size(shot.read_bytes()) == (1200, 1600)
+    assert shot.stat().st_size > 20_000  # a blank page compresses to a few kB
