@@ -9,7 +9,9 @@ from distprec.evaluator import Evaluation, Evaluator, Setup
 from distprec.strategies.base import Keep
 
 
-@ray.remote(num_cpus=0, max_restarts=1, max_task_retries=1)
+# No restarts: a dead actor's plan comes back as an error verdict and the loop goes on
+# with the others (actors/loop.py); a restarted actor would also need its setup again.
+@ray.remote(num_cpus=0, max_restarts=0)
 class EvaluatorActor:
     """Loads the model, inputs, golden outputs and calibration once; receives only plans.
 
