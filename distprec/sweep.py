@@ -245,24 +245,28 @@ class _Driver:
         return on_event
 
 
-def table(doc: dict, width: int = 160):
-    """The side-by-side table of a sweep document (a rich Table); long name lists are cut."""
+def table(doc: dict, width: int = 60):
+    """The side-by-side table of a sweep document (a rich Table).
+
+    Name lists are cut to ``width`` characters (sweep.json has them whole); a skipped or
+    failed pair shows its reason instead.
+    """
     from rich.table import Column, Table
 
-    t = Table("device", "precision", "status", Column("layers kept in FP32", overflow="fold",
-                                                      ratio=1),
-              "count", "evaluations", "wall s", title=f"distprec sweep: {doc['model']}"
+    t = Table("device", "precision", "status", "count", "evals", "wall s",
+              Column("layers kept in FP32, or why not run", overflow="fold", ratio=1),
+              title=f"distprec sweep: {doc['model']}"
               + (" (CPU backend standing in)" if doc.get("stand_in") else ""), expand=True)
     for run in doc["runs"]:
         keep = run["high_precision_layers"]
         if run["status"] == "done":
-            status = "passed" if run["passed"] else "no passing plan"
+            status = "passed" if run["passed"] else "no plan"
             names = ", ".join(keep) or "(none)"
-            names = names if len(names) <= width else names[:width - 3] + "..."
+            text = names if len(names) <= width else names[:width - 3] + "..."
         else:
-            status, names = run["status"], run["reason"]
-        t.add_row(run["device"], run["precision"], status, names,
+            status, text = run["status"], run["reason"]
+        t.add_row(run["device"], run["precision"], status,
                   "" if keep is None else str(len(keep)),
                   "" if run["evaluations"] is None else str(run["evaluations"]),
-                  "" if run["wall_s"] is None else f"{run['wall_s']:.1f}")
+                  "" if run["wall_s"] is None else f"{run['wall_s']:.1f}", text)
     return t
