@@ -239,9 +239,7 @@ def cmd_search(a: argparse.Namespace) -> int:
             raise InputError(f"output path is a folder: {path}")
     if a.workers is not None and a.workers < 1:
         raise InputError(f"--workers must be at least 1, got {a.workers}")
-    route: dict = {}
-    if a.kind:
-        route = _route(cfg, a.kind, a.wait)
+    route = _route(cfg, a.kind, a.wait) if a.kind else {"wait": _wait(a.wait)}
     console = SearchConsole(cfg, live=not a.no_live)
     with console:
         report = run_search(cfg, console.on_event, **route)
@@ -258,14 +256,19 @@ def cmd_search(a: argparse.Namespace) -> int:
     return 0 if report.outcome.passed else 1
 
 
+def _wait(wait: float) -> float:
+    if not wait > 0:
+        raise InputError(f"--wait must be a positive number of seconds, got {wait}")
+    return wait
+
+
 def _route(cfg, kind: str, wait: float) -> dict:
     """run_search's placement arguments for ``--kind``; fails at once if no node has it."""
     from distprec.devices import LABEL, profile, resource_name
     from distprec.routing import connect_as_host, require
     from distprec.search import resolve_device
 
-    if wait <= 0:
-        raise InputError(f"--wait must be positive, got {wait}")
+    _wait(wait)
     why = profile(kind).why_not(cfg.precision)
     if why:
         raise InputError(why)

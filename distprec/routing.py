@@ -23,13 +23,15 @@ def connect_as_host(address: str | None) -> None:
     """Join ``address``, or start a local instance that offers this host's own kind.
 
     A joined cluster's nodes advertise their kinds themselves (``distprec node-args``); a
-    local instance does so here, so that ``--devices cpu`` works on a laptop.
+    local instance does so here, so that ``--devices cpu`` works on a laptop. Without an
+    address the instance is always a new one ("local"): a plain ``ray.init()`` would join
+    whatever cluster another user last started on this machine.
     """
     if address is not None or ray.is_initialized():
         connect(address)
         return
     host = detect()
-    connect(None, {resource_name(host.kind): host.slots}, {LABEL: host.kind})
+    connect("local", {resource_name(host.kind): host.slots}, {LABEL: host.kind})
 
 
 def node_kinds() -> dict[str, str]:

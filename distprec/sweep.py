@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import ray
 
+from distprec import __version__
 from distprec.actors.pool import Worker, stop_workers
 from distprec.devices import PROFILES, profile
 from distprec.errors import InputError
@@ -132,8 +133,8 @@ def run_sweep(base: SearchConfig, devices: list[str], precisions: list[str],
     t0 = time.time()
     if per_device is not None and per_device < 1:
         raise InputError(f"--workers-per-device must be at least 1, got {per_device}")
-    if wait <= 0:
-        raise InputError(f"--wait must be positive, got {wait}")
+    if not wait > 0:
+        raise InputError(f"--wait must be a positive number of seconds, got {wait}")
     todo, skipped = split_pairs(devices, precisions)
     connect_as_host(base.address)
     backend = resolve_device(base.device)
@@ -165,6 +166,7 @@ def run_sweep(base: SearchConfig, devices: list[str], precisions: list[str],
             "precisions": list(dict.fromkeys(precisions)), "strategy": base.strategy,
             "direction": base.direction, "backend": backend, "stand_in": note,
             "check": base.check.describe(), "nodes": node_kinds(), "wall_s": time.time() - t0,
+            "environment": {"distprec": __version__, "ray": ray.__version__},
             "runs": [r.record() for r in ordered]}
 
 

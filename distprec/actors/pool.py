@@ -33,12 +33,12 @@ def connect(address: str | None = None, resources: dict | None = None,
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    local = {"resources": resources, "labels": labels} if address is None else {}
+    local = {"resources": resources, "labels": labels} if address in (None, "local") else {}
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
                  log_to_driver=False, configure_logging=True, **local)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        where = address or "a local instance"
+        where = "a local instance" if address in (None, "local") else address
         raise InputError(f"cannot start or reach Ray at {where}: "
                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") \
             from None
