@@ -312,14 +312,12 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
 
 def cmd_node_args(a: argparse.Namespace) -> int:
-    from distprec.devices import Host, detect, format_args, node_args, profile
+    from distprec.devices import Host, detect, format_args, named, node_args, profile
 
     if a.slots is not None and a.slots < 1:
         raise InputError(f"--slots must be at least 1, got {a.slots}")
     if a.kind:
-        prof = profile(a.kind)
-        host = Host(a.kind, a.slots or (1 if prof.jetson else detect(a.model_file).slots),
-                    "--kind")
+        host = named(a.kind, a.slots)
     else:
         host = detect(a.model_file)
         if a.slots:
@@ -328,8 +326,9 @@ def cmd_node_args(a: argparse.Namespace) -> int:
         prof = profile(host.kind)
         print(f"distprec: {prof.title} ({host.kind}) from {host.evidence}; "
               f"{host.slots} slot(s); precisions {', '.join(prof.precisions)}"
-              + ("" if prof.runs_ray else f"; NOTE: JetPack {prof.jetpack} ships Python "
-                 f"{prof.python}, which cannot run a Ray 2.60 node"), file=sys.stderr)
+              + ("" if prof.runs_ray else f"; NOTE: its JetPack {prof.jetpack} ships Python "
+                 f"{prof.python}, which cannot run a Ray 2.60 node (see docs/CLUSTER.md)"),
+              file=sys.stderr)
     print(format_args(node_args(host), quoted=a.quoted))
     return 0
 

@@ -172,6 +172,18 @@ def detect(model_file: str | os.PathLike = MODEL_FILE, gpus: list[str] | None = 
     return Host("cpu", cpus or os.cpu_count() or 1, "no Jetson model and no CUDA GPU")
 
 
+def named(kind: str, slots: int | None = None) -> Host:
+    """A host whose kind is given by hand (``--kind``): a proxy, or a board not recognised.
+
+    Default slots: one per Jetson, one per GPU nvidia-smi lists (dgpu), one per CPU core.
+    """
+    prof = profile(kind)
+    if slots is None:
+        slots = (1 if prof.jetson else max(1, len(gpu_names())) if kind == "dgpu"
+                 else os.cpu_count() or 1)
+    return Host(kind, slots, "--kind")
+
+
 def node_args(host: Host) -> list[str]:
     """The ``ray start`` flags that make a node advertise ``host``'s kind.
 
