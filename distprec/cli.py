@@ -1,4 +1,4 @@
-"""Command line: layers, golden, search, check, demo, report.
+"""Command line: layers, golden, search, sweep, node-args, check, demo, report.
 
 Exit codes: 0 a passing plan was found (or the command succeeded), 1 no plan passes,
 2 bad input (one line on stderr, nothing written).
@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from distprec.checks import STATS, CheckSpec, parse_tolerances
+from distprec.devices import KINDS, MODEL_FILE
 from distprec.errors import InputError
 from distprec.plan import PRECISIONS
 from distprec.strategies import STRATEGIES
@@ -57,13 +59,25 @@ def _add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp16", help=f"one of {', '.join(PRECISIONS)}")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="cuda: real low-precision kernels; cpu: FP16/BF16 storage emulation")
+    _add_calib_args(p)
+    _add_data_args(p)
+    _add_check_args(p)
+
+
+def _add_routing_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster")
+    g.add_argument("--address", help="Ray cluster to join (default: a local instance that "
+                   "offers this host's own device kind)")
+    g.add_argument("--wait", type=float, default=60.0, help="seconds to wait for evaluators "
+                   "of a device kind to start before giving up (default 60)")
+
+
+def _add_calib_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("INT8 calibration")
     g.add_argument("--calib-data", help=".npz/.json inputs or FILE.py[:FUNC] for calibration "
                    "(default: the validation inputs)")
     g.add_argument("--calibration-cache", help="JSON file: reused when its key (model, data, "
                    "method, quantizer) matches, refused when it differs, written otherwise")
-    _add_data_args(p)
-    _add_check_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,12 +101,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", default="forward", choices=("forward", "reverse"))
     p.add_argument("--workers", type=int, help="evaluator actors (default: one per GPU, or "
                    "one per CPU)")
-    p.add_argument("--address", help="Ray cluster to join (default: a local instance)")
+    p.add_argument("--kind", help=f"place evaluators only on nodes of this device kind "
+                   f"({', '.join(KINDS)})")
+    _add_routing_args(p)
     p.add_argument("-o", "--output", default="result.json", help="result JSON")
     p.add_argument("--save-model", help="write the mixed-precision ONNX model here")
     p.add_argument("--no-live", action="store_true", help="plain log lines, no live view")
     p.add_argument("--report", metavar="HTML", help="also write the HTML report (and its PNG "
                    "figures next to it) at the end; needs matplotlib")
+
+    p = sub.add_parser("sweep", help="one search per (device kind, precision), side by side")
+    p.add_argument("model", help="FP32 ONNX model")
+    p.add_argument("--devices", required=True, help=f"comma-separated device kinds "
+                   f"({', '.join(KINDS)})")
+    p.add_argument("--precision", default="fp16", help=f"comma-separated, of "
+                   f"{', '.join(PRECISIONS)}; unsupported pairs are skipped with the reason")
+    p.add_argument("--strategy", default="bisect", help=f"one of {', '.join(STRATEGIES)}")
+    p.add_argument("--direction", default="forward", choices=("forward", "reverse"))
+    p.add_argument("--workers-per-device", type=int, help="evaluators per device kind, shared "
+                   "by its searches (default: every slot its nodes offer)")
+    p.add_argument("--backend", default="cpu", choices=("cpu", "cuda"), help="runtime on each "
+                   "node: cpu stands in for the devices (FP16/BF16 emulated); cuda needs "
+                   "onnxruntime-gpu on every node")
+    _add_routing_args(p)
+    p.add_argument("-o", "--output", default="sweep.json", help="sweep JSON")
+    _add_calib_args(p)
+    _add_data_args(p)
+    _add_check_args(p)
+
+    p = sub.add_parser("node-args", help="print the `ray start` flags that advertise this "
+                       "host's device kind")
+    p.add_argument("--model-file", default=MODEL_FILE, help="the Jetson device-tree model "
+                   "file (default %(default)s)")
+    p.add_argument("--kind", help="skip detection: advertise this kind")
+    p.add_argument("--slots", type=int, help="evaluator slots to offer (default: 1 on a "
+                   "Jetson, one per GPU, or one per CPU core)")
+    p.add_argument("--quoted", action="store_true", help="shell-quoted, for pasting "
+                   "(the default output is for $(distprec node-args))")
+    p.add_argument("--explain", action="store_true", help="also say on stderr what was "
+                   "detected")
 
     p = sub.add_parser("check", help="evaluate one plan and print its verdict")
     _add_plan_args(p)
@@ -132,7 +179,7 @@ def _config(a: argparse.Namespace):
     return SearchConfig(
         model=a.model, precision=a.precision, strategy=getattr(a, "strategy", "bisect"),
         direction=getattr(a, "direction", "forward"), workers=getattr(a, "workers", None),
-        device=a.device, inputs=a.inputs, input_shapes=a.input_shapes,
+        device=getattr(a, "device", "auto"), inputs=a.inputs, input_shapes=a.input_shapes,
         data_loader=a.data_loader, calib_data=a.calib_data,
         calibration_cache=a.calibration_cache, golden=a.golden, check=_check_spec(a),
         address=getattr(a, "address", None), seed=a.seed, samples=a.samples)
@@ -201,10 +248,13 @@ def cmd_search(a: argparse.Namespace) -> int:
     if a.workers is not None and a.workers < 1:
         raise InputError(f"--workers must be at least 1, got {a.workers}")
     _check_report_path(a.report)
+    route = _route(cfg, a.kind, a.wait) if a.kind else {"wait": _wait(a.wait)}
     console = SearchConsole(cfg, live=not a.no_live)
     with console:
-        report = run_search(cfg, console.on_event)
+        report = run_search(cfg, console.on_event, **route)
     result = build_result(cfg, report)
+    if a.kind:
+        result["device_kind"] = a.kind
     written = [a.output]
     if a.save_model and report.outcome.passed:
         save_mixed_model(a.save_model, report, cfg.precision)
@@ -217,6 +267,83 @@ def cmd_search(a: argparse.Namespace) -> int:
     write_result(a.output, result)
     console.summary(result)
     return 0 if report.outcome.passed else 1
+
+
+def _wait(wait: float) -> float:
+    if not wait > 0:
+        raise InputError(f"--wait must be a positive number of seconds, got {wait}")
+    return wait
+
+
+def _route(cfg, kind: str, wait: float) -> dict:
+    """run_search's placement arguments for ``--kind``; fails at once if no node has it."""
+    from distprec.devices import LABEL, profile, resource_name
+    from distprec.routing import connect_as_host, require
+    from distprec.search import resolve_device
+
+    _wait(wait)
+    why = profile(kind).why_not(cfg.precision)
+    if why:
+        raise InputError(why)
+    connect_as_host(cfg.address)
+    cfg.device = resolve_device(cfg.device)
+    slots, labelled = require(kind, cfg.device)
+    cfg.workers = cfg.workers or slots
+    return {"resources": {resource_name(kind): 1},
+            "label_selector": {LABEL: kind} if labelled else None, "wait": wait}
+
+
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from distprec.atomic import write_json
+    from distprec.sweep import run_sweep, table
+
+    if Path(a.output).is_dir():
+        raise InputError(f"output path is a folder: {a.output}")
+    devices = [d.strip() for d in a.devices.split(",") if d.strip()]
+    precisions = [p.strip() for p in a.precision.split(",") if p.strip()]
+    if not devices or not precisions:
+        raise InputError("--devices and --precision need at least one entry each")
+    base = replace(_config(a), precision=precisions[0], device=a.backend)
+    base.validate()
+    console = Console(highlight=False)
+
+    def log(text: str) -> None:
+        console.print(f"{time.strftime('%H:%M:%S')} {text}", markup=False, soft_wrap=True)
+
+    doc = run_sweep(base, devices, precisions, a.workers_per_device, a.wait, log)
+    write_json(a.output, doc)
+    console.print(table(doc))
+    if doc["stand_in"]:
+        console.print(f"note: {doc['stand_in']}", markup=False)
+    console.print(f"written: {a.output}", markup=False)
+    ran = [r for r in doc["runs"] if r["status"] != "skipped"]
+    return 0 if all(r["status"] == "done" and r["passed"] for r in ran) else 1
+
+
+def cmd_node_args(a: argparse.Namespace) -> int:
+    from distprec.devices import Host, detect, format_args, named, node_args, profile
+
+    if a.slots is not None and a.slots < 1:
+        raise InputError(f"--slots must be at least 1, got {a.slots}")
+    if a.kind:
+        host = named(a.kind, a.slots)
+    else:
+        host = detect(a.model_file)
+        if a.slots:
+            host = Host(host.kind, a.slots, host.evidence)
+    if a.explain:
+        prof = profile(host.kind)
+        print(f"distprec: {prof.title} ({host.kind}) from {host.evidence}; "
+              f"{host.slots} slot(s); precisions {', '.join(prof.precisions)}"
+              + ("" if prof.runs_ray else f"; NOTE: its JetPack {prof.jetpack} ships Python "
+                 f"{prof.python}, which cannot run a Ray 2.60 node (see docs/CLUSTER.md)"),
+              file=sys.stderr)
+    print(format_args(node_args(host), quoted=a.quoted))
+    return 0
 
 
 def cmd_check(a: argparse.Namespace) -> int:
@@ -290,7 +417,8 @@ def _read_keep(path: str) -> frozenset[str]:
 
 
 COMMANDS = {"layers": cmd_layers, "golden": cmd_golden, "search": cmd_search,
-            "check": cmd_check, "demo": cmd_demo, "report": cmd_report}
+            "sweep": cmd_sweep, "node-args": cmd_node_args, "check": cmd_check,
+            "demo": cmd_demo, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

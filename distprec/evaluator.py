@@ -30,6 +30,7 @@ class Evaluation:
     worker: str = ""
     node: str = ""
     device: str = ""
+    node_id: str = ""  # the Ray node id: hostnames repeat when several nodes share a host
     start: float = 0.0  # wall-clock seconds (time.time()) on the worker
     end: float = 0.0
     build_s: float = 0.0  # rewrite + session build
@@ -47,6 +48,7 @@ class Evaluation:
             "worker": self.worker,
             "node": self.node,
             "device": self.device,
+            "node_id": self.node_id,
             "start": self.start,
             "end": self.end,
             "build_s": self.build_s,
@@ -68,11 +70,13 @@ class Setup:
 
 
 class Evaluator:
-    def __init__(self, setup: Setup, backend: OrtBackend, worker: str = "local") -> None:
+    def __init__(self, setup: Setup, backend: OrtBackend, worker: str = "local",
+                 node_id: str = "") -> None:
         self.setup = setup
         self.backend = backend
         self.worker = worker
         self.node = socket.gethostname()
+        self.node_id = node_id
         self.model = onnx.load_from_string(setup.model_bytes)
         self.searchable = frozenset(setup.searchable)
         self.check = make_check(setup.check)
@@ -81,7 +85,8 @@ class Evaluator:
     def evaluate(self, keep: Keep) -> Evaluation:
         keep = frozenset(keep)
         ev = Evaluation(keep, Verdict.ERROR, worker=self.worker, node=self.node,
-                        device=self.backend.device_name(), start=time.time())
+                        device=self.backend.device_name(), node_id=self.node_id,
+                        start=time.time())
         try:
             t0 = time.perf_counter()
             candidate = self.candidate(keep)

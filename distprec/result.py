@@ -57,7 +57,8 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         "cancelled": loop.cancelled,
         "memo_hits": loop.memo_hits,
         "workers": len(report.workers),
-        "worker_nodes": {w.name: {"node": w.node, "device": w.device} for w in report.workers},
+        "worker_nodes": {w.name: {"node": w.node, "device": w.device, "node_id": w.node_id}
+                         for w in report.workers},
         "device": report.device,
         "emulated": report.device == "cpu" and cfg.precision != "int8",
         "check": cfg.check.describe(),

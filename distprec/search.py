@@ -176,10 +176,12 @@ def resolve_device(device: str) -> str:
 
 def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
                prepared: Prepared | None = None, workers: list[Worker] | None = None,
-               resources: dict | None = None, label_selector: dict | None = None) -> SearchReport:
+               resources: dict | None = None, label_selector: dict | None = None,
+               wait: float = 120.0) -> SearchReport:
     """Prepare, start one evaluator per GPU (or ``--workers`` CPU actors), drive the search.
 
-    ``workers`` may be passed in to reuse actors (e.g. chained searches).
+    ``workers`` may be passed in to reuse actors (e.g. chained searches). ``wait`` bounds
+    the actors' start-up: a request no node can meet would otherwise pend forever.
     """
     t0 = time.perf_counter()
     prep = prepared or prepare(cfg, on_event)
@@ -191,7 +193,7 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     if own:
         setup_ref = ray.put(prep.setup(cfg))
         workers = start_workers(setup_ref, device, cfg.workers, resources=resources,
-                                label_selector=label_selector)
+                                label_selector=label_selector, timeout=wait)
     if on_event:
         on_event("workers", {"workers": [(w.name, w.node, w.device) for w in workers],
                              "device": device, "cluster": cluster_summary()})

@@ -20,11 +20,13 @@ class EvaluatorActor:
     """
 
     def __init__(self, setup: Setup, device: str, worker: str, threads: int = 1) -> None:
-        self.evaluator = Evaluator(setup, OrtBackend(device, threads=threads), worker)
+        node_id = ray.get_runtime_context().get_node_id()
+        self.evaluator = Evaluator(setup, OrtBackend(device, threads=threads), worker, node_id)
 
     def ready(self) -> dict[str, str]:
         return {"worker": self.evaluator.worker, "node": self.evaluator.node,
-                "device": self.evaluator.backend.device_name()}
+                "device": self.evaluator.backend.device_name(),
+                "node_id": self.evaluator.node_id}
 
     def evaluate(self, keep: Keep) -> Evaluation:
         return self.evaluator.evaluate(keep)

@@ -86,7 +86,8 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
                 out.lost_workers.append(worker.name)
                 ev = Evaluation(keep, Verdict.ERROR, reason=f"worker {worker.name} died: "
                                 f"{_cause(exc)}", worker=worker.name, node=worker.node,
-                                device=worker.device, start=time.time(), end=time.time())
+                                device=worker.device, node_id=worker.node_id,
+                                start=time.time(), end=time.time())
                 emit("worker_lost", {"worker": worker.name, "reason": ev.reason})
             else:
                 free.append(worker)

@@ -18,22 +18,27 @@ class Worker:
     handle: ray.actor.ActorHandle
     node: str = ""
     device: str = ""
+    node_id: str = ""  # Ray node id (several nodes may share one hostname)
 
 
-def connect(address: str | None = None) -> None:
+def connect(address: str | None = None, resources: dict | None = None,
+            labels: dict | None = None) -> None:
     """Local ``ray.init()`` by default; ``address`` joins a running cluster.
 
     Joining needs the cluster's token in RAY_AUTH_TOKEN (token auth is on by default).
-    Ray's own log lines are kept off the terminal: the console owns it.
+    Ray's own log lines are kept off the terminal: the console owns it. ``resources`` and
+    ``labels`` only apply to a local instance (a joined cluster's nodes advertise their
+    own): they let this host offer its device kind, as ``distprec node-args`` would.
     """
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    local = {"resources": resources, "labels": labels} if address in (None, "local") else {}
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
-                 log_to_driver=False, configure_logging=True)
+                 log_to_driver=False, configure_logging=True, **local)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        where = address or "a local instance"
+        where = "a local instance" if address in (None, "local") else address
         raise InputError(f"cannot start or reach Ray at {where}: "
                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") \
             from None
@@ -80,7 +85,8 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
                          f"offers {opts}") from None
     except ray.exceptions.RayActorError as exc:
         raise InputError(f"an evaluator actor failed to start: {_cause(exc)}") from None
-    return [Worker(i["worker"], h, i["node"], i["device"]) for h, i in zip(handles, info)]
+    return [Worker(i["worker"], h, i["node"], i["device"], i.get("node_id", ""))
+            for h, i in zip(handles, info)]
 
 
 def stop_workers(workers: list[Worker]) -> None:
