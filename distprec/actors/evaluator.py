@@ -26,7 +26,7 @@ class EvaluatorActor:
     def ready(self) -> dict[str, str]:
         return {"worker": self.evaluator.worker, "node": self.evaluator.node,
                 "device": self.evaluator.backend.device_name(),
-                "node_id": self.evaluator.node_id}
+                "node_id": self.evaluator.node_id, "gpus": [str(g) for g in ray.get_gpu_ids()]}
 
     def evaluate(self, keep: Keep) -> Evaluation:
         return self.evaluator.evaluate(keep)

@@ -19,6 +19,7 @@ class Worker:
     node: str = ""
     device: str = ""
     node_id: str = ""  # Ray node id (several nodes may share one hostname)
+    gpus: tuple[str, ...] = ()  # the GPU ids Ray gave the actor (CUDA_VISIBLE_DEVICES)
 
 
 def connect(address: str | None = None, resources: dict | None = None,
@@ -46,11 +47,13 @@ def connect(address: str | None = None, resources: dict | None = None,
 
 def start_workers(setup_ref, device: str, count: int | None, *, resources: dict | None = None,
                   label_selector: dict | None = None, timeout: float = 120.0,
-                  prefix: str = "w") -> list[Worker]:
+                  prefix: str = "w", backend: str | None = None) -> list[Worker]:
     """One actor per GPU (``num_gpus=1, num_cpus=0``), or ``count`` single-CPU actors.
 
     A GPU actor must not hold a CPU for life: on a small host the CPUs run out before the
-    GPUs and the remaining actors would wait forever without an error.
+    GPUs and the remaining actors would wait forever without an error. ``device`` decides
+    the placement, ``backend`` (default: the same) the runtime inside the actor: GPU slots
+    with the CPU backend let tests fake any number of GPUs.
     """
     total = ray.cluster_resources()
     extra = dict(resources or {})
@@ -74,8 +77,8 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
         opts["resources"] = extra
     if label_selector:
         opts["label_selector"] = label_selector
-    handles = [EvaluatorActor.options(**opts).remote(setup_ref, device, f"{prefix}{i}")
-               for i in range(count)]
+    handles = [EvaluatorActor.options(**opts).remote(setup_ref, backend or device,
+                                                     f"{prefix}{i}") for i in range(count)]
     try:
         info = ray.get([h.ready.remote() for h in handles], timeout=timeout)
     except ray.exceptions.GetTimeoutError:
@@ -85,8 +88,8 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
                          f"offers {opts}") from None
     except ray.exceptions.RayActorError as exc:
         raise InputError(f"an evaluator actor failed to start: {_cause(exc)}") from None
-    return [Worker(i["worker"], h, i["node"], i["device"], i.get("node_id", ""))
-            for h, i in zip(handles, info)]
+    return [Worker(i["worker"], h, i["node"], i["device"], i.get("node_id", ""),
+                   tuple(i.get("gpus", ()))) for h, i in zip(handles, info)]
 
 
 def stop_workers(workers: list[Worker]) -> None:

@@ -1,0 +1,44 @@
+"""Run in a subprocess by test_gpu_placement.py: a Ray instance with fake GPUs.
+
+Ray schedules by resource counts, so ``num_gpus=N`` on a host without GPUs gives N GPU
+slots; the actors then run the CPU backend. Prints one JSON line with what was seen.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import ray
+
+from distprec.actors.loop import drive
+from distprec.actors.pool import start_workers, stop_workers
+from distprec.checks import CheckSpec
+from distprec.demo import DEMO_ATOL, DEMO_RTOL, planted_mlp
+from distprec.search import SearchConfig, prepare
+from distprec.strategies import make_strategy
+
+
+def main(model_path: str, gpus: int) -> None:
+    ray.init(address="local", num_cpus=1, num_gpus=gpus, include_dashboard=False,
+             log_to_driver=False, logging_level="ERROR")
+    cfg = SearchConfig(model=model_path, device="cpu",
+                       check=CheckSpec(atol=(("", DEMO_ATOL),), rtol=(("", DEMO_RTOL),)))
+    prep = prepare(cfg)
+    workers = start_workers(ray.put(prep.setup(cfg)), "cuda", None, backend="cpu")
+    strategy = make_strategy("bisect", prep.searchable)
+    loop = drive(strategy, workers)
+    stop_workers(workers)
+    print(json.dumps({
+        "workers": len(workers),
+        "gpu_ids": sorted(g for w in workers for g in w.gpus),
+        "used": sorted({e.worker for e in loop.evaluations}),
+        "rounds": loop.rounds,
+        "layers": len(prep.searchable),
+        "found": sorted(strategy.result().keep or ()),
+        "planted": sorted(planted_mlp(blocks=12).planted),
+    }))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
