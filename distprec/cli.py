@@ -208,27 +208,15 @@ def cmd_layers(a: argparse.Namespace) -> int:
 
 
 def cmd_golden(a: argparse.Namespace) -> int:
-    from distprec.data import (
-        input_specs,
-        load_feeds,
-        parse_input_shapes,
-        random_feeds,
-        save_outputs,
-    )
+    from distprec.data import input_specs, save_outputs
     from distprec.model import load_model, model_hash, prepare_model
-    from distprec.search import reference_outputs
+    from distprec.search import SearchConfig, reference_outputs, validation_feeds
 
     source = load_model(a.model)
     model = prepare_model(source)
-    specs = input_specs(model)
-    if a.inputs:
-        feeds = load_feeds(a.inputs, specs)
-    elif a.data_loader:
-        from distprec.data import feeds_from_script
-
-        feeds = feeds_from_script(a.data_loader, specs)
-    else:
-        feeds = random_feeds(specs, parse_input_shapes(a.input_shapes, specs), a.seed, a.samples)
+    cfg = SearchConfig(model=a.model, inputs=a.inputs, input_shapes=a.input_shapes,
+                       data_loader=a.data_loader, seed=a.seed, samples=a.samples)
+    feeds = validation_feeds(cfg, input_specs(model))
     save_outputs(a.output, reference_outputs(model, feeds), model_hash(source))
     print(f"wrote {a.output}: {len(feeds)} sample(s), outputs "
           f"{', '.join(o.name for o in model.graph.output)}")

@@ -107,15 +107,7 @@ def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
     if not searchable:
         raise InputError(f"{cfg.model}: no layer can run in {cfg.precision}")
     specs = input_specs(model)
-    if cfg.inputs and cfg.data_loader:
-        raise InputError("give --inputs or --data-loader-script, not both")
-    if cfg.inputs:
-        feeds = load_feeds(cfg.inputs, specs)
-    elif cfg.data_loader:
-        feeds = feeds_from_script(cfg.data_loader, specs)
-    else:
-        feeds = random_feeds(specs, parse_input_shapes(cfg.input_shapes, specs), cfg.seed,
-                             cfg.samples)
+    feeds = validation_feeds(cfg, specs)
     emit("phase", {"name": "golden", "total": len(feeds), "done": 0})
     outputs = [o.name for o in model.graph.output]
     if cfg.golden:
@@ -142,6 +134,18 @@ def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
                        "reused": reused})
     emit("phase", {"name": "ready", "searchable": len(searchable), "layers": len(layers)})
     return prep
+
+
+def validation_feeds(cfg: SearchConfig, specs) -> list[Feed]:
+    """``--inputs``, else ``--data-loader-script``, else seeded random data."""
+    if cfg.inputs and cfg.data_loader:
+        raise InputError("give --inputs or --data-loader-script, not both")
+    if cfg.inputs:
+        return load_feeds(cfg.inputs, specs)
+    if cfg.data_loader:
+        return feeds_from_script(cfg.data_loader, specs)
+    return random_feeds(specs, parse_input_shapes(cfg.input_shapes, specs), cfg.seed,
+                        cfg.samples)
 
 
 def reference_outputs(model: onnx.ModelProto, feeds: list[Feed],
