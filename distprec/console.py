@@ -12,7 +12,6 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-
 SHOW_LAYERS = 24
 
 

@@ -100,8 +100,9 @@ class _Builder:
 DEMO_ATOL, DEMO_RTOL = 0.3, 0.03
 
 
-def run_demo(out: str = "distprec-demo", workers: int | None = None, strategy: str = "bisect",
-             blocks: int = 60, live: bool = True) -> int:
+def run_demo(out: str = "distprec-demo", workers: int | None = None,
+             strategy: str = "bisect+minimize", blocks: int = 60, live: bool = True,
+             top: int = 1) -> int:
     """Generate the planted model, search it on the local resources, compare with the plants."""
     from pathlib import Path
 
@@ -119,7 +120,7 @@ def run_demo(out: str = "distprec-demo", workers: int | None = None, strategy: s
     model_path = folder / "planted.onnx"
     write_bytes(model_path, planted.model.SerializeToString())
     cfg = SearchConfig(model=str(model_path), precision="fp16", strategy=strategy,
-                       workers=workers, samples=4,
+                       workers=workers, samples=4, top=top,
                        check=CheckSpec(atol=(("", DEMO_ATOL),), rtol=(("", DEMO_RTOL),)))
     console = SearchConsole(cfg, live=live)
     with console:

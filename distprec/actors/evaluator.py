@@ -24,5 +24,8 @@ class EvaluatorActor:
         return {"worker": self.evaluator.worker, "node": self.evaluator.node,
                 "device": self.evaluator.backend.device_name()}
 
-    def evaluate(self, keep: Keep) -> Evaluation:
-        return self.evaluator.evaluate(keep)
+    def evaluate(self, keep: Keep, profile: bool = False) -> Evaluation:
+        return self.evaluator.evaluate(keep, profile)
+
+    def profile(self, keep: Keep) -> dict[str, dict[str, float]]:
+        return self.evaluator.profile(keep)
