@@ -75,19 +75,25 @@ class SensitivityScan(Strategy):
         return not self.done
 
     def ranking(self) -> list[str]:
-        """Layers, most sensitive first; ties (and layers not judged) in layer order."""
+        """Layers, most sensitive first; ties (and layers not judged) in layer order.
+
+        A layer's effect is its harm (lowered alone, how much worse than all-high) or its
+        help (raised alone, how much better than all-low), compared as (verdict flips,
+        NaN/Inf, 1 - cosine, mean abs error); in ``both`` mode the larger of the two, so a
+        mode that tells no layer apart leaves the ranking to the other.
+        """
         position = {name: i for i, name in enumerate(self.layers)}
-        ranks: dict[str, int] = {name: len(self.layers) for name in self.layers}
-        if self.mode in ("lower", "both"):
-            harm = {x: self._severity(self.all_high - {x}) for x in self.layers}
-            for r, x in enumerate(sorted(self.layers, key=lambda x: (_neg(harm[x]),
-                                                                     position[x]))):
-                ranks[x] = min(ranks[x], r)
-        if self.mode in ("raise", "both"):
-            help_ = {x: self._severity(frozenset({x})) for x in self.layers}
-            for r, x in enumerate(sorted(self.layers, key=lambda x: (help_[x], position[x]))):
-                ranks[x] = min(ranks[x], r)
-        return sorted(self.layers, key=lambda x: (ranks[x], position[x]))
+        effect: dict[str, tuple[float, ...]] = {}
+        for x in self.layers:
+            options = []
+            if self.mode in ("lower", "both"):
+                options.append(_minus(self._severity(self.all_high - {x}),
+                                      self._severity(self.all_high)))
+            if self.mode in ("raise", "both"):
+                options.append(_minus(self._severity(self.all_low),
+                                      self._severity(frozenset({x}))))
+            effect[x] = max(options)
+        return sorted(self.layers, key=lambda x: (_neg(effect[x]), position[x]))
 
     def _severity(self, keep: Keep) -> tuple[float, ...]:
         """Larger is worse; a keep-set never judged counts as harmless."""
@@ -140,3 +146,8 @@ class Sensitivity(Chain):
 
 def _neg(values: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(-v for v in values)
+
+
+def _minus(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, ...]:
+    """Elementwise a - b, with inf - inf (both NaN/Inf everywhere) as no difference."""
+    return tuple(0.0 if x == y else x - y for x, y in zip(a, b))
