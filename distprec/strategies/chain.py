@@ -5,6 +5,10 @@ the layers really needed. The chain passes each verdict to every stage that aske
 and answers a stage's question from the verdicts already told, so no keep-set is handed
 to the driver twice (bisect's answer, minimize's start, is never re-evaluated), whatever
 driver runs it.
+
+A plan the driver cancelled (no longer ``wanted``) is never told. A later stage asking for
+such a plan would wait for it forever; none does: minimize asks only subsets of the first
+stage's answer, and the plans first stages give up (linear's longer prefixes) are not.
 """
 
 from __future__ import annotations
