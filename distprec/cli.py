@@ -16,7 +16,7 @@ from distprec.checks import STATS, CheckSpec, parse_tolerances
 from distprec.devices import KINDS, MODEL_FILE
 from distprec.errors import InputError
 from distprec.plan import PRECISIONS
-from distprec.strategies import STRATEGIES
+from distprec.strategies import DEFAULT_STRATEGY, SENSITIVITY_MODES, strategy_names
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,6 +80,19 @@ def _add_calib_args(p: argparse.ArgumentParser) -> None:
                    "method, quantizer) matches, refused when it differs, written otherwise")
 
 
+def _add_strategy_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("strategy (docs/STRATEGIES.md)")
+    g.add_argument("--strategy", default=DEFAULT_STRATEGY,
+                   help=f"one of {', '.join(strategy_names())} (default {DEFAULT_STRATEGY}: "
+                   "a cheap contiguous answer, then shrunk to a 1-minimal set)")
+    g.add_argument("--top", type=int, default=1, help="worst-first: layers marked per "
+                   "iteration")
+    g.add_argument("--start", help="minimize: start from this result.json's "
+                   "high_precision_layers (or names one per line); default all layers")
+    g.add_argument("--sensitivity", default="lower", choices=SENSITIVITY_MODES,
+                   help="sensitivity scan: each layer alone lowered, alone raised, or both")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distprec", description="Parallel per-layer precision search for "
                      "ONNX models: which layers must stay FP32 under FP16, BF16 or INT8.")
@@ -97,8 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="find the layers to keep in FP32")
     _add_plan_args(p)
-    p.add_argument("--strategy", default="bisect", help=f"one of {', '.join(STRATEGIES)}")
-    p.add_argument("--direction", default="forward", choices=("forward", "reverse"))
+    _add_strategy_args(p)
+    p.add_argument("--direction", default="forward", choices=("forward", "reverse"),
+                   help="bisect and linear: keep a prefix (forward) or a suffix (reverse)")
+    p.add_argument("--layer-errors", default="final", choices=("final", "all-low", "none"),
+                   help="per-layer error profile in the result: of the answer (all-low when "
+                   "nothing passes), of all-low, or none")
     p.add_argument("--workers", type=int, help="evaluator actors (default: one per GPU, or "
                    "one per CPU)")
     p.add_argument("--kind", help=f"place evaluators only on nodes of this device kind "
@@ -148,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="generate a model with planted FP16 overflows and find them")
     p.add_argument("--workers", type=int)
-    p.add_argument("--strategy", default="bisect", help=f"one of {', '.join(STRATEGIES)}")
+    p.add_argument("--strategy", default=DEFAULT_STRATEGY,
+                   help=f"one of {', '.join(strategy_names())}")
+    p.add_argument("--top", type=int, default=1, help="worst-first: layers marked per iteration")
     p.add_argument("--out", default="distprec-demo", help="folder for the model and results")
     p.add_argument("--blocks", type=int, default=60, help="residual blocks (4 layers each)")
     p.add_argument("--no-live", action="store_true")
@@ -177,12 +196,15 @@ def _config(a: argparse.Namespace):
     from distprec.search import SearchConfig
 
     return SearchConfig(
-        model=a.model, precision=a.precision, strategy=getattr(a, "strategy", "bisect"),
+        model=a.model, precision=a.precision, strategy=getattr(a, "strategy", DEFAULT_STRATEGY),
         direction=getattr(a, "direction", "forward"), workers=getattr(a, "workers", None),
         device=getattr(a, "device", "auto"), inputs=a.inputs, input_shapes=a.input_shapes,
         data_loader=a.data_loader, calib_data=a.calib_data,
         calibration_cache=a.calibration_cache, golden=a.golden, check=_check_spec(a),
-        address=getattr(a, "address", None), seed=a.seed, samples=a.samples)
+        address=getattr(a, "address", None), seed=a.seed, samples=a.samples,
+        top=getattr(a, "top", 1), start=getattr(a, "start", None),
+        sensitivity=getattr(a, "sensitivity", "lower"),
+        layer_errors=getattr(a, "layer_errors", "final"))
 
 
 def cmd_layers(a: argparse.Namespace) -> int:
@@ -362,7 +384,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
     _check_report_path(a.report)
     return run_demo(out=a.out, workers=a.workers, strategy=a.strategy, blocks=a.blocks,
-                    live=not a.no_live, report_path=a.report)
+                    live=not a.no_live, report_path=a.report, top=a.top)
 
 
 def cmd_report(a: argparse.Namespace) -> int:

@@ -62,6 +62,109 @@ def planted_mlp(blocks: int = 60, width: int = 32, batch: int = 8,
     return PlantedModel(model, frozenset(planted), tuple(k for _, k in plants))
 
 
+def planted_cnn(blocks: int = 8, channels: int = 8, size: int = 8, batch: int = 2,
+                plants: tuple[tuple[float, str], ...] = ((0.3, "overflow"), (0.7, "underflow")),
+                seed: int = 0) -> PlantedModel:
+    """A residual CNN: blocks of Conv 3x3 -> Tanh -> Add, then pooling and a linear head.
+
+    Overflow plant: a Conv with large weights (outputs ~1e5) and a per-channel Mul scaling
+    back; underflow plant: the squares of small activations (~1e-8), then Sqrt.
+    """
+    rng = np.random.default_rng(seed)
+    g = _Builder(rng)
+    x = "input"
+    where = {min(blocks - 1, int(pos * blocks)): kind for pos, kind in plants}
+    planted: set[str] = set()
+    fan_in = 9 * channels
+    per_channel = (channels, 1, 1)
+    for b in range(blocks):
+        if where.get(b) == "overflow":
+            p = g.node("Conv", [x, g.weight((channels, channels, 3, 3), 1e5 / np.sqrt(fan_in))],
+                       f"plant{b}/overflow_conv", pads=[1, 1, 1, 1])
+            q = g.node("Mul", [p, g.weight(per_channel, 1e-7, base=1e-5)], f"plant{b}/scale_back")
+            x = g.node("Add", [x, q], f"plant{b}/residual")
+            planted |= {f"plant{b}/overflow_conv", f"plant{b}/scale_back"}
+        elif where.get(b) == "underflow":
+            a = g.node("Mul", [x, g.weight(per_channel, 1e-6, base=1e-4)], f"plant{b}/shrink")
+            sq = g.node("Mul", [a, a], f"plant{b}/square")
+            r = g.node("Sqrt", [sq], f"plant{b}/sqrt")
+            z = g.node("Mul", [r, g.weight(per_channel, 1.0, base=5e3)], f"plant{b}/grow")
+            x = g.node("Add", [x, z], f"plant{b}/residual")
+            planted |= {f"plant{b}/square", f"plant{b}/sqrt"}
+        h = g.node("Conv", [x, g.weight((channels, channels, 3, 3), 1 / np.sqrt(fan_in)),
+                            g.weight((channels,), 0.1)], f"blk{b}/conv", pads=[1, 1, 1, 1])
+        h = g.node("Tanh", [h], f"blk{b}/tanh")
+        x = g.node("Add", [x, h], f"blk{b}/residual")
+    x = g.node("GlobalAveragePool", [x], "head/pool")
+    x = g.node("Flatten", [x], "head/flatten")
+    g.node("MatMul", [x, g.weight((channels, 10), 1 / np.sqrt(channels))], "head/matmul",
+           out="logits")
+    return _finish(g, "distprec_planted_cnn", [batch, channels, size, size], [batch, 10],
+                   planted, plants)
+
+
+def planted_attention(layers: int = 4, tokens: int = 8, dim: int = 16, batch: int = 2,
+                      plants: tuple[tuple[float, str], ...] = ((0.25, "overflow"),
+                                                               (0.75, "underflow")),
+                      seed: int = 0) -> PlantedModel:
+    """A small transformer-like stack: attention (QK^T, Softmax, AV) and a Tanh MLP.
+
+    Overflow plant: attention scores of a layer whose queries are large (QK^T ~1e5, beyond
+    FP16) scaled back per key position before the Softmax, as unscaled logits are.
+    Underflow plant: an RMS norm of small activations, whose squares (~1e-8) and their
+    mean underflow FP16 before the Sqrt.
+    """
+    rng = np.random.default_rng(seed)
+    g = _Builder(rng)
+    x = "input"
+    where = {min(layers - 1, int(pos * layers)): kind for pos, kind in plants}
+    planted: set[str] = set()
+    s = 1 / np.sqrt(dim)
+    for b in range(layers):
+        big = where.get(b) == "overflow"
+        # a plant's queries ~1e4 |x| and keys ~10 |x| still fit FP16; their products do not
+        q = g.node("MatMul", [x, g.weight((dim, dim), (1e4 if big else 1.0) * s)], f"l{b}/q")
+        k = g.node("MatMul", [x, g.weight((dim, dim), (10.0 if big else 1.0) * s)], f"l{b}/k")
+        v = g.node("MatMul", [x, g.weight((dim, dim), s)], f"l{b}/v")
+        kt = g.node("Transpose", [k], f"l{b}/kt", perm=[0, 2, 1])
+        scores = g.node("MatMul", [q, kt], f"l{b}/scores")
+        scale = g.weight((tokens,), 1e-7, base=2e-5) if big else g.weight((tokens,), 0.0, s)
+        scaled = g.node("Mul", [scores, scale], f"l{b}/scale")
+        if big:
+            planted |= {f"l{b}/scores", f"l{b}/scale"}
+        attn = g.node("Softmax", [scaled], f"l{b}/softmax", axis=-1)
+        o = g.node("MatMul", [attn, v], f"l{b}/av")
+        o = g.node("MatMul", [o, g.weight((dim, dim), s)], f"l{b}/proj")
+        x = g.node("Add", [x, o], f"l{b}/attn_residual")
+        if where.get(b) == "underflow":
+            # a ~ 5e-5 |x| (FP16 subnormal, 1e-3 precision); a*a ~ 2e-9 rounds to 0 in FP16
+            a = g.node("Mul", [x, g.weight((dim,), 1e-7, base=5e-5)], f"l{b}/shrink")
+            sq = g.node("Mul", [a, a], f"l{b}/norm_square")
+            ms = g.node("ReduceMean", [sq], f"l{b}/norm_mean", axes=[-1], keepdims=1)
+            rms = g.node("Sqrt", [ms], f"l{b}/norm_sqrt")
+            x = g.node("Div", [a, rms], f"l{b}/norm_div")
+            planted |= {f"l{b}/norm_square", f"l{b}/norm_mean", f"l{b}/norm_sqrt"}
+        h = g.node("MatMul", [x, g.weight((dim, 2 * dim), s)], f"l{b}/mlp_in")
+        h = g.node("Tanh", [h], f"l{b}/mlp_tanh")
+        h = g.node("MatMul", [h, g.weight((2 * dim, dim), 1 / np.sqrt(2 * dim))], f"l{b}/mlp_out")
+        x = g.node("Add", [x, h], f"l{b}/mlp_residual")
+    g.node("MatMul", [x, g.weight((dim, 10), s)], "head/matmul", out="logits")
+    return _finish(g, "distprec_planted_attention", [batch, tokens, dim], [batch, tokens, 10],
+                   planted, plants)
+
+
+def _finish(g: _Builder, name: str, in_shape: list[int], out_shape: list[int],
+            planted: set[str], plants) -> PlantedModel:
+    graph = helper.make_graph(
+        g.nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, out_shape)], g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="distprec.demo")
+    model.ir_version = MAX_IR_VERSION
+    onnx.checker.check_model(model)
+    return PlantedModel(model, frozenset(planted), tuple(k for _, k in plants))
+
+
 class _Builder:
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng, self.nodes, self.inits, self._n = rng, [], [], 0
@@ -72,9 +175,10 @@ class _Builder:
         self.inits.append(numpy_helper.from_array(value.astype(np.float32), name))
         return name
 
-    def node(self, op: str, inputs: list[str], name: str, out: str | None = None) -> str:
+    def node(self, op: str, inputs: list[str], name: str, out: str | None = None,
+             **attrs) -> str:
         out = out or f"{name}:0"
-        self.nodes.append(helper.make_node(op, inputs, [out], name=name))
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
         return out
 
     def overflow(self, x: str, width: int, b: int) -> tuple[str, set[str]]:
@@ -101,8 +205,9 @@ class _Builder:
 DEMO_ATOL, DEMO_RTOL = 0.3, 0.03
 
 
-def run_demo(out: str = "distprec-demo", workers: int | None = None, strategy: str = "bisect",
-             blocks: int = 60, live: bool = True, report_path: str | None = None) -> int:
+def run_demo(out: str = "distprec-demo", workers: int | None = None,
+             strategy: str = "bisect+minimize", blocks: int = 60, live: bool = True,
+             report_path: str | None = None, top: int = 1) -> int:
     """Generate the planted model, search it on the local resources, compare with the plants."""
     from pathlib import Path
 
@@ -120,7 +225,7 @@ def run_demo(out: str = "distprec-demo", workers: int | None = None, strategy: s
     model_path = folder / "planted.onnx"
     write_bytes(model_path, planted.model.SerializeToString())
     cfg = SearchConfig(model=str(model_path), precision="fp16", strategy=strategy,
-                       workers=workers, samples=4,
+                       workers=workers, samples=4, top=top,
                        check=CheckSpec(atol=(("", DEMO_ATOL),), rtol=(("", DEMO_RTOL),)))
     console = SearchConsole(cfg, live=live)
     with console:

@@ -17,8 +17,9 @@ from distprec.backends import OrtBackend
 from distprec.checks import CheckSpec, make_check
 from distprec.data import Feed
 from distprec.plan import Plan
+from distprec.profile import LayerProfiler
 from distprec.rewrites import mixed_model
-from distprec.strategies.base import Keep, Verdict
+from distprec.strategies.base import Info, Keep, Verdict
 
 
 @dataclass
@@ -35,6 +36,12 @@ class Evaluation:
     end: float = 0.0
     build_s: float = 0.0  # rewrite + session build
     run_s: float = 0.0
+    layer_errors: dict[str, dict[str, float]] | None = None  # when profiled (distprec/profile.py)
+    profile_error: str = ""  # why profiling failed; the verdict stands
+
+    def info(self) -> Info:
+        """What a strategy is told besides the verdict."""
+        return Info(self.figures, self.layer_errors)
 
     def record(self) -> dict:
         """The history entry of result.json."""
@@ -81,8 +88,14 @@ class Evaluator:
         self.searchable = frozenset(setup.searchable)
         self.check = make_check(setup.check)
         self.emulate = backend.emulates and setup.precision != "int8"
+        self._profiler: LayerProfiler | None = None
 
-    def evaluate(self, keep: Keep) -> Evaluation:
+    def evaluate(self, keep: Keep, profile: bool = False) -> Evaluation:
+        """The verdict on ``keep``; with ``profile``, also its per-layer errors.
+
+        The verdict always comes from the candidate as it is; the profile from a second run
+        with every layer output exposed, which can fuse differently (see profile.py).
+        """
         keep = frozenset(keep)
         ev = Evaluation(keep, Verdict.ERROR, worker=self.worker, node=self.node,
                         device=self.backend.device_name(), node_id=self.node_id,
@@ -99,12 +112,33 @@ class Evaluator:
             ev.verdict = Verdict.PASS if result else Verdict.FAIL
             ev.figures, ev.reason = result.outputs, result.reason
         except Exception as exc:  # a candidate that does not build or run is a verdict
-            message = str(exc).strip().splitlines()
-            ev.reason = f"{type(exc).__name__}: {message[0][:300] if message else ''}"
+            ev.reason = _one_line(exc)
+        else:
+            if profile:
+                try:
+                    ev.layer_errors = self.profiler().profile(candidate)
+                except Exception as exc:
+                    ev.profile_error = _one_line(exc)
         ev.end = time.time()
         return ev
+
+    def profile(self, keep: Keep) -> dict[str, dict[str, float]]:
+        """Per-layer errors of the plan ``keep`` against FP32 (layer -> figures)."""
+        return self.profiler().profile(self.candidate(frozenset(keep)))
+
+    def profiler(self) -> LayerProfiler:
+        """Made on first use: it runs the FP32 model with every layer output exposed once."""
+        if self._profiler is None:
+            self._profiler = LayerProfiler(self.model, self.setup.searchable, self.setup.feeds,
+                                           self.backend)
+        return self._profiler
 
     def candidate(self, keep: Keep) -> onnx.ModelProto:
         plan = Plan(self.setup.precision, keep)
         return mixed_model(self.model, plan, set(self.searchable - keep), emulate=self.emulate,
                            ranges_json=self.setup.ranges_json)
+
+
+def _one_line(exc: BaseException) -> str:
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0][:300] if message else ''}"

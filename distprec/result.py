@@ -50,7 +50,7 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         "passed": outcome.passed,
         "high_precision_layers": keep,
         "minimal": outcome.minimal,
-        "notes": list(outcome.notes),
+        "notes": [*outcome.notes, *report.notes],
         "searchable_layers": len(prep.searchable),
         "evaluations": len(loop.evaluations),
         "rounds": loop.rounds,
@@ -76,6 +76,14 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         ],
         "environment": {"distprec": __version__, "python": platform.python_version()},
     }
+    if report.layer_errors is not None:
+        result["layer_errors_plan"] = report.layer_errors_plan
+        result["layer_errors"] = {name: report.layer_errors[name]
+                                  for name in prep.searchable if name in report.layer_errors}
+    if cfg.strategy == "worst-first" or cfg.strategy.startswith("worst-first+"):
+        result["top"] = cfg.top
+    if cfg.start:
+        result["start"] = str(cfg.start)
     if prep.calibration:
         result["calibration"] = prep.calibration
     return result

@@ -6,6 +6,7 @@ strategy owns the logic; the actors own the runtimes.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,10 @@ from distprec.evaluator import Evaluator, Setup
 from distprec.model import Layer, layer_table, load_model, model_hash, prepare_model
 from distprec.plan import PRECISIONS
 from distprec.rewrites import not_low
-from distprec.strategies import STRATEGIES, Outcome, make_strategy
+from distprec.strategies import SENSITIVITY_MODES, Outcome, check_strategy_name, make_strategy
+
+#: Which plan result.json's ``layer_errors`` profiles.
+LAYER_ERRORS = ("final", "all-low", "none")
 
 
 @dataclass
@@ -55,14 +59,28 @@ class SearchConfig:
     address: str | None = None
     seed: int = 0
     samples: int = 1
+    top: int = 1  # worst-first: layers marked per iteration
+    start: str | None = None  # minimize: result.json (or a names file) to start from
+    sensitivity: str = "lower"  # sensitivity scan: lower, raise or both
+    layer_errors: str = "final"  # per-layer profile in result.json: final, all-low or none
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
             raise InputError(f"unknown precision {self.precision!r} "
                              f"(choose from {', '.join(PRECISIONS)})")
-        if self.strategy not in STRATEGIES:
-            raise InputError(f"unknown strategy {self.strategy!r} "
-                             f"(choose from {', '.join(STRATEGIES)})")
+        try:
+            check_strategy_name(self.strategy)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        if self.top < 1:
+            raise InputError(f"--top must be at least 1, got {self.top}")
+        if self.start is not None and self.strategy != "minimize":
+            raise InputError("--start is for --strategy minimize (a chain starts from its "
+                             "first stage's answer)")
+        if self.sensitivity not in SENSITIVITY_MODES:
+            raise InputError(f"--sensitivity must be one of {', '.join(SENSITIVITY_MODES)}")
+        if self.layer_errors not in LAYER_ERRORS:
+            raise InputError(f"--layer-errors must be one of {', '.join(LAYER_ERRORS)}")
         if self.workers is not None and self.workers < 1:
             raise InputError(f"--workers must be at least 1, got {self.workers}")
         if self.samples < 1:
@@ -95,6 +113,9 @@ class SearchReport:
     device: str
     wall_s: float
     prepared: Prepared
+    layer_errors: dict[str, dict[str, float]] | None = None  # per-layer profile of one plan
+    layer_errors_plan: str = ""  # which plan: "final" or "all-low"
+    notes: list[str] = field(default_factory=list)  # the driver's own remarks
 
 
 def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
@@ -189,6 +210,8 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     """
     t0 = time.perf_counter()
     prep = prepared or prepare(cfg, on_event)
+    notes: list[str] = []
+    start = read_start(cfg.start, prep, notes) if cfg.start else None  # fail before Ray
     if on_event:
         on_event("phase", {"name": "cluster", "address": cfg.address or "local"})
     connect(cfg.address)
@@ -201,13 +224,75 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     if on_event:
         on_event("workers", {"workers": [(w.name, w.node, w.device) for w in workers],
                              "device": device, "cluster": cluster_summary()})
-    strategy = make_strategy(cfg.strategy, prep.searchable, cfg.direction)
+    strategy = make_strategy(cfg.strategy, prep.searchable, cfg.direction, top=cfg.top,
+                             start=start, sensitivity=cfg.sensitivity)
     try:
         loop = drive(strategy, workers, on_event)
+        outcome = strategy.result()
+        report = SearchReport(outcome, loop, workers, device, 0.0, prep, notes=notes)
+        if cfg.layer_errors != "none":
+            _profile_answer(cfg, report, on_event)
     finally:
         if own:
             stop_workers(workers)
-    return SearchReport(strategy.result(), loop, workers, device, time.perf_counter() - t0, prep)
+    report.wall_s = time.perf_counter() - t0
+    return report
+
+
+def _profile_answer(cfg: SearchConfig, report: SearchReport,
+                    on_event: EventSink | None) -> None:
+    """Per-layer errors of the answer (or of all-low when nothing passed), for result.json.
+
+    One more run on a live worker, with every layer output exposed; a failure here is a
+    note, never a lost search.
+    """
+    outcome = report.outcome
+    final = cfg.layer_errors == "final" and outcome.passed and outcome.keep is not None
+    keep = frozenset(outcome.keep) if final else frozenset()
+    report.layer_errors_plan = "final" if final else "all-low"
+    live = [w for w in report.workers if w.name not in report.loop.lost_workers]
+    if not live:
+        report.notes.append("no live worker left to profile the layers")
+        return
+    if on_event:
+        on_event("phase", {"name": f"layer errors ({report.layer_errors_plan} plan)"})
+    try:
+        report.layer_errors = ray.get(live[0].handle.profile.remote(keep), timeout=600)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        report.notes.append(f"layer errors not measured: {text[-1][:200] if text else exc}")
+
+
+def read_start(path: str, prep: Prepared, notes: list[str]) -> frozenset[str]:
+    """Minimize's start: a result.json's high_precision_layers, or names one per line.
+
+    A result made for another model is refused; names of layers that exist but cannot be
+    lowered are dropped (they stay FP32 anyway), with a note.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"start file not found: {path}")
+    text = file.read_text()
+    if file.suffix == ".json":
+        try:
+            data = json.loads(text)
+            names = list(data["high_precision_layers"])
+        except Exception:
+            raise InputError(f"{path}: no high_precision_layers list in it") from None
+        if data.get("model_hash") not in (None, prep.source_hash):
+            raise InputError(f"{path} was made for another model (model_hash differs)")
+    else:
+        names = [n.strip() for line in text.splitlines() for n in line.split(",") if n.strip()]
+    known = {layer.name for layer in prep.layers}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise InputError(f"{path}: unknown layer name {unknown[0]!r}"
+                         + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+    start = frozenset(names) & set(prep.searchable)
+    if len(start) < len(set(names)):
+        notes.append(f"start: dropped {len(set(names)) - len(start)} layer(s) that are not "
+                     "searchable (they stay FP32 in every plan)")
+    return start
 
 
 def cluster_summary() -> dict[str, int]:

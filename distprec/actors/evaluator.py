@@ -28,5 +28,8 @@ class EvaluatorActor:
                 "device": self.evaluator.backend.device_name(),
                 "node_id": self.evaluator.node_id, "gpus": [str(g) for g in ray.get_gpu_ids()]}
 
-    def evaluate(self, keep: Keep) -> Evaluation:
-        return self.evaluator.evaluate(keep)
+    def evaluate(self, keep: Keep, profile: bool = False) -> Evaluation:
+        return self.evaluator.evaluate(keep, profile)
+
+    def profile(self, keep: Keep) -> dict[str, dict[str, float]]:
+        return self.evaluator.profile(keep)

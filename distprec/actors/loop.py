@@ -55,12 +55,15 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
             asked = False
             for keep in strategy.ask(len(free)):
                 asked = True
-                if keep in known:  # memo: tell from memory
-                    out.memo_hits += 1
-                    strategy.tell(keep, known[keep].verdict)
+                profile = strategy.wants_profile(keep)
+                memo = known.get(keep)
+                if memo is not None and (not profile or memo.layer_errors is not None):
+                    out.memo_hits += 1  # memo: tell from memory
+                    strategy.tell(keep, memo.verdict, memo.info())
                     continue
                 worker = free.popleft()
-                ref = worker.handle.evaluate.remote(keep)
+                ref = (worker.handle.evaluate.remote(keep, True) if profile
+                       else worker.handle.evaluate.remote(keep))
                 in_flight[ref] = (keep, worker, depth_now + 1)
                 emit("start", {"worker": worker.name, "size": len(keep), "keep": keep,
                                "depth": depth_now + 1, "status": strategy.status()})
@@ -96,7 +99,7 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
             out.rounds = max(out.rounds, depth)
             depth_now = max(depth_now, depth)
             known[keep] = ev
-            strategy.tell(keep, ev.verdict)
+            strategy.tell(keep, ev.verdict, ev.info())
             emit("done", {"worker": worker.name, "evaluation": ev, "depth": depth,
                           "status": strategy.status()})
         for ref, (keep, _, _) in in_flight.items():

@@ -1,19 +1,74 @@
-"""Search strategies: pure ask/tell objects (see base.py)."""
+"""Search strategies: pure ask/tell objects (see base.py).
+
+A strategy name is one of ``STRATEGIES`` or a chain ``first+minimize`` (``CHAINS``): the
+first strategy runs to its end, then minimize shrinks its passing answer.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from distprec.strategies.base import Keep, Outcome, Strategy, Verdict
+from distprec.strategies.base import Info, Keep, Outcome, Strategy, Verdict
+from distprec.strategies.chain import Chain
+from distprec.strategies.minimize import Minimize
 from distprec.strategies.prefix import Bisect, Linear
+from distprec.strategies.sensitivity import MODES as SENSITIVITY_MODES
+from distprec.strategies.sensitivity import Sensitivity
+from distprec.strategies.worst_first import WorstFirst
 
-STRATEGIES = {"bisect": Bisect, "linear": Linear}
+STRATEGIES = {"bisect": Bisect, "linear": Linear, "minimize": Minimize,
+              "sensitivity": Sensitivity, "worst-first": WorstFirst}
+CHAINS = ("bisect+minimize", "linear+minimize", "worst-first+minimize", "sensitivity+minimize")
+#: Bisect gives a contiguous passing start in about log_{W+1}(N) rounds; minimize then
+#: shrinks it to the non-contiguous set really needed (docs/STRATEGIES.md).
+DEFAULT_STRATEGY = "bisect+minimize"
 
 
-def make_strategy(name: str, layers: Sequence[str], direction: str = "forward") -> Strategy:
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})")
-    return STRATEGIES[name](layers, direction)
+def strategy_names() -> tuple[str, ...]:
+    return (*STRATEGIES, *CHAINS)
 
 
-__all__ = ["STRATEGIES", "Keep", "Outcome", "Strategy", "Verdict", "make_strategy"]
+def check_strategy_name(name: str) -> None:
+    """Raise ValueError naming the choices unless ``name`` is a strategy or a chain."""
+    if name not in STRATEGIES and name not in CHAINS:
+        raise ValueError(f"unknown strategy {name!r} (choose from "
+                         f"{', '.join(strategy_names())})")
+
+
+def make_strategy(name: str, layers: Sequence[str], direction: str = "forward", *,
+                  top: int = 1, start: Iterable[str] | None = None,
+                  sensitivity: str = "lower") -> Strategy:
+    """Build a strategy by name. ``start`` is minimize's starting keep-set (alone only;
+    in a chain it is the first stage's answer), ``top`` worst-first's step,
+    ``sensitivity`` the scan mode, ``direction`` the prefix searches' side."""
+    check_strategy_name(name)
+    first, _, second = name.partition("+")
+    if start is not None and name != "minimize":
+        raise ValueError("a start keep-set is for --strategy minimize alone")
+    if first == "minimize":
+        return Minimize(layers, start=start)
+    stage = _single(first, layers, direction, top, sensitivity)
+    if not second:
+        return stage
+    return Chain(stage, lambda done: _minimize_from(done, layers), name=name)
+
+
+def _single(name: str, layers: Sequence[str], direction: str, top: int,
+            sensitivity: str) -> Strategy:
+    if name in ("bisect", "linear"):
+        return STRATEGIES[name](layers, direction)
+    if name == "worst-first":
+        return WorstFirst(layers, top=top)
+    return Sensitivity(layers, mode=sensitivity)
+
+
+def _minimize_from(first: Strategy, layers: Sequence[str]) -> Strategy | None:
+    outcome = first.result()
+    if not outcome.passed or outcome.keep is None:
+        return None
+    return Minimize(layers, start=outcome.keep)
+
+
+__all__ = ["CHAINS", "DEFAULT_STRATEGY", "SENSITIVITY_MODES", "STRATEGIES", "Chain", "Info",
+           "Keep", "Minimize", "Outcome", "Strategy", "Verdict", "check_strategy_name",
+           "make_strategy", "strategy_names"]

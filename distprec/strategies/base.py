@@ -7,13 +7,18 @@ be tested against an oracle in microseconds and driven by any loop.
 Rules (as in Optuna's ask-and-tell): every asked keep-set is told exactly once; telling an
 unknown or already-told keep-set raises; ``ask`` returning ``[]`` means "nothing to run
 until more verdicts arrive"; once ``done`` is true, ``result()`` holds the answer.
+
+Besides the verdict, a driver may tell what else it measured (``Info``: the check's
+per-output figures, and a per-layer error profile when the strategy asked for one through
+``wants_profile``). Both are optional, so a strategy that needs only verdicts, and a driver
+that has only verdicts (an oracle in a test), keep working unchanged.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
 
 Keep = frozenset  # frozenset[str]: layer names kept in FP32
@@ -42,6 +47,17 @@ class Outcome:
     notes: tuple[str, ...] = ()  # what it saw: all-low passes, non-monotonic outcomes...
 
 
+Figures = Mapping[str, Mapping[str, float]]  # name (output or layer) -> figure -> value
+
+
+@dataclass(frozen=True)
+class Info:
+    """What the driver measured besides the verdict; every part may be missing."""
+
+    figures: Figures = field(default_factory=dict)  # per graph output, from the check
+    profile: Figures | None = None  # per layer, only when ``wants_profile`` asked for it
+
+
 class Strategy(ABC):
     """Base class: bookkeeping of asked and told keep-sets."""
 
@@ -53,6 +69,7 @@ class Strategy(ABC):
         self.layers = tuple(layers)
         self.told: dict[Keep, Verdict] = {}
         self.pending: set[Keep] = set()
+        self.info: dict[Keep, Info] = {}  # what came with each verdict, when anything did
         self.notes: list[str] = []
 
     # -- the protocol -------------------------------------------------------------------
@@ -65,7 +82,7 @@ class Strategy(ABC):
         self.pending.update(plans)
         return plans
 
-    def tell(self, keep: Keep, verdict: Verdict) -> None:
+    def tell(self, keep: Keep, verdict: Verdict, info: Info | None = None) -> None:
         keep = frozenset(keep)
         if keep in self.told:
             raise ValueError(f"{self.name}: told twice about a keep-set of {len(keep)} layers")
@@ -73,7 +90,17 @@ class Strategy(ABC):
             raise ValueError(f"{self.name}: told about a keep-set it never asked for")
         self.pending.discard(keep)
         self.told[keep] = Verdict(verdict)
+        if info is not None:
+            self.info[keep] = info
         self._update(keep, Verdict(verdict))
+
+    def wants_profile(self, keep: Keep) -> bool:
+        """True when the verdict on ``keep`` should come with a per-layer error profile.
+
+        Profiling costs a second run with every layer output exposed, so only strategies
+        that rank layers by their errors (worst-first) ask for it.
+        """
+        return False
 
     def wanted(self, keep: Keep) -> bool:
         """False once a pending keep-set can no longer change the answer (it may be cancelled)."""

@@ -1,0 +1,31 @@
+"""Evaluators on generated models, for tests that want real verdicts without Ray."""
+
+from __future__ import annotations
+
+from distprec.backends import OrtBackend
+from distprec.cache.calibration import calibration_ranges
+from distprec.checks import CheckSpec
+from distprec.data import input_specs, random_feeds
+from distprec.demo import DEMO_ATOL, DEMO_RTOL
+from distprec.evaluator import Evaluator, Setup
+from distprec.model import layer_table, prepare_model
+from distprec.rewrites import not_low
+from distprec.search import reference_outputs
+
+#: planted_mlp with 12 blocks: the default first plant (at 12%) sits where
+#: activations are too small to overflow, so it would not be needed.
+PLANTS = ((0.25, "overflow"), (0.5, "underflow"), (0.85, "overflow"))
+CHECK = CheckSpec(atol=(("", DEMO_ATOL),), rtol=(("", DEMO_RTOL),))
+
+
+def make_evaluator(model, precision="fp16", check=CHECK) -> Evaluator:
+    model = prepare_model(model)
+    layers = layer_table(model, not_low(model, precision))
+    searchable = tuple(x.name for x in layers if x.searchable)
+    feeds = random_feeds(input_specs(model), {}, seed=0, samples=2)
+    ranges = calibration_ranges(model, feeds)[0] if precision == "int8" else None
+    setup = Setup(model.SerializeToString(), precision, searchable, feeds,
+                  reference_outputs(model, feeds), check, ranges)
+    return Evaluator(setup, OrtBackend("cpu", threads=1))
+
+

@@ -1,0 +1,145 @@
+"""Minimize against oracles: ground truth, 1-minimality, termination, evaluation counts."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from strategy_oracles import additive, any_of, coin, layers, needs
+
+from distprec.strategies import Bisect, Minimize, Verdict
+from distprec.strategies.simulate import simulate
+
+N = 200
+LAYERS = layers(N)
+
+
+def pick(*idx) -> frozenset[str]:
+    return frozenset(LAYERS[i] for i in idx)
+
+
+def assert_proved_1_minimal(outcome, oracle) -> None:
+    """The claim holds: the answer passes and every single removal fails."""
+    assert outcome.minimal == "1-minimal"
+    assert oracle(outcome.keep)
+    for x in outcome.keep:
+        assert not oracle(outcome.keep - {x}), x
+
+
+@pytest.mark.parametrize("bad", [(), (0,), (199,), (3, 150), (10, 11, 90, 91, 170, 171),
+                                 tuple(range(0, 200, 25))])
+@pytest.mark.parametrize("workers", [1, 2, 4, 7])
+def test_finds_exactly_the_planted_layers(bad, workers):
+    oracle = needs(pick(*bad))
+    sim = simulate(Minimize(LAYERS), oracle, workers)
+    assert sim.outcome.passed and sim.outcome.keep == pick(*bad)
+    assert_proved_1_minimal(sim.outcome, oracle)
+    assert sim.memo_hits == 0  # it never asks for a keep-set twice
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_several_minimal_answers_any_one_is_1_minimal(seed):
+    rng = random.Random(seed)
+    sets = [rng.sample(LAYERS, rng.randint(1, 5)) for _ in range(3)]
+    oracle = any_of(*sets)
+    sim = simulate(Minimize(LAYERS), oracle, rng.choice([1, 3, 4]))
+    assert_proved_1_minimal(sim.outcome, oracle)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("workers", [1, 4])
+def test_terminates_on_random_verdicts_and_claims_only_what_it_saw(seed, workers):
+    names = layers(40)
+    oracle = coin(seed, p=0.6)
+    sim = simulate(Minimize(names), oracle, workers, max_rounds=5000)
+    seen = [k for k, _ in sim.history]
+    assert len(seen) == len(set(seen))  # never the same keep-set twice
+    assert sim.evaluations <= 40 * 40  # bounded work
+    if sim.outcome.passed:
+        assert oracle(sim.outcome.keep)
+        if sim.outcome.minimal == "1-minimal":
+            assert_proved_1_minimal(sim.outcome, oracle)
+
+
+def test_terminates_on_a_flaky_oracle():
+    rng = random.Random(7)
+    sim = simulate(Minimize(layers(60)), lambda keep: rng.random() < 0.5, 4, max_rounds=5000)
+    assert sim.outcome.minimal in ("1-minimal", "none")
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_removals_that_add_up_fall_back_to_one_of_them(workers):
+    bad = pick(5, 70)
+    oracle = additive(bad, limit=30, all_layers=LAYERS)
+    sim = simulate(Minimize(LAYERS), oracle, workers)
+    assert bad <= sim.outcome.keep
+    assert_proved_1_minimal(sim.outcome, oracle)
+    assert len(sim.outcome.keep) == N - 30
+
+
+def test_a_failing_start_is_reported_not_shrunk():
+    sim = simulate(Minimize(LAYERS, start=pick(1, 2)), needs(pick(3)), 2)
+    assert not sim.outcome.passed and sim.outcome.keep is None
+    assert any("start plan fails" in n for n in sim.outcome.notes)
+
+
+def test_start_failing_but_all_low_passing_beside_it_is_used():
+    oracle = lambda keep: keep != pick(1, 2)  # noqa: E731
+    sim = simulate(Minimize(LAYERS, start=pick(1, 2)), oracle, 2)
+    assert sim.outcome.keep == frozenset() and sim.outcome.minimal == "1-minimal"
+    assert any("non-monotonic" in n for n in sim.outcome.notes)
+
+
+def test_empty_answer_when_all_low_passes():
+    sim = simulate(Minimize(LAYERS), lambda keep: True, 4)
+    assert sim.outcome.keep == frozenset() and sim.outcome.minimal == "1-minimal"
+    assert sim.evaluations == 2  # the start and the cheap guess, all-low
+
+
+def test_budget_stops_and_claims_nothing():
+    sim = simulate(Minimize(LAYERS, budget=5), needs(pick(4, 100)), 1)
+    assert sim.evaluations == 5
+    assert sim.outcome.minimal == "none"
+
+
+def test_errors_count_as_failing_and_are_reported():
+    bad = pick(9)
+    oracle = lambda keep: Verdict.PASS if bad <= keep else Verdict.ERROR  # noqa: E731
+    sim = simulate(Minimize(LAYERS), oracle, 2)
+    assert sim.outcome.keep == bad and sim.outcome.minimal == "1-minimal"
+    assert any("did not build or run" in n for n in sim.outcome.notes)
+
+
+def test_unknown_start_layer_is_refused():
+    with pytest.raises(ValueError):
+        Minimize(LAYERS, start={"nope"})
+
+
+def _from_bisect(names, oracle, workers):
+    start = simulate(Bisect(names), oracle, workers).outcome.keep
+    return simulate(Minimize(names, start=start), oracle, workers)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_evaluations_from_a_bisect_start_within_8_k_log2_n(seed):
+    rng = random.Random(seed)
+    n = rng.choice([64, 252, 500, 1000])
+    names = layers(n)
+    k = rng.randint(1, 8)
+    bad = frozenset(rng.sample(names, k))
+    for workers in (1, 4):
+        sim = _from_bisect(names, needs(bad), workers)
+        assert sim.outcome.keep == bad
+        assert sim.evaluations <= 8 * k * math.ceil(math.log2(n)), (n, k, workers)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_four_workers_need_at_most_half_the_rounds_of_one(seed):
+    rng = random.Random(100 + seed)
+    names = layers(252)
+    bad = frozenset(rng.sample(names, 6))
+    one = _from_bisect(names, needs(bad), 1)
+    four = _from_bisect(names, needs(bad), 4)
+    assert one.outcome.keep == four.outcome.keep == bad
+    assert four.rounds <= one.rounds / 2, (four.rounds, one.rounds)
