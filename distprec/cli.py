@@ -83,8 +83,8 @@ def _add_calib_args(p: argparse.ArgumentParser) -> None:
 def _add_strategy_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("strategy (docs/STRATEGIES.md)")
     g.add_argument("--strategy", default=DEFAULT_STRATEGY,
-                   help=f"one of {', '.join(strategy_names())} (default {DEFAULT_STRATEGY}: "
-                   "a cheap contiguous answer, then shrunk to a 1-minimal set)")
+                   help=f"one of {', '.join(strategy_names())} (default auto: bisect+minimize "
+                   "for FP16/BF16, minimize for INT8; docs/STRATEGIES.md)")
     g.add_argument("--top", type=int, default=1, help="worst-first: layers marked per "
                    "iteration")
     g.add_argument("--start", help="minimize: start from this result.json's "
@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"({', '.join(KINDS)})")
     p.add_argument("--precision", default="fp16", help=f"comma-separated, of "
                    f"{', '.join(PRECISIONS)}; unsupported pairs are skipped with the reason")
-    p.add_argument("--strategy", default="bisect", help=f"one of {', '.join(STRATEGIES)}")
+    p.add_argument("--strategy", default=DEFAULT_STRATEGY,
+                   help=f"one of {', '.join(strategy_names())}")
     p.add_argument("--direction", default="forward", choices=("forward", "reverse"))
     p.add_argument("--workers-per-device", type=int, help="evaluators per device kind, shared "
                    "by its searches (default: every slot its nodes offer)")

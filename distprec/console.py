@@ -60,8 +60,8 @@ class SearchConsole:
                 self._stack.enter_context(StderrThroughConsole(live.console))
         else:
             c = self.cfg
-            self.log(f"search {c.model}: {c.precision}, strategy {c.strategy} ({c.direction}), "
-                     f"check {c.check.describe()}")
+            self.log(f"search {c.model}: {c.precision}, strategy {c.strategy_name} "
+                     f"({c.direction}), check {c.check.describe()}")
             if self.heartbeat_s:
                 self._stack.enter_context(_Heartbeat(self._tick, self.heartbeat_s))
         return self

@@ -89,7 +89,7 @@ class Dashboard:
 
     @classmethod
     def from_config(cls, cfg, now: float) -> Dashboard:
-        return cls(model=str(cfg.model), precision=cfg.precision, strategy=cfg.strategy,
+        return cls(model=str(cfg.model), precision=cfg.precision, strategy=cfg.strategy_name,
                    direction=cfg.direction, check=cfg.check.describe(), started=now)
 
     # -- folding events ---------------------------------------------------------------

@@ -45,7 +45,7 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         "model_hash": prep.source_hash,
         "precision": cfg.precision,
         "high_precision": "fp32",
-        "strategy": cfg.strategy,
+        "strategy": cfg.strategy_name,
         "direction": cfg.direction,
         "passed": outcome.passed,
         "high_precision_layers": keep,
@@ -80,7 +80,7 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         result["layer_errors_plan"] = report.layer_errors_plan
         result["layer_errors"] = {name: report.layer_errors[name]
                                   for name in prep.searchable if name in report.layer_errors}
-    if cfg.strategy == "worst-first" or cfg.strategy.startswith("worst-first+"):
+    if cfg.strategy_name.startswith("worst-first"):
         result["top"] = cfg.top
     if cfg.start:
         result["start"] = str(cfg.start)

@@ -34,7 +34,13 @@ from distprec.evaluator import Evaluator, Setup
 from distprec.model import Layer, layer_table, load_model, model_hash, prepare_model
 from distprec.plan import PRECISIONS
 from distprec.rewrites import not_low
-from distprec.strategies import SENSITIVITY_MODES, Outcome, check_strategy_name, make_strategy
+from distprec.strategies import (
+    SENSITIVITY_MODES,
+    Outcome,
+    check_strategy_name,
+    make_strategy,
+    resolve_strategy,
+)
 
 #: Which plan result.json's ``layer_errors`` profiles.
 LAYER_ERRORS = ("final", "all-low", "none")
@@ -44,7 +50,7 @@ LAYER_ERRORS = ("final", "all-low", "none")
 class SearchConfig:
     model: str
     precision: str = "fp16"
-    strategy: str = "bisect"
+    strategy: str = "auto"  # see strategies.default_strategy
     direction: str = "forward"
     workers: int | None = None
     device: str = "auto"  # auto: cuda when the cluster has GPUs and onnxruntime-gpu is there
@@ -64,6 +70,11 @@ class SearchConfig:
     sensitivity: str = "lower"  # sensitivity scan: lower, raise or both
     layer_errors: str = "final"  # per-layer profile in result.json: final, all-low or none
 
+    @property
+    def strategy_name(self) -> str:
+        """The strategy that runs: "auto" resolved for this precision."""
+        return resolve_strategy(self.strategy, self.precision)
+
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
             raise InputError(f"unknown precision {self.precision!r} "
@@ -74,7 +85,7 @@ class SearchConfig:
             raise InputError(str(exc)) from None
         if self.top < 1:
             raise InputError(f"--top must be at least 1, got {self.top}")
-        if self.start is not None and self.strategy != "minimize":
+        if self.start is not None and self.strategy_name != "minimize":
             raise InputError("--start is for --strategy minimize (a chain starts from its "
                              "first stage's answer)")
         if self.sensitivity not in SENSITIVITY_MODES:
@@ -224,7 +235,7 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     if on_event:
         on_event("workers", {"workers": [(w.name, w.node, w.device) for w in workers],
                              "device": device, "cluster": cluster_summary()})
-    strategy = make_strategy(cfg.strategy, prep.searchable, cfg.direction, top=cfg.top,
+    strategy = make_strategy(cfg.strategy_name, prep.searchable, cfg.direction, top=cfg.top,
                              start=start, sensitivity=cfg.sensitivity)
     try:
         loop = drive(strategy, workers, on_event)

@@ -15,6 +15,7 @@ from distprec.strategies import (
     Strategy,
     Verdict,
     make_strategy,
+    resolve_strategy,
 )
 from distprec.strategies.simulate import simulate
 
@@ -30,9 +31,11 @@ def test_every_chain_ends_1_minimal_on_the_planted_set(name, workers):
     assert sim.memo_hits == 0  # the chain answered its stages' repeats itself
 
 
-def test_default_is_bisect_then_minimize():
-    assert DEFAULT_STRATEGY == "bisect+minimize"
-    sim = simulate(make_strategy(DEFAULT_STRATEGY, LAYERS), needs(BAD), 2)
+def test_default_is_bisect_then_minimize_except_int8():
+    assert DEFAULT_STRATEGY == "auto"
+    assert resolve_strategy("auto", "int8") == "minimize"
+    assert resolve_strategy("auto", "bf16") == resolve_strategy("auto", "fp16")
+    sim = simulate(make_strategy(resolve_strategy("auto", "fp16"), LAYERS), needs(BAD), 2)
     assert sim.outcome.notes[0].startswith("bisect answered 112 layer(s) (contiguous-minimal)")
 
 
