@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
 from distprec.backends import OrtBackend  # noqa: E402
@@ -37,27 +38,32 @@ from distprec.strategies import make_strategy  # noqa: E402
 
 #: "cuda" on the GPU hosts; "cpu" (the emulation) only to smoke-test this script elsewhere.
 DEVICE = os.environ.get("DISTPREC_BENCH_DEVICE", "cuda")
-MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
-if not MODELS.exists():
-    MODELS = Path(__file__).resolve().parents[1] / "shared" / "models"
+#: The shared models; DISTPREC_MODELS names a copy where ../shared does not travel.
+MODELS = Path(os.environ.get("DISTPREC_MODELS") or
+              Path(__file__).resolve().parents[1].parent / "shared" / "models")
 
 
 def tol(atol: float, rtol: float, **kw) -> CheckSpec:
     return CheckSpec(atol=(("", atol),), rtol=(("", rtol),), **kw)
 
 
-def cases(tmp: Path, blocks: int = 100) -> dict[str, tuple[str, str, CheckSpec]]:
-    """name -> (model path, precision, check). Tolerances chosen so all-low fails."""
+def cases(tmp: Path, blocks: int = 100) -> dict[str, tuple[str, str, CheckSpec, str | None]]:
+    """name -> (model path, precision, check, inputs). Tolerances chosen so all-low fails."""
     demo = tmp / f"planted{blocks}.onnx"
     demo.write_bytes(planted_mlp(blocks=blocks).model.SerializeToString())
+    candy_in = tmp / "candy_inputs.npz"  # candy takes pixel values 0..255
+    rng = np.random.default_rng(0)
+    np.savez(candy_in, inputImage=rng.uniform(0, 255, (1, 3, 720, 720)).astype(np.float32))
     return {
-        "planted-fp16": (str(demo), "fp16", tol(DEMO_ATOL, DEMO_RTOL)),
+        "planted-fp16": (str(demo), "fp16", tol(DEMO_ATOL, DEMO_RTOL), None),
         "ultraface-int8": (str(MODELS / "ultraface_rfb320.onnx"), "int8",
-                           tol(10.0, 10.0, cosine_min=0.995)),
-        "candy-fp16": (str(MODELS / "candy.onnx"), "fp16", tol(0.5, 0.005)),
-        "ultraface-fp16": (str(MODELS / "ultraface_rfb320.onnx"), "fp16", tol(1e-4, 1e-3)),
-        "mnist-fp16": (str(MODELS / "mnist.onnx"), "fp16", tol(2e-4, 1e-3)),
-        "classifier-fp16": (str(MODELS / "image_classifier.onnx"), "fp16", tol(1e-3, 1e-3)),
+                           tol(10.0, 10.0, cosine_min=0.99999), None),
+        "candy-fp16": (str(MODELS / "candy.onnx"), "fp16", tol(0.5, 0.005), str(candy_in)),
+        "ultraface-fp16": (str(MODELS / "ultraface_rfb320.onnx"), "fp16", tol(1e-4, 1e-3),
+                           None),
+        "mnist-fp16": (str(MODELS / "mnist.onnx"), "fp16", tol(2e-4, 1e-3), None),
+        "classifier-fp16": (str(MODELS / "image_classifier.onnx"), "fp16", tol(1e-3, 1e-3),
+                            None),
     }
 
 
@@ -74,10 +80,11 @@ def local_bisect(evaluator: Evaluator, layers, workers: int = 4):
 
 def part_agree(tmp: Path) -> list[dict]:
     rows = []
-    for name, (path, precision, check) in cases(tmp).items():
+    for name, (path, precision, check, inputs) in cases(tmp).items():
         if precision != "fp16":
             continue
-        cfg = SearchConfig(model=path, precision=precision, check=check, samples=2)
+        cfg = SearchConfig(model=path, precision=precision, check=check, samples=2,
+                           inputs=inputs)
         prep = prepare(cfg)
         setup = prep.setup(cfg)
         gpu, emu = Evaluator(setup, OrtBackend(DEVICE)), Evaluator(setup, OrtBackend("cpu", 4))
@@ -118,22 +125,22 @@ def part_scale(tmp: Path, widths: list[int], strategies: list[str], names: list[
     t_end = time.time() + budget_s
     all_cases = cases(tmp, blocks=100)
     for name in names:
-        path, precision, check = all_cases[name]
+        path, precision, check, inputs = all_cases[name]
         for strategy in strategies:
             cfg = SearchConfig(model=path, precision=precision, strategy=strategy,
-                               check=check, samples=2, device=DEVICE)
+                               check=check, samples=2, device=DEVICE, inputs=inputs)
             prep = prepare(cfg)
             base = None
             for w in widths:
                 if time.time() > t_end:
                     print(f"scale: time budget reached before {name} {strategy} W={w}")
                     return rows
-                r = {"case": name, "strategy": strategy, "N": len(prep.searchable),
+                r = {"case": name, "strategy": cfg.strategy_name, "N": len(prep.searchable),
                      **run_one(cfg, prep, w)}
                 base = base or r["search_s"]
                 r["speedup"] = base / r["search_s"]
                 rows.append(r)
-                print(f"scale {name} {strategy} W={w}: {r['search_s']:.2f}s "
+                print(f"scale {name} {r['strategy']} W={w}: {r['search_s']:.2f}s "
                       f"evals={r['evaluations']} rounds={r['rounds']} "
                       f"speedup={r['speedup']:.2f} eff={r['efficiency']:.2f} "
                       f"answer={r['answer']}", flush=True)
@@ -172,9 +179,10 @@ def part_peers(tmp: Path, widths: list[int], strategies: list[str]) -> list[dict
             path = MODELS / file
         script = tmp / f"allclose_{name}.py"
         script.write_text(ALLCLOSE.format(rtol=rtol, atol=atol))
+        inputs = cases(tmp)["candy-fp16"][3] if name == "candy-fp16" else None
         cfg = SearchConfig(model=str(path), precision="fp16", device=DEVICE, samples=1,
-                           check=CheckSpec(atol=(("", 1e9),), rtol=(("", 1e9),),
-                                           check_func=f"{script}:check"))
+                           inputs=inputs, check=CheckSpec(atol=(("", 1e9),), rtol=(("", 1e9),),
+                                                          check_func=f"{script}:check"))
         prep = prepare(cfg)
         # The peer fails on unnamed nodes and opset-7 models, so it also gets distprec's
         # prepared model (named nodes, opset 13): the same function, in a form it can take.
@@ -204,7 +212,7 @@ def part_peers(tmp: Path, widths: list[int], strategies: list[str]) -> list[dict
             for w in widths:
                 t0 = time.perf_counter()
                 r = run_one(cfg, prep, w)
-                rows.append({"case": name, "tool": f"distprec {strategy}", "W": w,
+                rows.append({"case": name, "tool": f"distprec {cfg.strategy_name}", "W": w,
                              "time_s": time.perf_counter() - t0, "answer": r["answer"],
                              "evaluations": r["evaluations"], "rounds": r["rounds"]})
                 print(f"peers: {rows[-1]}", flush=True)
@@ -221,12 +229,13 @@ def _is_fp32_node(model, node) -> bool:
 def part_latency(tmp: Path, scale_rows: list[dict]) -> list[dict]:
     rows = []
     all_cases = cases(tmp, blocks=100)
-    for name, (path, precision, check) in all_cases.items():
+    for name, (path, precision, check, inputs) in all_cases.items():
         answers = {r["strategy"]: r["keep"] for r in scale_rows
                    if r["case"] == name and r["passed"]}
         if not answers:
             continue
-        cfg = SearchConfig(model=path, precision=precision, check=check, samples=1)
+        cfg = SearchConfig(model=path, precision=precision, check=check, samples=1,
+                           inputs=inputs)
         prep = prepare(cfg)
         backend = OrtBackend(DEVICE)
         plans = {"all-fp32": None, f"all-{precision}": frozenset(),
@@ -256,7 +265,7 @@ def main() -> None:
     ap.add_argument("--parts", default="agree,scale,peers,latency")
     ap.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     ap.add_argument("--widths", default="1,2,4")
-    ap.add_argument("--strategies", default="bisect")
+    ap.add_argument("--strategies", default="bisect,sensitivity,auto")
     ap.add_argument("--cases", default="planted-fp16,ultraface-int8,candy-fp16")
     ap.add_argument("--budget", type=float, default=480.0, help="seconds for the scale part")
     a = ap.parse_args()

@@ -360,9 +360,9 @@ def cmd_node_args(a: argparse.Namespace) -> int:
 def cmd_check(a: argparse.Namespace) -> int:
     from distprec.search import check_plan
 
-    if bool(a.keep) == bool(a.keep_file):
+    if (a.keep is None) == (a.keep_file is None):
         raise InputError("give the layers to keep with --keep or --keep-file (one of them)")
-    keep = frozenset(n for n in (a.keep or "").split(",") if n) if a.keep else _read_keep(
+    keep = frozenset(n for n in a.keep.split(",") if n) if a.keep is not None else _read_keep(
         a.keep_file)
     cfg = _config(a)
     device = a.device
