@@ -143,7 +143,7 @@ def part_scale(tmp: Path, widths: list[int], strategies: list[str], names: list[
                 print(f"scale {name} {r['strategy']} W={w}: {r['search_s']:.2f}s "
                       f"evals={r['evaluations']} rounds={r['rounds']} "
                       f"speedup={r['speedup']:.2f} eff={r['efficiency']:.2f} "
-                      f"answer={r['answer']}", flush=True)
+                      f"answer={r['answer']} passed={r['passed']}", flush=True)
     return rows
 
 

@@ -45,10 +45,18 @@ class OrtBackend:
         opts.inter_op_num_threads = 1
         if self.device == "cuda":
             # Ray sets CUDA_VISIBLE_DEVICES per actor, so the actor's GPU is always device 0.
-            providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+            # TF32 off: layers kept "FP32" must compute in FP32 (measured on an H200: with
+            # TF32 on, the all-FP32 plan itself missed tolerances the CPU reference met).
+            providers = [("CUDAExecutionProvider", {"device_id": 0, "use_tf32": 0}),
+                         "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
-        return self._ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
+        session = self._ort.InferenceSession(model.SerializeToString(), opts,
+                                             providers=providers)
+        if self.device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+            # ONNX Runtime falls back to the CPU silently, where FP16 would run in FP32.
+            raise RuntimeError("the CUDA provider did not load (ONNX Runtime fell back to CPU)")
+        return session
 
     def run(self, session, feeds: list[Feed]) -> list[Feed]:
         names = [o.name for o in session.get_outputs()]

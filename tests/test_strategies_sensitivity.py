@@ -79,3 +79,12 @@ def test_terminates_on_random_verdicts(seed):
 
 def test_output_error_summary():
     assert output_error(None) == (0.0, 0.0, 0.0)
+
+
+def test_scan_stops_when_all_high_fails():
+    from distprec.strategies import make_strategy
+    from distprec.strategies.simulate import simulate
+
+    sim = simulate(make_strategy("sensitivity", [f"l{i}" for i in range(50)]),
+                   lambda keep: False, 4)
+    assert not sim.outcome.passed and sim.evaluations <= 4

@@ -58,6 +58,9 @@ class SensitivityScan(Strategy):
     def done(self) -> bool:
         if self.told.get(self.all_low) is Verdict.PASS:
             return True  # nothing to keep: what is still running is no longer wanted
+        high = self.told.get(self.all_high)
+        if high is not None and not high.passed:
+            return True  # no plan can pass: ranking the layers would be wasted work
         return not self.queue and not self.pending
 
     def result(self) -> Outcome:
