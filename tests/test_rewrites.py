@@ -14,7 +14,6 @@ from distprec.plan import Plan
 from distprec.rewrites import (
     LOW_TYPES,
     cast_to_low_precision,
-    convert_fp16,
     emulate_low_precision,
     mixed_model,
     not_low,
@@ -39,7 +38,7 @@ def run(model, feeds):
 
 def test_emulation_shows_the_overflow_a_plain_cpu_fp16_run_hides(setup, small_planted):
     model, searchable, feeds, golden = setup
-    plain = run(convert_fp16(model, searchable), feeds)  # real FP16 graph, CPU provider
+    plain = run(cast_to_low_precision(model, searchable, LOW_TYPES["fp16"]), feeds)  # real FP16
     assert np.isfinite(plain).all()  # ONNX Runtime's CPU provider computed it in FP32
     emulated = run(emulate_low_precision(model, searchable, LOW_TYPES["fp16"]), feeds)
     assert not np.isfinite(emulated).all()
@@ -71,6 +70,12 @@ def test_emulation_rounds_values_entering_low_precision():
     out = run(emulate_low_precision(model, {"lo"}, LOW_TYPES["fp16"]),
               [{"x": np.ones(1, np.float32)}])
     assert np.isinf(out).all()
+
+
+def test_all_high_is_exactly_the_fp32_model(setup):
+    model, _, feeds, golden = setup
+    out = run(cast_to_low_precision(model, set(), LOW_TYPES["fp16"]), feeds)
+    assert np.array_equal(out, golden)
 
 
 def test_bf16_casts_build_valid_models(setup):
