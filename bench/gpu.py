@@ -268,6 +268,8 @@ def main() -> None:
     ap.add_argument("--strategies", default="bisect,sensitivity,auto")
     ap.add_argument("--cases", default="planted-fp16,ultraface-int8,candy-fp16")
     ap.add_argument("--budget", type=float, default=480.0, help="seconds for the scale part")
+    ap.add_argument("--scale-from", action="append", default=[],
+                    help="scale.json of an earlier call: its answers join the latency part")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -295,9 +297,9 @@ def main() -> None:
         if "peers" in a.parts:
             results["peers"] = part_peers(tmp, [1, max(widths)], strategies)
         if "latency" in a.parts:
-            prev = out / "scale.json"
-            rows = results.get("scale") or (json.loads(prev.read_text())["scale"]
-                                            if prev.exists() else [])
+            rows = list(results.get("scale", []))
+            for prev in a.scale_from:
+                rows += json.loads(Path(prev).read_text())["scale"]
             results["latency"] = part_latency(tmp, rows)
         for key, value in results.items():
             if key != "info":
