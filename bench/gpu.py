@@ -268,6 +268,7 @@ def main() -> None:
     ap.add_argument("--strategies", default="bisect,sensitivity,auto")
     ap.add_argument("--cases", default="planted-fp16,ultraface-int8,candy-fp16")
     ap.add_argument("--budget", type=float, default=480.0, help="seconds for the scale part")
+    ap.add_argument("--peer-strategies", default="auto")
     ap.add_argument("--scale-from", action="append", default=[],
                     help="scale.json of an earlier call: its answers join the latency part")
     a = ap.parse_args()
@@ -295,7 +296,7 @@ def main() -> None:
         if "scale" in a.parts:
             results["scale"] = part_scale(tmp, widths, strategies, a.cases.split(","), a.budget)
         if "peers" in a.parts:
-            results["peers"] = part_peers(tmp, [1, max(widths)], strategies)
+            results["peers"] = part_peers(tmp, [1, max(widths)], a.peer_strategies.split(","))
         if "latency" in a.parts:
             rows = list(results.get("scale", []))
             for prev in a.scale_from:

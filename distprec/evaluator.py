@@ -90,6 +90,16 @@ class Evaluator:
         self.emulate = backend.emulates and setup.precision != "int8"
         self._profiler: LayerProfiler | None = None
 
+    def warm_up(self) -> None:
+        """Run the FP32 model once, before the search starts.
+
+        A process's first session on a GPU creates the CUDA context and the cuBLAS/cuDNN
+        handles (measured on an H200: the first evaluations of a search took several times
+        the median). Done here, that cost is paid while the actors start, in parallel, and a
+        backend that cannot run the model fails at start-up instead of as a verdict.
+        """
+        self.backend.run(self.backend.load(self.model), self.setup.feeds[:1])
+
     def evaluate(self, keep: Keep, profile: bool = False) -> Evaluation:
         """The verdict on ``keep``; with ``profile``, also its per-layer errors.
 

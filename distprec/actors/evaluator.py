@@ -22,6 +22,7 @@ class EvaluatorActor:
     def __init__(self, setup: Setup, device: str, worker: str, threads: int = 1) -> None:
         node_id = ray.get_runtime_context().get_node_id()
         self.evaluator = Evaluator(setup, OrtBackend(device, threads=threads), worker, node_id)
+        self.evaluator.warm_up()
 
     def ready(self) -> dict[str, str]:
         return {"worker": self.evaluator.worker, "node": self.evaluator.node,
