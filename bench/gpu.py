@@ -291,21 +291,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         results: dict = {"info": info}
+
+        def save(key: str) -> None:  # each part as soon as it is done: a killed run keeps it
+            (out / f"{key}.json").write_text(json.dumps({"info": info, key: results[key]},
+                                                        indent=1, default=str))
+
         if "agree" in a.parts:
             results["agree"] = part_agree(tmp)
+            save("agree")
         if "scale" in a.parts:
             results["scale"] = part_scale(tmp, widths, strategies, a.cases.split(","), a.budget)
+            save("scale")
         if "peers" in a.parts:
             results["peers"] = part_peers(tmp, [1, max(widths)], a.peer_strategies.split(","))
+            save("peers")
         if "latency" in a.parts:
             rows = list(results.get("scale", []))
             for prev in a.scale_from:
                 rows += json.loads(Path(prev).read_text())["scale"]
             results["latency"] = part_latency(tmp, rows)
-        for key, value in results.items():
-            if key != "info":
-                (out / f"{key}.json").write_text(json.dumps({"info": info, key: value},
-                                                            indent=1, default=str))
+            save("latency")
 
 
 if __name__ == "__main__":
