@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from distprec.checks import STATS, CheckSpec, parse_tolerances
@@ -143,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "onnxruntime-gpu on every node")
     _add_routing_args(p)
     p.add_argument("-o", "--output", default="sweep.json", help="sweep JSON")
+    p.add_argument("--no-live", action="store_true", help="plain log lines, no live view")
     _add_calib_args(p)
     _add_data_args(p)
     _add_check_args(p)
@@ -311,6 +311,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
     from distprec.atomic import write_json
     from distprec.sweep import run_sweep, table
+    from distprec.sweep_view import SweepView
 
     if Path(a.output).is_dir():
         raise InputError(f"output path is a folder: {a.output}")
@@ -321,11 +322,11 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     base = replace(_config(a), precision=precisions[0], device=a.backend)
     base.validate()
     console = Console(highlight=False)
-
-    def log(text: str) -> None:
-        console.print(f"{time.strftime('%H:%M:%S')} {text}", markup=False, soft_wrap=True)
-
-    doc = run_sweep(base, devices, precisions, a.workers_per_device, a.wait, log)
+    labels = [f"{d}/{p}" for d in dict.fromkeys(devices) for p in dict.fromkeys(precisions)]
+    view = SweepView(labels, console, live=not a.no_live, title=f"distprec sweep: {a.model}")
+    with view:
+        doc = run_sweep(base, devices, precisions, a.workers_per_device, a.wait, view.log,
+                        events=view.sink if view.live else None)
     write_json(a.output, doc)
     console.print(table(doc))
     if doc["stand_in"]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 import ray
 
 from distprec import __version__
+from distprec.actors.loop import EventSink
 from distprec.actors.pool import Worker, stop_workers
 from distprec.devices import PROFILES, profile
 from distprec.errors import InputError
@@ -123,12 +124,14 @@ def stand_in_note(backend: str, kinds: list[str]) -> str | None:
 
 def run_sweep(base: SearchConfig, devices: list[str], precisions: list[str],
               per_device: int | None = None, wait: float = 60.0,
-              log: Log = print) -> dict:
+              log: Log = print, events: Callable[[str], EventSink] | None = None) -> dict:
     """Run every supported pair concurrently; the sweep.json document.
 
     ``base`` gives model, data, check and strategy; its precision and workers are set per
     pair. Raises InputError (nothing run) when a kind has no node or its evaluators cannot
-    start within ``wait`` seconds.
+    start within ``wait`` seconds. ``events(label)``, when given, receives each search's
+    events plus ("pair", {"status": ...}) changes (the live view); otherwise every
+    evaluation is logged.
     """
     t0 = time.time()
     if per_device is not None and per_device < 1:
@@ -143,6 +146,8 @@ def run_sweep(base: SearchConfig, devices: list[str], precisions: list[str],
     note = stand_in_note(backend, [p.device for p in todo])
     for run in skipped:
         log(f"[{run.pair.label}] skipped: {run.reason}")
+        if events:
+            events(run.pair.label)("pair", {"status": "skipped"})
     if note:
         log(f"note: {note}")
     prepared = {}
@@ -150,7 +155,7 @@ def run_sweep(base: SearchConfig, devices: list[str], precisions: list[str],
         prepared[p] = prepare(replace(base, precision=p))
         log(f"prepared {p}: {len(prepared[p].searchable)} searchable layers")
     runs = {pair: Run(pair) for pair in todo}
-    driver = _Driver(base, backend, prepared, runs, wait, log, len(lanes))
+    driver = _Driver(base, backend, prepared, runs, wait, log, len(lanes), events)
     threads = [threading.Thread(target=driver.lane, args=(lane,), daemon=True,
                                 name=f"distprec-{lane.kind}") for lane in lanes]
     for t in threads:
@@ -174,9 +179,10 @@ class _Driver:
     """The per-lane thread body and what the lanes share (barrier, log lock, outcomes)."""
 
     def __init__(self, base: SearchConfig, backend: str, prepared: dict[str, Prepared],
-                 runs: dict[Pair, Run], wait: float, log: Log, lanes: int) -> None:
+                 runs: dict[Pair, Run], wait: float, log: Log, lanes: int,
+                 events: Callable[[str], EventSink] | None = None) -> None:
         self.base, self.backend, self.prepared, self.runs = base, backend, prepared, runs
-        self.wait, self._log = wait, log
+        self.wait, self._log, self.events = wait, log, events
         self.lock = threading.Lock()
         self.barrier = threading.Barrier(lanes)
         self.startup_errors: list[str] = []
@@ -210,10 +216,12 @@ class _Driver:
                 waiting = False
             self.log(f"[{pair.label}] started: {len(workers)} evaluator(s) on node(s) "
                      + ", ".join(sorted({w.node_id[:8] for w in workers})))
+            self._status(pair, "running")
             report = run_search(cfg, self._sink(pair), prepared=prep, workers=workers)
             run.result = build_result(cfg, report)
             run.status = "done"
             res = run.result
+            self._status(pair, "done" if res["passed"] else "no plan")
             self.log(f"[{pair.label}] done: {'passed' if res['passed'] else 'NO PASSING PLAN'}"
                      f", {len(res['high_precision_layers'])} layer(s) kept in FP32, "
                      f"{res['evaluations']} evaluations")
@@ -231,12 +239,20 @@ class _Driver:
                 self.barrier.abort()
                 return False
             self.log(f"[{pair.label}] error: {run.reason}")
+            self._status(pair, "error")
             return True
         finally:
             run.ended = time.time()
             stop_workers(workers)
 
+    def _status(self, pair: Pair, status: str) -> None:
+        if self.events:
+            self.events(pair.label)("pair", {"status": status})
+
     def _sink(self, pair: Pair):
+        if self.events:
+            return self.events(pair.label)
+
         def on_event(kind: str, data: dict) -> None:
             if kind == "done":
                 ev = data["evaluation"]
