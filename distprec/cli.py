@@ -7,13 +7,13 @@ Exit codes: 0 a passing plan was found (or the command succeeded), 1 no plan pas
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
 
 from distprec.checks import STATS, CheckSpec, parse_tolerances
 from distprec.devices import KINDS, MODEL_FILE
-from distprec.errors import InputError
+from distprec.errors import InputError, SearchError
 from distprec.plan import PRECISIONS
 from distprec.strategies import DEFAULT_STRATEGY, SENSITIVITY_MODES, strategy_names
 
@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_spec(a: argparse.Namespace) -> CheckSpec:
     if not 0 < a.error_quantile <= 1:
         raise InputError(f"--error-quantile must be in (0, 1], got {a.error_quantile}")
+    if a.cosine_min is not None and not -1.0 <= a.cosine_min <= 1.0:
+        raise InputError(f"--cosine-min must be between -1 and 1, got {a.cosine_min}")
     if a.top_k is not None and a.top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {a.top_k}")
     return CheckSpec(atol=parse_tolerances(a.atol, "--atol", 1e-2),
@@ -235,10 +237,12 @@ def cmd_golden(a: argparse.Namespace) -> int:
     from distprec.model import load_model, model_hash, prepare_model
     from distprec.search import SearchConfig, reference_outputs, validation_feeds
 
-    source = load_model(a.model)
-    model = prepare_model(source)
+    _check_output_path(a.output)
     cfg = SearchConfig(model=a.model, inputs=a.inputs, input_shapes=a.input_shapes,
                        data_loader=a.data_loader, seed=a.seed, samples=a.samples)
+    cfg.validate()
+    source = load_model(a.model)
+    model = prepare_model(source)
     feeds = validation_feeds(cfg, input_specs(model))
     save_outputs(a.output, reference_outputs(model, feeds), model_hash(source))
     print(f"wrote {a.output}: {len(feeds)} sample(s), outputs "
@@ -254,8 +258,7 @@ def cmd_search(a: argparse.Namespace) -> int:
     cfg = _config(a)
     cfg.validate()
     for path in (a.output, a.save_model):
-        if path and Path(path).is_dir():
-            raise InputError(f"output path is a folder: {path}")
+        _check_output_path(path)
     if a.workers is not None and a.workers < 1:
         raise InputError(f"--workers must be at least 1, got {a.workers}")
     _check_report_path(a.report)
@@ -266,16 +269,17 @@ def cmd_search(a: argparse.Namespace) -> int:
     result = build_result(cfg, report)
     if a.kind:
         result["device_kind"] = a.kind
-    written = [a.output]
+    result["exports"] = [a.output]
+    write_result(a.output, result)  # first: a failing export must not lose the search
     if a.save_model and report.outcome.passed:
         save_mixed_model(a.save_model, report, cfg.precision)
-        written.append(a.save_model)
-    result["exports"] = written
+        result["exports"].append(a.save_model)
     if a.report:
         from distprec.report import write_report
 
-        result["exports"] = written + [str(p) for p in write_report(result, a.report)]
-    write_result(a.output, result)
+        result["exports"] += [str(p) for p in write_report(result, a.report)]
+    if len(result["exports"]) > 1:
+        write_result(a.output, result)
     console.summary(result)
     return 0 if report.outcome.passed else 1
 
@@ -313,8 +317,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     from distprec.sweep import run_sweep, table
     from distprec.sweep_view import SweepView
 
-    if Path(a.output).is_dir():
-        raise InputError(f"output path is a folder: {a.output}")
+    _check_output_path(a.output)
     devices = [d.strip() for d in a.devices.split(",") if d.strip()]
     precisions = [p.strip() for p in a.precision.split(",") if p.strip()]
     if not devices or not precisions:
@@ -359,20 +362,23 @@ def cmd_node_args(a: argparse.Namespace) -> int:
 
 
 def cmd_check(a: argparse.Namespace) -> int:
-    from distprec.search import check_plan
+    from distprec.data import read_layer_names
+    from distprec.search import check_plan, prepare
 
     if (a.keep is None) == (a.keep_file is None):
         raise InputError("give the layers to keep with --keep or --keep-file (one of them)")
-    keep = frozenset(n for n in a.keep.split(",") if n) if a.keep is not None else _read_keep(
-        a.keep_file)
     cfg = _config(a)
+    prep = prepare(cfg)
+    names = a.keep.split(",") if a.keep is not None else read_layer_names(a.keep_file,
+                                                                        prep.source_hash)
+    keep = frozenset(n.strip() for n in names if n.strip())
     device = a.device
     if device == "auto":  # check runs in this process, without Ray
         import onnxruntime
 
         has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
         device = "cuda" if has_cuda else "cpu"
-    ev, emulated = check_plan(cfg, keep, device=device)
+    ev, emulated = check_plan(cfg, keep, prepared=prep, device=device)
     mode = " (FP16/BF16 emulated on CPU)" if emulated else ""
     print(f"{ev.verdict.value.upper()}: {cfg.precision} with {len(ev.keep)} layer(s) kept in "
           f"FP32{mode}; {ev.reason or 'all outputs within tolerance'}")
@@ -400,32 +406,27 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output_path(path: str | None) -> None:
+    """Refuse an output path that cannot be written before a long search, not after it."""
+    if not path:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"output path is a folder: {path}")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write {path}: {parent} is not a writable folder")
+
+
 def _check_report_path(path: str | None) -> None:
-    """Refuse a bad --report before a long search rather than after it."""
     if not path:
         return
     from distprec.report import require_matplotlib
 
-    if Path(path).is_dir():
-        raise InputError(f"report path is a folder: {path}")
+    _check_output_path(path)
     require_matplotlib()
-
-
-def _read_keep(path: str) -> frozenset[str]:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"keep file not found: {path}")
-    try:
-        text = p.read_text()
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text file of layer names") from None
-    if p.suffix == ".json":
-        try:
-            return frozenset(json.loads(text)["high_precision_layers"])
-        except Exception:
-            raise InputError(f"{path}: no high_precision_layers list in it") from None
-    return frozenset(n.strip() for line in text.splitlines() for n in line.split(",")
-                     if n.strip())
 
 
 COMMANDS = {"layers": cmd_layers, "golden": cmd_golden, "search": cmd_search,
@@ -439,6 +440,13 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except InputError as exc:
         print(f"distprec: error: {exc}", file=sys.stderr)
+        return 2
+    except SearchError as exc:
+        print(f"distprec: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a path the user gave that cannot be read or written
+        print(f"distprec: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("distprec: interrupted", file=sys.stderr)

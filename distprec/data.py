@@ -164,6 +164,8 @@ def load_outputs(path: str | Path, output_names: list[str], samples: int,
         saved_hash = arrays.pop(HASH_KEY, None)
         if saved_hash is not None and str(saved_hash) != model_hash:
             raise InputError(f"{path}: golden outputs were made for another model")
+        if any(a.ndim == 0 for a in arrays.values()):
+            raise InputError(f"{path}: golden arrays need a leading sample axis")
         n = {len(a) for a in arrays.values()}
         if len(n) != 1:
             raise InputError(f"{path}: outputs hold different numbers of samples")
@@ -175,6 +177,34 @@ def load_outputs(path: str | Path, output_names: list[str], samples: int,
     if len(outputs) != samples:
         raise InputError(f"{path}: {len(outputs)} golden samples for {samples} input samples")
     return outputs
+
+
+def read_layer_names(path: str | Path, model_hash: str) -> list[str]:
+    """Layer names from a result.json (its high_precision_layers) or a text file.
+
+    A text file holds names separated by newlines or commas. A result made for another
+    model (its model_hash differs) is refused: same-named layers of other weights are not
+    the same answer.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"layer file not found: {path}")
+    try:
+        text = file.read_text()
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file of layer names") from None
+    if file.suffix == ".json":
+        try:
+            data = json.loads(text)
+            names = data["high_precision_layers"]
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise TypeError
+        except Exception:
+            raise InputError(f"{path}: no high_precision_layers list in it") from None
+        if data.get("model_hash") not in (None, model_hash):
+            raise InputError(f"{path} was made for another model (model_hash differs)")
+        return names
+    return [n.strip() for line in text.splitlines() for n in line.split(",") if n.strip()]
 
 
 def load_user_function(spec: str, default: str):

@@ -50,7 +50,9 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         "passed": outcome.passed,
         "high_precision_layers": keep,
         "minimal": outcome.minimal,
-        "notes": [*outcome.notes, *report.notes],
+        "notes": [*outcome.notes, *report.notes,
+                  *(["the strategy stopped asking before it finished (a bug): the answer "
+                     "is what it had"] if loop.stalled else [])],
         "searchable_layers": len(prep.searchable),
         "evaluations": len(loop.evaluations),
         "rounds": loop.rounds,

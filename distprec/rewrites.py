@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import ml_dtypes
@@ -182,8 +183,7 @@ def _quantize(model, exclude, ranges_json, feeds) -> tuple[onnx.ModelProto, str]
         def get_next(self):
             return next(self._it, None)
 
-    logging.getLogger("root").setLevel(logging.ERROR)  # quantize_static warns per call
-    with tempfile.TemporaryDirectory(prefix="distprec-qdq-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="distprec-qdq-") as tmp, _root_logger_quiet():
         out, ranges = Path(tmp) / "qdq.onnx", Path(tmp) / "ranges.json"
         if ranges_json is not None:
             ranges.write_text(ranges_json)
@@ -195,6 +195,18 @@ def _quantize(model, exclude, ranges_json, feeds) -> tuple[onnx.ModelProto, str]
         ranges_text = ranges.read_text()
     quantized.ir_version = min(quantized.ir_version, MAX_IR_VERSION)
     return quantized, ranges_text
+
+
+@contextmanager
+def _root_logger_quiet():
+    """quantize_static warns through the root logger on every call: raise it, then restore."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _names(model: onnx.ModelProto) -> set[str]:

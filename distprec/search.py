@@ -6,12 +6,12 @@ strategy owns the logic; the actors own the runtimes.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 import ray
 
@@ -28,6 +28,7 @@ from distprec.data import (
     load_outputs,
     parse_input_shapes,
     random_feeds,
+    read_layer_names,
 )
 from distprec.errors import InputError
 from distprec.evaluator import Evaluator, Setup
@@ -142,8 +143,10 @@ def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
     feeds = validation_feeds(cfg, specs)
     emit("phase", {"name": "golden", "total": len(feeds), "done": 0})
     outputs = [o.name for o in model.graph.output]
+    _check_tolerance_names(cfg.check, outputs)
     if cfg.golden:
         golden = load_outputs(cfg.golden, outputs, len(feeds), model_hash(source))
+        _check_golden(golden, reference_outputs(model, feeds[:1])[0], cfg.golden)
         emit("phase", {"name": "golden", "total": len(feeds), "done": len(feeds),
                        "source": cfg.golden})
     else:
@@ -166,6 +169,25 @@ def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
                        "reused": reused})
     emit("phase", {"name": "ready", "searchable": len(searchable), "layers": len(layers)})
     return prep
+
+
+def _check_golden(golden: list[Feed], reference: Feed, origin: str) -> None:
+    """Golden outputs must have the shapes the model gives (checked on the first sample)."""
+    for name, want in reference.items():
+        got = np.asarray(golden[0][name])
+        if got.shape != want.shape:
+            raise InputError(f"{origin}: output {name!r} has shape {got.shape}, the model "
+                             f"gives {want.shape}")
+        if not np.issubdtype(got.dtype, np.number) and got.dtype != np.bool_:
+            raise InputError(f"{origin}: output {name!r} is not numeric ({got.dtype})")
+
+
+def _check_tolerance_names(check: CheckSpec, outputs: list[str]) -> None:
+    for flag, table in (("--atol", check.atol), ("--rtol", check.rtol)):
+        for name, _ in table:
+            if name and name not in outputs:
+                raise InputError(f"{flag} names {name!r}, which is not a model output "
+                                 f"(outputs: {', '.join(outputs)})")
 
 
 def validation_feeds(cfg: SearchConfig, specs) -> list[Feed]:
@@ -280,20 +302,9 @@ def read_start(path: str, prep: Prepared, notes: list[str]) -> frozenset[str]:
     A result made for another model is refused; names of layers that exist but cannot be
     lowered are dropped (they stay FP32 anyway), with a note.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"start file not found: {path}")
-    text = file.read_text()
-    if file.suffix == ".json":
-        try:
-            data = json.loads(text)
-            names = list(data["high_precision_layers"])
-        except Exception:
-            raise InputError(f"{path}: no high_precision_layers list in it") from None
-        if data.get("model_hash") not in (None, prep.source_hash):
-            raise InputError(f"{path} was made for another model (model_hash differs)")
-    else:
-        names = [n.strip() for line in text.splitlines() for n in line.split(",") if n.strip()]
+    names = read_layer_names(path, prep.source_hash)
+    if not names:
+        raise InputError(f"{path}: no layer names in it")
     known = {layer.name for layer in prep.layers}
     unknown = sorted(set(names) - known)
     if unknown:

@@ -42,14 +42,15 @@ def test_search_finds_planted_layers_with_two_workers(ray_session, small_planted
 
 
 def test_linear_reverse_and_all_high_failure(ray_session, small_planted_path, tmp_path):
-    out = tmp_path / "r.json"
-    # atol/rtol 0 with NaN-free outputs: only all-FP32 passes, so linear reverse keeps all.
+    out, never = tmp_path / "r.json", tmp_path / "never.py"
+    never.write_text("def check(golden, outputs):\n    return False, 1.0\n")
     code = main(["search", str(small_planted_path), "--strategy", "linear", "--direction",
                  "reverse", "--workers", "2", "--device", "cpu", "-o", str(out), "--no-live",
-                 "--atol", "0", "--rtol", "0", "--cosine-min", "1.1"])
+                 "--check-func", f"{never}:check"])
     assert code == 1
     result = json.loads(out.read_text())
     assert not result["passed"] and "all-high fails" in result["notes"][0]
+    assert result["evaluations"] <= 3  # all-low and all-high first; then it stops
 
 
 def test_int8_calibrates_once_and_reuses_its_cache(ray_session, small_planted_path, tmp_path):
@@ -103,6 +104,16 @@ def test_layers_command(small_planted_path, capsys):
     (["search", "{model}", "--inputs", "{wrong_inputs}"], "the model takes"),
     (["search", "{model}", "--golden", "{other_golden}"], "another model"),
     (["check", "{model}", "--keep", "no_such_layer"], "unknown layer name"),
+    (["check", "{model}", "--keep-file", "{wrong_golden}"], "not a text file"),
+    (["search", "{model}", "--golden", "{wrong_golden}"], "has shape"),
+    (["search", "{model}", "--atol", "nosuch:1e-3"], "not a model output"),
+    (["search", "{model}", "--cosine-min", "5"], "between -1 and 1"),
+    (["search", "{model}", "--strategy", "minimize", "--start", "{wrong_golden}"],
+     "not a text file"),
+    (["search", "{model}", "--save-model", "{corrupt}/mixed.onnx"], "not a writable folder"),
+    (["golden", "{model}", "-o", "{corrupt}/g.npz"], "not a writable folder"),
+    (["golden", "{model}", "-o", "{tmp}"], "is a folder"),
+    (["golden", "{model}", "-o", "{tmp}/g.npz", "--samples", "0"], "at least 1"),
     (["layers"], "arguments are required"),
 ])
 def test_bad_input_is_one_line_and_exit_2(ray_session, small_planted_path, tmp_path, capsys,
@@ -114,8 +125,11 @@ def test_bad_input_is_one_line_and_exit_2(ray_session, small_planted_path, tmp_p
     other = tmp_path / "other.npz"
     np.savez(other, logits=np.zeros((1, 8, 10), np.float32),
              __distprec_model_hash__=np.array("0123"))
+    wrong_golden = tmp_path / "wrong_golden.npz"  # no model hash, wrong shape
+    np.savez(wrong_golden, logits=np.zeros((1, 8, 3), np.float32))
     paths = {"missing": tmp_path / "missing.onnx", "corrupt": corrupt, "model": small_planted_path,
-             "wrong_inputs": wrong, "other_golden": other}
+             "wrong_inputs": wrong, "other_golden": other, "wrong_golden": wrong_golden,
+             "tmp": tmp_path}
     out = tmp_path / "out.json"
     argv = [a.format(**paths) for a in args]
     if argv[0] == "search":

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import ray
 
 from distprec.actors.pool import Worker, _cause
+from distprec.errors import SearchError
 from distprec.evaluator import Evaluation
 from distprec.strategies.base import Keep, Strategy, Verdict
 
@@ -30,6 +31,7 @@ class LoopResult:
     driver_s: float = 0.0  # time the loop itself spent (not waiting for workers)
     wall_s: float = 0.0
     lost_workers: list[str] = field(default_factory=list)
+    stalled: bool = False  # the strategy stopped asking before it was done (a bug)
 
 
 def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None = None,
@@ -69,6 +71,7 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
                                "depth": depth_now + 1, "status": strategy.status()})
         if not in_flight:
             out.driver_s += time.perf_counter() - t0
+            out.stalled = not strategy.done  # asked for nothing more, yet not finished
             break
         out.driver_s += time.perf_counter() - t0
         ready, _ = ray.wait(list(in_flight), num_returns=1)
@@ -106,8 +109,9 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
             if ref not in cancelling and not strategy.wanted(keep):
                 ray.cancel(ref)
                 cancelling.add(ref)
-        if not free and not in_flight:
-            raise RuntimeError("every evaluator actor died; see the history for the reasons")
+        if not free and not in_flight and not strategy.done:
+            raise SearchError(f"every evaluator actor died (last: {out.lost_workers[-1]}); "
+                              "the search could not finish")
         out.driver_s += time.perf_counter() - t0
     out.wall_s = time.perf_counter() - t_start
     return out

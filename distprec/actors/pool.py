@@ -24,7 +24,10 @@ class Worker:
 
 def connect(address: str | None = None, resources: dict | None = None,
             labels: dict | None = None) -> None:
-    """Local ``ray.init()`` by default; ``address`` joins a running cluster.
+    """A new local instance by default; ``address`` joins a running cluster.
+
+    "local", not ``None``: a plain ``ray.init()`` would join whatever cluster RAY_ADDRESS
+    or the last ``ray start`` on this host names (``--address auto`` asks for that).
 
     Joining needs the cluster's token in RAY_AUTH_TOKEN (token auth is on by default).
     Ray's own log lines are kept off the terminal: the console owns it. ``resources`` and
@@ -34,12 +37,13 @@ def connect(address: str | None = None, resources: dict | None = None,
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    local = {"resources": resources, "labels": labels} if address in (None, "local") else {}
+    address = address or "local"
+    local = {"resources": resources, "labels": labels} if address == "local" else {}
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
                  log_to_driver=False, configure_logging=True, **local)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        where = "a local instance" if address in (None, "local") else address
+        where = "a local instance" if address == "local" else address
         raise InputError(f"cannot start or reach Ray at {where}: "
                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") \
             from None
