@@ -33,6 +33,7 @@ class Layer:
     op_type: str
     searchable: bool
     why_not: str = ""  # reason a layer is not searchable
+    forced_high: bool = False  # computes, but the target converter keeps it FP32
 
 
 def load_model(path: str | Path) -> onnx.ModelProto:
@@ -137,7 +138,8 @@ def layer_table(model: onnx.ModelProto, not_low: dict[str, str] | None = None) -
             why = "no floating-point output"
         elif node.name in not_low:
             why = not_low[node.name]
-        layers.append(Layer(i, node.name, node.op_type, not why, why))
+        layers.append(Layer(i, node.name, node.op_type, not why, why,
+                            forced_high=node.name in not_low and why == not_low[node.name]))
     return layers
 
 

@@ -15,22 +15,22 @@ from distprec.search import SearchConfig, SearchReport
 TRT_FLAG = {"fp16": "--fp16", "bf16": "--bf16", "int8": "--int8"}
 
 
-def layer_precisions(keep) -> dict[str, str]:
+def layer_precisions(names) -> dict[str, str]:
     """The per-layer strings for TensorRT 8.4-10.x (weakly typed builds) and Polygraphy."""
-    names = list(keep)
     return {
         "trtexec": ",".join(f"{n}:fp32" for n in names),
         "polygraphy": " ".join(shlex.quote(f"{n}:float32") for n in names),
     }
 
 
-def commands(model: str, precision: str, keep) -> dict[str, str]:
-    strings = layer_precisions(keep)
+def commands(model: str, precision: str, names) -> dict[str, str]:
+    strings = layer_precisions(names)
     flag = TRT_FLAG[precision]
     trt = f"trtexec --onnx={shlex.quote(model)} {flag}"
     poly = f"polygraphy run {shlex.quote(model)} --trt {flag}"
-    if keep:
-        trt += f" --precisionConstraints=obey --layerPrecisions={strings['trtexec']}"
+    if names:
+        trt += " --precisionConstraints=obey " + shlex.quote(
+            f"--layerPrecisions={strings['trtexec']}")
         poly += f" --precision-constraints obey --layer-precisions {strings['polygraphy']}"
     return {"trtexec_command": trt, "polygraphy_command": poly}
 
@@ -39,6 +39,11 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
     prep, loop, outcome = report.prepared, report.loop, report.outcome
     order = {name: i for i, name in enumerate(prep.searchable)}
     keep = sorted(outcome.keep or (), key=order.__getitem__)  # in layer (topological) order
+    # Layers the converter never lowers are FP32 in every candidate: TensorRT must keep
+    # them FP32 too, or it runs in FP16 what was never tested in FP16.
+    forced = [layer.name for layer in prep.layers if layer.forced_high]
+    position = {layer.name: layer.index for layer in prep.layers}
+    exported = sorted({*keep, *forced}, key=position.__getitem__) if outcome.passed else []
     t0 = min((e.start for e in loop.evaluations), default=0.0)
     result = {
         "model": str(cfg.model),
@@ -68,9 +73,10 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         "wall_s": report.wall_s,
         "search_s": loop.wall_s,
         "driver_s": loop.driver_s,
-        "trtexec_layer_precisions": layer_precisions(keep)["trtexec"],
-        "polygraphy_layer_precisions": layer_precisions(keep)["polygraphy"],
-        **commands(str(cfg.model), cfg.precision, keep),
+        "always_fp32_layers": forced,
+        "trtexec_layer_precisions": layer_precisions(exported)["trtexec"],
+        "polygraphy_layer_precisions": layer_precisions(exported)["polygraphy"],
+        **commands(str(cfg.model), cfg.precision, exported),
         "history": [
             {**e.record(), "depth": loop.depth.get(e.keep, 0),
              "t_start": e.start - t0, "t_end": e.end - t0}
