@@ -34,10 +34,6 @@ class OrtBackend:
         self._ort = ort
         ort.set_default_logger_severity(3)
 
-    @property
-    def version(self) -> str:
-        return f"onnxruntime-{self._ort.__version__}-{self.device}"
-
     def load(self, model: onnx.ModelProto):
         opts = self._ort.SessionOptions()
         opts.log_severity_level = 3

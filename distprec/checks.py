@@ -52,9 +52,6 @@ class CheckResult:
     def __bool__(self) -> bool:
         return self.passed
 
-    def worst(self) -> float:
-        """A single error figure for display: the largest max-abs error."""
-        return max((f["max_abs"] for f in self.outputs.values()), default=0.0)
 
 
 def parse_tolerances(text: str | None, flag: str, default: float) -> tuple[tuple[str, float], ...]:

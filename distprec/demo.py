@@ -203,6 +203,7 @@ class _Builder:
 #: The demo's check: FP16 rounding through 60 residual blocks leaves errors of ~0.1 on
 #: outputs of ~20 (measured with the CPU emulation); a broken plant gives inf or errors > 1.
 DEMO_ATOL, DEMO_RTOL = 0.3, 0.03
+MIN_BLOCKS = 8
 
 
 def run_demo(out: str = "distprec-demo", workers: int | None = None,
@@ -214,19 +215,27 @@ def run_demo(out: str = "distprec-demo", workers: int | None = None,
     from rich.console import Console
     from rich.table import Table
 
+    from distprec.actors.pool import connect, placement
     from distprec.atomic import write_bytes
     from distprec.checks import CheckSpec
     from distprec.console import SearchConsole
+    from distprec.errors import InputError
     from distprec.result import build_result, write_result
-    from distprec.search import SearchConfig, run_search
+    from distprec.search import SearchConfig, resolve_device, run_search
 
+    if blocks < MIN_BLOCKS:
+        raise InputError(f"--blocks must be at least {MIN_BLOCKS} (three plants in distinct "
+                         f"blocks), got {blocks}")
     folder = Path(out)
-    planted = planted_mlp(blocks=blocks)
     model_path = folder / "planted.onnx"
-    write_bytes(model_path, planted.model.SerializeToString())
     cfg = SearchConfig(model=str(model_path), precision="fp16", strategy=strategy,
                        workers=workers, samples=4, top=top,
                        check=CheckSpec(atol=(("", DEMO_ATOL),), rtol=(("", DEMO_RTOL),)))
+    cfg.validate()
+    connect()
+    placement(resolve_device(cfg.device), workers)  # refuse before writing anything
+    planted = planted_mlp(blocks=blocks)
+    write_bytes(model_path, planted.model.SerializeToString())
     console = SearchConsole(cfg, live=live)
     with console:
         report = run_search(cfg, console.on_event)

@@ -17,7 +17,9 @@ from onnx import TensorProto, helper, numpy_helper, shape_inference, version_con
 
 from distprec.errors import InputError
 
-#: ONNX Runtime 1.31 reads at most IR 13; onnx >= 1.20 writes 14 unless told otherwise.
+#: The IR version every prepared and rewritten model is written with: onnx >= 1.20 writes
+#: IR 14 unless told otherwise, which ONNX Runtime 1.31 (at most IR 13) refuses; 10 is the
+#: IR of the opsets distprec writes (13 and up) and what it is tested with.
 MAX_IR_VERSION = 10
 #: Cast to BF16 needs opset 13, and the FP16 converter fails on opset 7/8 models.
 MIN_OPSET = 13

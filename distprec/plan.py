@@ -15,7 +15,3 @@ class Plan:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}")
-
-    def layer_precisions(self, high: str = "fp32") -> str:
-        """``a:fp32,b:fp32``: trtexec ``--layerPrecisions`` / polygraphy ``--layer-precisions``."""
-        return ",".join(f"{name}:{high}" for name in sorted(self.keep))

@@ -16,7 +16,7 @@ import onnx
 import ray
 
 from distprec.actors.loop import EventSink, LoopResult, drive
-from distprec.actors.pool import Worker, connect, start_workers, stop_workers
+from distprec.actors.pool import Worker, connect, placement, start_workers, stop_workers
 from distprec.backends import OrtBackend
 from distprec.cache import calibration
 from distprec.checks import CheckSpec
@@ -242,14 +242,17 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     the actors' start-up: a request no node can meet would otherwise pend forever.
     """
     t0 = time.perf_counter()
-    prep = prepared or prepare(cfg, on_event)
-    notes: list[str] = []
-    start = read_start(cfg.start, prep, notes) if cfg.start else None  # fail before Ray
-    if on_event:
-        on_event("phase", {"name": "cluster", "address": cfg.address or "local"})
+    cfg.validate()
     connect(cfg.address)
     device = resolve_device(cfg.device)
     own = workers is None
+    if own:
+        placement(device, cfg.workers, resources)  # refuse before anything is computed
+    prep = prepared or prepare(cfg, on_event)
+    notes: list[str] = []
+    start = read_start(cfg.start, prep, notes) if cfg.start else None
+    if on_event:
+        on_event("phase", {"name": "cluster", "address": cfg.address or "local"})
     if own:
         setup_ref = ray.put(prep.setup(cfg))
         workers = start_workers(setup_ref, device, cfg.workers, resources=resources,

@@ -49,6 +49,32 @@ def connect(address: str | None = None, resources: dict | None = None,
             from None
 
 
+def placement(device: str, count: int | None,
+              resources: dict | None = None) -> tuple[int, dict]:
+    """How many evaluators to start and their actor options; InputError if they cannot fit.
+
+    Checked before any work, so a search that cannot start writes nothing.
+    """
+    total = ray.cluster_resources()
+    if device == "cuda":
+        have = int(total.get("GPU", 0))
+        if have == 0:
+            raise InputError("no GPU in the Ray cluster: use --device cpu")
+        opts: dict = {"num_gpus": 1, "num_cpus": 0}
+    else:
+        have = int(total.get("CPU", 0))
+        opts = {"num_cpus": 1}
+    for name, amount in (resources or {}).items():
+        have = min(have, int(total.get(name, 0) // amount)) if amount else have
+    count = count or have
+    if count < 1:
+        raise InputError(f"no {device} worker can be placed: the cluster offers none")
+    if count > have:
+        raise InputError(f"--workers {count} is more than the {have} {device.upper()} "
+                         "slots the cluster has")
+    return count, opts
+
+
 def start_workers(setup_ref, device: str, count: int | None, *, resources: dict | None = None,
                   label_selector: dict | None = None, timeout: float = 120.0,
                   prefix: str = "w", backend: str | None = None) -> list[Worker]:
@@ -59,24 +85,8 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
     the placement, ``backend`` (default: the same) the runtime inside the actor: GPU slots
     with the CPU backend let tests fake any number of GPUs.
     """
-    total = ray.cluster_resources()
+    count, opts = placement(device, count, resources)
     extra = dict(resources or {})
-    if device == "cuda":
-        have = int(total.get("GPU", 0))
-        if have == 0:
-            raise InputError("no GPU in the Ray cluster: use --device cpu")
-        opts: dict = {"num_gpus": 1, "num_cpus": 0}
-    else:
-        have = int(total.get("CPU", 0))
-        opts = {"num_cpus": 1}
-    for name, amount in extra.items():
-        have = min(have, int(total.get(name, 0) // amount)) if amount else have
-    count = count or have
-    if count < 1:
-        raise InputError(f"no {device} worker can be placed: the cluster offers none")
-    if count > have:
-        raise InputError(f"--workers {count} is more than the {have} {device.upper()} "
-                         "slots the cluster has")
     if extra:
         opts["resources"] = extra
     if label_selector:
