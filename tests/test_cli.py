@@ -115,6 +115,7 @@ def test_layers_command(small_planted_path, capsys):
     (["golden", "{model}", "-o", "{tmp}"], "is a folder"),
     (["golden", "{model}", "-o", "{tmp}/g.npz", "--samples", "0"], "at least 1"),
     (["layers"], "arguments are required"),
+    (["search", "{model}", "--address", "127.0.0.1:1"], "cannot reach Ray"),
 ])
 def test_bad_input_is_one_line_and_exit_2(ray_session, small_planted_path, tmp_path, capsys,
                                           args, message):

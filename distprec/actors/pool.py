@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 
 import ray
@@ -34,10 +35,11 @@ def connect(address: str | None = None, resources: dict | None = None,
     ``labels`` only apply to a local instance (a joined cluster's nodes advertise their
     own): they let this host offer its device kind, as ``distprec node-args`` would.
     """
+    address = address or "local"
+    _probe(address)
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    address = address or "local"
     local = {"resources": resources, "labels": labels} if address == "local" else {}
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
@@ -47,6 +49,17 @@ def connect(address: str | None = None, resources: dict | None = None,
         raise InputError(f"cannot start or reach Ray at {where}: "
                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") \
             from None
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nothing answers at: ray.init would retry for minutes."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or address in ("local", "auto"):
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise InputError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
 
 
 def placement(device: str, count: int | None,
