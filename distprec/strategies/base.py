@@ -83,16 +83,21 @@ class Strategy(ABC):
         return plans
 
     def tell(self, keep: Keep, verdict: Verdict, info: Info | None = None) -> None:
+        keep, verdict = self._record(keep, verdict, info)
+        self._update(keep, verdict)
+
+    def _record(self, keep: Keep, verdict: Verdict, info: Info | None) -> tuple[Keep, Verdict]:
+        """The bookkeeping of ``tell``: raises on an unknown or repeated keep-set."""
         keep = frozenset(keep)
         if keep in self.told:
             raise ValueError(f"{self.name}: told twice about a keep-set of {len(keep)} layers")
         if keep not in self.pending:
             raise ValueError(f"{self.name}: told about a keep-set it never asked for")
         self.pending.discard(keep)
-        self.told[keep] = Verdict(verdict)
+        self.told[keep] = verdict = Verdict(verdict)
         if info is not None:
             self.info[keep] = info
-        self._update(keep, Verdict(verdict))
+        return keep, verdict
 
     def wants_profile(self, keep: Keep) -> bool:
         """True when the verdict on ``keep`` should come with a per-layer error profile.

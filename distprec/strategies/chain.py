@@ -57,17 +57,8 @@ class Chain(Strategy):
         return out
 
     def tell(self, keep: Keep, verdict: Verdict, info: Info | None = None) -> None:
-        keep = frozenset(keep)
-        if keep in self.told:
-            raise ValueError(f"{self.name}: told twice about a keep-set of {len(keep)} layers")
-        if keep not in self.pending:
-            raise ValueError(f"{self.name}: told about a keep-set it never asked for")
-        verdict = Verdict(verdict)
-        self.pending.discard(keep)
-        self.told[keep] = verdict
+        keep, verdict = self._record(keep, verdict, info)
         self.history[keep] = (verdict, info)
-        if info is not None:
-            self.info[keep] = info
         self.owner.pop(keep).tell(keep, verdict, info)
         for stage in self.waiting.pop(keep, []):
             stage.tell(keep, verdict, info)
