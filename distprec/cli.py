@@ -363,7 +363,7 @@ def cmd_node_args(a: argparse.Namespace) -> int:
 
 def cmd_check(a: argparse.Namespace) -> int:
     from distprec.data import read_layer_names
-    from distprec.search import check_plan, prepare
+    from distprec.search import check_plan, prepare, resolve_device
 
     if (a.keep is None) == (a.keep_file is None):
         raise InputError("give the layers to keep with --keep or --keep-file (one of them)")
@@ -372,12 +372,7 @@ def cmd_check(a: argparse.Namespace) -> int:
     names = a.keep.split(",") if a.keep is not None else read_layer_names(a.keep_file,
                                                                         prep.source_hash)
     keep = frozenset(n.strip() for n in names if n.strip())
-    device = a.device
-    if device == "auto":  # check runs in this process, without Ray
-        import onnxruntime
-
-        has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-        device = "cuda" if has_cuda else "cpu"
+    device = resolve_device(a.device, in_cluster=False)  # check runs here, without Ray
     ev, emulated = check_plan(cfg, keep, prepared=prep, device=device)
     mode = " (FP16/BF16 emulated on CPU)" if emulated else ""
     print(f"{ev.verdict.value.upper()}: {cfg.precision} with {len(ev.keep)} layer(s) kept in "

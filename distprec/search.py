@@ -223,13 +223,17 @@ def reference_outputs(model: onnx.ModelProto, feeds: list[Feed],
                          f"{str(exc).strip().splitlines()[0][:300]}") from None
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, in_cluster: bool = True) -> str:
+    """"auto": cuda where onnxruntime-gpu is installed and (for a Ray search) the cluster
+    has a GPU; otherwise cpu."""
     if device != "auto":
         return device
     import onnxruntime
 
     has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-    return "cuda" if has_cuda and ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
+    if in_cluster:
+        has_cuda = has_cuda and ray.cluster_resources().get("GPU", 0) >= 1
+    return "cuda" if has_cuda else "cpu"
 
 
 def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
