@@ -98,29 +98,42 @@ def make_check(spec: CheckSpec):
     return check
 
 
-def _compare(spec: CheckSpec, name: str, want: np.ndarray, got: np.ndarray):
+def error_arrays(want, got) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Elementwise absolute and relative errors of one tensor, and its summary figures.
+
+    Shared by the checks and the per-layer profile (profile.py), so both report the same
+    figures: max/mean abs and rel error, relative L2 error, cosine, NaN/Inf count.
+    """
+    want = np.asarray(want, np.float64).ravel()
+    got = np.asarray(got, np.float64).ravel()
     with np.errstate(all="ignore"):  # inf/nan in candidates are expected and reported
-        return _compare_arrays(spec, name, want, got)
+        nonfinite = int(got.size - np.isfinite(got).sum())
+        absdiff = np.abs(got - want)
+        reldiff = np.nan_to_num(np.where(absdiff == 0, 0.0, absdiff / np.abs(want)), nan=np.inf)
+        absdiff = np.nan_to_num(absdiff, nan=np.inf)
+        norm_want = float(np.linalg.norm(want))
+        if nonfinite:
+            rel_l2, cosine = np.inf, 0.0
+        else:
+            err = float(np.linalg.norm(got - want))
+            rel_l2 = err / norm_want if norm_want > 0 else (0.0 if err == 0 else np.inf)
+            norm = norm_want * float(np.linalg.norm(got))
+            cosine = float(np.dot(want, got) / norm) if norm > 0 else (1.0 if err == 0 else 0.0)
+        figures = {
+            "max_abs": float(absdiff.max(initial=0.0)),
+            "mean_abs": float(absdiff.mean()) if absdiff.size else 0.0,
+            "max_rel": float(reldiff.max(initial=0.0)),
+            "mean_rel": float(reldiff.mean()) if reldiff.size else 0.0,
+            "rel_l2": float(rel_l2),
+            "cosine": cosine,
+            "nonfinite": nonfinite,
+        }
+    return absdiff, reldiff, figures
 
 
-def _compare_arrays(spec: CheckSpec, name: str, want: np.ndarray, got: np.ndarray):
-    finite = np.isfinite(got)
-    nonfinite = int(got.size - finite.sum())
-    absdiff = np.abs(got - want)
-    reldiff = np.where(absdiff == 0, 0.0, absdiff / np.abs(want))
-    reldiff = np.nan_to_num(reldiff, nan=np.inf)
-    absdiff = np.nan_to_num(absdiff, nan=np.inf)
-    norm = np.linalg.norm(want) * np.linalg.norm(got)
-    cosine = float(np.dot(want, got) / norm) if norm > 0 and not nonfinite else (
-        1.0 if not nonfinite and np.array_equal(want, got) else 0.0)
-    figures = {
-        "max_abs": float(absdiff.max(initial=0.0)),
-        "mean_abs": float(absdiff.mean()) if absdiff.size else 0.0,
-        "max_rel": float(reldiff.max(initial=0.0)),
-        "mean_rel": float(reldiff.mean()) if reldiff.size else 0.0,
-        "cosine": cosine,
-        "nonfinite": nonfinite,
-    }
+def _compare(spec: CheckSpec, name: str, want: np.ndarray, got: np.ndarray):
+    absdiff, reldiff, figures = error_arrays(want, got)
+    nonfinite, cosine = figures["nonfinite"], figures["cosine"]
     atol, rtol = spec.tol("atol", name), spec.tol("rtol", name)
     if nonfinite:
         return figures, f"{name}: {nonfinite} NaN/Inf values"
@@ -142,13 +155,10 @@ def _compare_arrays(spec: CheckSpec, name: str, want: np.ndarray, got: np.ndarra
 def _stat(spec: CheckSpec, values: np.ndarray) -> float:
     if not values.size:
         return 0.0
-    if spec.stat == "max":
-        return float(values.max())
-    if spec.stat == "mean":
-        return float(values.mean())
-    if spec.stat == "median":
-        return float(np.median(values))
-    return float(np.quantile(values, spec.quantile))
+    reduce = {"max": np.max, "mean": np.mean, "median": np.median}.get(
+        spec.stat, lambda v: np.quantile(v, spec.quantile))
+    with np.errstate(all="ignore"):  # relative errors are inf where the golden value is 0
+        return float(reduce(values))
 
 
 def _top_k_agree(golden: list[Feed], outputs: list[Feed], name: str, k: int) -> bool:

@@ -25,11 +25,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, shape_inference
 
+from distprec.checks import error_arrays
 from distprec.data import Feed
 from distprec.model import _copy, float_tensors
 from distprec.strategies.worst_first import growth
-
-FIGURES = ("max_abs", "mean_abs", "max_rel", "mean_rel", "rel_l2", "cosine", "nonfinite")
 
 
 @dataclass(frozen=True)
@@ -71,36 +70,8 @@ def expose(model: onnx.ModelProto, tensors) -> onnx.ModelProto:
 
 
 def error_figures(want: np.ndarray, got: np.ndarray) -> dict[str, float]:
-    """Figures of one tensor (all samples): NaN/Inf count, abs/rel/L2 error, cosine."""
-    want = np.asarray(want, np.float64).ravel()
-    got = np.asarray(got, np.float64).ravel()
-    finite = np.isfinite(got)
-    nonfinite = int(got.size - finite.sum())
-    diff = np.abs(got - want)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(diff == 0, 0.0, diff / np.abs(want))
-    diff = np.nan_to_num(diff, nan=np.inf, posinf=np.inf)
-    rel = np.nan_to_num(rel, nan=np.inf, posinf=np.inf)
-    norm_want = float(np.linalg.norm(want))
-    if nonfinite:
-        rel_l2, cosine = np.inf, 0.0
-    else:
-        err = float(np.linalg.norm(got - want))
-        rel_l2 = err / norm_want if norm_want > 0 else (0.0 if err == 0 else np.inf)
-        norm = norm_want * float(np.linalg.norm(got))
-        cosine = float(np.dot(want, got) / norm) if norm > 0 else (1.0 if err == 0 else 0.0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        mean_abs = float(diff.mean()) if diff.size else 0.0
-        mean_rel = float(rel.mean()) if rel.size else 0.0
-    return {
-        "max_abs": float(diff.max(initial=0.0)),
-        "mean_abs": mean_abs,
-        "max_rel": float(rel.max(initial=0.0)),
-        "mean_rel": mean_rel,
-        "rel_l2": float(rel_l2),
-        "cosine": cosine,
-        "nonfinite": nonfinite,
-    }
+    """Figures of one tensor (all samples), as the checks compute them."""
+    return error_arrays(want, got)[2]
 
 
 class LayerProfiler:
