@@ -16,6 +16,7 @@ import onnx
 from distprec.backends import OrtBackend
 from distprec.checks import CheckSpec, make_check
 from distprec.data import Feed
+from distprec.errors import first_line
 from distprec.plan import Plan
 from distprec.profile import LayerProfiler
 from distprec.rewrites import mixed_model
@@ -122,13 +123,13 @@ class Evaluator:
             ev.verdict = Verdict.PASS if result else Verdict.FAIL
             ev.figures, ev.reason = result.outputs, result.reason
         except Exception as exc:  # a candidate that does not build or run is a verdict
-            ev.reason = _one_line(exc)
+            ev.reason = f"{type(exc).__name__}: {first_line(exc)}"
         else:
             if profile:
                 try:
                     ev.layer_errors = self.profiler().profile(candidate)
                 except Exception as exc:
-                    ev.profile_error = _one_line(exc)
+                    ev.profile_error = f"{type(exc).__name__}: {first_line(exc)}"
         ev.end = time.time()
         return ev
 
@@ -147,8 +148,3 @@ class Evaluator:
         plan = Plan(self.setup.precision, keep)
         return mixed_model(self.model, plan, set(self.searchable - keep), emulate=self.emulate,
                            ranges_json=self.setup.ranges_json)
-
-
-def _one_line(exc: BaseException) -> str:
-    message = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {message[0][:300] if message else ''}"

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference, version_converter
 
-from distprec.errors import InputError
+from distprec.errors import InputError, first_line
 
 #: The IR version every prepared and rewritten model is written with: onnx >= 1.20 writes
 #: IR 14 unless told otherwise, which ONNX Runtime 1.31 (at most IR 13) refuses; 10 is the
@@ -47,7 +47,7 @@ def load_model(path: str | Path) -> onnx.ModelProto:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx raises DecodeError, ValidationError, ValueError...
-        raise InputError(f"not a valid ONNX model: {path} ({_first_line(exc)})") from None
+        raise InputError(f"not a valid ONNX model: {path} ({first_line(exc, 200)})") from None
     if not model.graph.node:
         raise InputError(f"model has no nodes: {path}")
     return model
@@ -67,7 +67,7 @@ def prepare_model(model: onnx.ModelProto) -> onnx.ModelProto:
         except Exception as exc:
             raise InputError(
                 f"cannot upgrade the model from opset {_opset(model)} to {MIN_OPSET}: "
-                f"{_first_line(exc)}"
+                f"{first_line(exc, 200)}"
             ) from None
     name_nodes(model.graph)
     # Old IRs list weights as graph inputs too; rewrites drop unused weights, which would
@@ -158,11 +158,6 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     return out
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
 
 
 def _lower_legacy_ops(model: onnx.ModelProto) -> None:

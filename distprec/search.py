@@ -30,7 +30,7 @@ from distprec.data import (
     random_feeds,
     read_layer_names,
 )
-from distprec.errors import InputError
+from distprec.errors import InputError, cause, first_line
 from distprec.evaluator import Evaluator, Setup
 from distprec.model import Layer, layer_table, load_model, model_hash, prepare_model
 from distprec.plan import PRECISIONS
@@ -220,7 +220,7 @@ def reference_outputs(model: onnx.ModelProto, feeds: list[Feed],
         return outputs
     except Exception as exc:
         raise InputError(f"the FP32 model does not run on these inputs: "
-                         f"{str(exc).strip().splitlines()[0][:300]}") from None
+                         f"{first_line(exc)}") from None
 
 
 def resolve_device(device: str, in_cluster: bool = True) -> str:
@@ -299,8 +299,7 @@ def _profile_answer(cfg: SearchConfig, report: SearchReport,
     try:
         report.layer_errors = ray.get(live[0].handle.profile.remote(keep), timeout=600)
     except Exception as exc:
-        text = str(exc).strip().splitlines()
-        report.notes.append(f"layer errors not measured: {text[-1][:200] if text else exc}")
+        report.notes.append(f"layer errors not measured: {cause(exc, 200)}")
 
 
 def read_start(path: str, prep: Prepared, notes: list[str]) -> frozenset[str]:

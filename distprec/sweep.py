@@ -21,7 +21,7 @@ from distprec import __version__
 from distprec.actors.loop import EventSink
 from distprec.actors.pool import Worker, stop_workers
 from distprec.devices import PROFILES, profile
-from distprec.errors import InputError
+from distprec.errors import InputError, first_line
 from distprec.plan import PRECISIONS
 from distprec.result import build_result
 from distprec.routing import connect_as_host, node_kinds, require, start_on_kind
@@ -230,9 +230,8 @@ class _Driver:
             run.status, run.reason = "error", "not started: another search could not start"
             return False
         except Exception as exc:  # one search failing must not take the others down
-            text = str(exc).strip().splitlines()
             run.status = "error"
-            run.reason = text[0][:300] if text else type(exc).__name__
+            run.reason = first_line(exc)
             if waiting:  # start-up failed: nothing of the sweep may run
                 with self.lock:
                     self.startup_errors.append(f"{pair.label}: {run.reason}")

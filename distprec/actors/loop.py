@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import ray
 
-from distprec.actors.pool import Worker, _cause
-from distprec.errors import SearchError
+from distprec.actors.pool import Worker
+from distprec.errors import SearchError, cause
 from distprec.evaluator import Evaluation
 from distprec.strategies.base import Keep, Strategy, Verdict
 
@@ -91,7 +91,7 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
             except ray.exceptions.RayActorError as exc:
                 out.lost_workers.append(worker.name)
                 ev = Evaluation(keep, Verdict.ERROR, reason=f"worker {worker.name} died: "
-                                f"{_cause(exc)}", worker=worker.name, node=worker.node,
+                                f"{cause(exc)}", worker=worker.name, node=worker.node,
                                 device=worker.device, node_id=worker.node_id,
                                 start=time.time(), end=time.time())
                 emit("worker_lost", {"worker": worker.name, "reason": ev.reason})

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import ray
 
 from distprec.actors.evaluator import EvaluatorActor
-from distprec.errors import InputError
+from distprec.errors import InputError, cause, first_line
 
 
 @dataclass
@@ -47,8 +47,7 @@ def connect(address: str | None = None, resources: dict | None = None,
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = "a local instance" if address == "local" else address
         raise InputError(f"cannot start or reach Ray at {where}: "
-                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") \
-            from None
+                         f"{first_line(exc)}") from None
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:
@@ -114,7 +113,7 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
         raise InputError(f"evaluator actors did not start within {timeout:.0f} s: no node "
                          f"offers {opts}") from None
     except ray.exceptions.RayActorError as exc:
-        raise InputError(f"an evaluator actor failed to start: {_cause(exc)}") from None
+        raise InputError(f"an evaluator actor failed to start: {cause(exc)}") from None
     return [Worker(i["worker"], h, i["node"], i["device"], i.get("node_id", ""),
                    tuple(i.get("gpus", ()))) for h, i in zip(handles, info)]
 
@@ -122,9 +121,3 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
 def stop_workers(workers: list[Worker]) -> None:
     for w in workers:
         ray.kill(w.handle)
-
-
-def _cause(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    lines = [t for t in text if "Error" in t] or text
-    return lines[-1][:300] if lines else type(exc).__name__
