@@ -163,7 +163,8 @@ PEER_CASES = {  # name -> (model, rtol, atol): np.allclose, the peer's own test
 }
 
 
-def part_peers(tmp: Path, widths: list[int], strategies: list[str]) -> list[dict]:
+def part_peers(tmp: Path, widths: list[int], strategies: list[str],
+               names: list[str]) -> list[dict]:
     """Same model, same tolerance (np.allclose, as the peer checks), same GPU."""
     from onnxconverter_common.auto_mixed_precision_model_path import (
         auto_convert_mixed_precision_model_path,
@@ -171,7 +172,8 @@ def part_peers(tmp: Path, widths: list[int], strategies: list[str]) -> list[dict
 
     rows = []
     provider = "CUDAExecutionProvider" if DEVICE == "cuda" else "CPUExecutionProvider"
-    for name, (file, rtol, atol) in PEER_CASES.items():
+    for name in names:
+        file, rtol, atol = PEER_CASES[name]
         if file is None:
             path = tmp / "peer_planted.onnx"
             path.write_bytes(planted_mlp(blocks=100).model.SerializeToString())
@@ -269,6 +271,7 @@ def main() -> None:
     ap.add_argument("--cases", default="planted-fp16,ultraface-int8,candy-fp16")
     ap.add_argument("--budget", type=float, default=480.0, help="seconds for the scale part")
     ap.add_argument("--peer-strategies", default="auto")
+    ap.add_argument("--peer-cases", default=",".join(PEER_CASES))
     ap.add_argument("--scale-from", action="append", default=[],
                     help="scale.json of an earlier call: its answers join the latency part")
     a = ap.parse_args()
@@ -303,7 +306,8 @@ def main() -> None:
             results["scale"] = part_scale(tmp, widths, strategies, a.cases.split(","), a.budget)
             save("scale")
         if "peers" in a.parts:
-            results["peers"] = part_peers(tmp, [1, max(widths)], a.peer_strategies.split(","))
+            results["peers"] = part_peers(tmp, [1, max(widths)], a.peer_strategies.split(","),
+                                          a.peer_cases.split(","))
             save("peers")
         if "latency" in a.parts:
             rows = list(results.get("scale", []))
