@@ -87,6 +87,23 @@ def test_bf16_casts_build_valid_models(setup):
     assert casts and all(n.name not in low for n in casts)
 
 
+@pytest.mark.parametrize("share", [1.0, 0.5])
+def test_casts_back_to_fp32_only_where_something_reads_fp32(setup, share):
+    """Every Cast the rewrite adds has a reader: an unread Cast still runs as a kernel."""
+    model, searchable, feeds, _ = setup
+    low = set(sorted(searchable)[: int(len(searchable) * share)])
+    rewritten = cast_to_low_precision(model, low, LOW_TYPES["fp16"])
+    onnx.checker.check_model(rewritten)
+    read = {x for n in rewritten.graph.node for x in n.input} | {
+        o.name for o in rewritten.graph.output}
+    back = [n for n in rewritten.graph.node if n.op_type == "Cast" and
+            n.attribute[0].i == onnx.TensorProto.FLOAT]
+    assert back and all(n.output[0] in read for n in back)
+    assert len(back) < len(low)  # most low layers feed low layers directly
+    out = run(rewritten, feeds)
+    assert out.shape == run(model, feeds).shape
+
+
 def test_int8_excludes_exactly_the_named_nodes(setup):
     model, _, feeds, _ = setup
     ranges, reused = calibration_ranges(model, feeds)
