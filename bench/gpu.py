@@ -190,6 +190,7 @@ def part_peers(tmp: Path, widths: list[int], strategies: list[str],
         # prepared model (named nodes, opset 13): the same function, in a form it can take.
         prepared = tmp / f"prepared_{name}.onnx"
         prepared.write_bytes(prep.model.SerializeToString())
+        evaluator = None
         for variant, source in (("original", path), ("prepared", prepared)):
             target = tmp / f"peer_{name}_{variant}.onnx"
             t0 = time.perf_counter()
@@ -202,11 +203,17 @@ def part_peers(tmp: Path, widths: list[int], strategies: list[str],
                 import onnx
 
                 peer = onnx.shape_inference.infer_shapes(onnx.load(str(target)))
-                row["answer"] = sum(1 for n in peer.graph.node
-                                    if n.name in prep.searchable and _is_fp32_node(peer, n))
+                kept = frozenset(n.name for n in peer.graph.node
+                                 if n.name in prep.searchable and _is_fp32_node(peer, n))
+                row["time_s"] = time.perf_counter() - t0
+                row.update(answer=len(kept), keep=sorted(kept))
+                # Its FP32 layers exchange values through FP16 Casts: is its answer also one
+                # under distprec's rewrite, where kept layers are FP32 end to end?
+                evaluator = evaluator or Evaluator(prep.setup(cfg), OrtBackend(DEVICE))
+                row["distprec_verdict"] = evaluator.evaluate(kept).verdict.value
             except Exception as exc:  # reported, not hidden
                 row["error"] = str(exc).splitlines()[0][:160]
-            row["time_s"] = time.perf_counter() - t0
+            row.setdefault("time_s", time.perf_counter() - t0)
             rows.append(row)
             print(f"peers: {row}", flush=True)
         for strategy in strategies:
@@ -216,7 +223,8 @@ def part_peers(tmp: Path, widths: list[int], strategies: list[str],
                 r = run_one(cfg, prep, w)
                 rows.append({"case": name, "tool": f"distprec {cfg.strategy_name}", "W": w,
                              "time_s": time.perf_counter() - t0, "answer": r["answer"],
-                             "evaluations": r["evaluations"], "rounds": r["rounds"]})
+                             "evaluations": r["evaluations"], "rounds": r["rounds"],
+                             "keep": r["keep"]})
                 print(f"peers: {rows[-1]}", flush=True)
     return rows
 
