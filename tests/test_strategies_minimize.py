@@ -89,6 +89,52 @@ def test_the_answer_does_not_depend_on_the_number_of_workers(seed):
         assert len({(o.keep, o.minimal) for o in outcomes.values()}) == 1, outcomes
 
 
+def _stream(strategy, oracle, workers, rng):
+    """An async driver: refill free workers at once, finish in random order, cancel what
+    is no longer wanted (as distprec/actors/loop.py does with Ray)."""
+    running: list = []
+    cancelled = 0
+    while not strategy.done:
+        running += strategy.ask(workers - len(running))
+        if not running:
+            assert strategy.done, "stalled"
+            break
+        keep = running.pop(rng.randrange(len(running)))
+        strategy.tell(keep, Verdict.PASS if oracle(keep) else Verdict.FAIL)
+        live = [k for k in running if strategy.wanted(k)]
+        for k in running:
+            if k not in live:
+                strategy.forget(k)
+                cancelled += 1
+        running = live
+    return strategy.result(), cancelled
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_streamed_verdicts_in_any_order_give_the_sequential_answer(seed):
+    rng = random.Random(seed)
+    names = layers(64)
+    oracles = [needs(frozenset(rng.sample(names, 5))), coin(seed, p=0.7),
+               additive(frozenset(names[seed::11]), 15, names)]
+    for oracle in oracles:
+        one = simulate(Minimize(names), oracle, 1).outcome
+        streamed, _ = _stream(Minimize(names), oracle, 4, rng)
+        assert (streamed.keep, streamed.minimal) == (one.keep, one.minimal)
+
+
+def test_tries_after_a_misprediction_are_no_longer_wanted():
+    # from all-high, removing all but the needed layer's chunk: speculation mispredicts
+    _, cancelled = _stream(Minimize(LAYERS), needs(pick(3, 150)), 4, random.Random(1))
+    assert cancelled > 0
+
+
+def test_a_cancelled_try_that_is_still_wanted_is_asked_again():
+    m = Minimize(LAYERS)
+    first = m.ask(4)  # the start, and all-low
+    m.forget(first[1])
+    assert m.ask(4) == [first[1]]
+
+
 def test_a_failing_start_is_reported_not_shrunk():
     sim = simulate(Minimize(LAYERS, start=pick(1, 2)), needs(pick(3)), 2)
     assert not sim.outcome.passed and sim.outcome.keep is None

@@ -85,6 +85,7 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
                 ev = ray.get(ref)
             except ray.exceptions.TaskCancelledError:
                 out.cancelled += 1
+                strategy.forget(keep)
                 free.append(worker)
                 emit("cancelled", {"worker": worker.name, "size": len(keep)})
                 continue

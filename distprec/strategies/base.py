@@ -99,6 +99,11 @@ class Strategy(ABC):
             self.info[keep] = info
         return keep, verdict
 
+    def forget(self, keep: Keep) -> None:
+        """The driver cancelled ``keep`` (no longer ``wanted``) and will never tell it: it
+        may be asked again later, from a set where it is wanted."""
+        self.pending.discard(frozenset(keep))
+
     def wants_profile(self, keep: Keep) -> bool:
         """True when the verdict on ``keep`` should come with a per-layer error profile.
 

@@ -63,6 +63,14 @@ class Chain(Strategy):
         for stage in self.waiting.pop(keep, []):
             stage.tell(keep, verdict, info)
 
+    def forget(self, keep: Keep) -> None:
+        keep = frozenset(keep)
+        for stage in self._askers(keep):
+            stage.forget(keep)
+        self.owner.pop(keep, None)
+        self.waiting.pop(keep, None)
+        super().forget(keep)
+
     def wants_profile(self, keep: Keep) -> bool:
         return any(s.wants_profile(keep) for s in self._askers(keep))
 

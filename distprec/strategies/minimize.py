@@ -1,4 +1,4 @@
-"""Minimize: shrink a passing keep-set to a 1-minimal one, by delta debugging run speculatively.
+"""Minimize: shrink a passing keep-set to a 1-minimal one by delta debugging, speculatively.
 
 Prefix searches (bisect, linear) can only keep a contiguous run of layers in FP32; when
 the troublesome layers are spread out, their answer keeps most of the network high. This
@@ -14,24 +14,25 @@ removes layers from it, in the manner of Zeller's ddmin as Hypothesis's shrinker
   removes nothing: then every single-layer removal of the final set was evaluated and
   failed, and the answer is reported ``1-minimal``.
 
-W workers run that sequential path speculatively, as a processor predicts branches: a
-batch is the next W tries along the path on which every verdict is the predicted one
-(each try starts from the set the earlier tries would leave). When the verdicts are in,
-the batch is committed in order up to and including the first mispredicted try, whose
-own verdict is real; the tries after it were made from the wrong set and are asked again
-from the right one. So the answer is exactly the one W = 1 finds, W only makes it sooner,
-and every batch commits at least one try. The prediction is the more frequent verdict of
-the level so far (coarse levels of a sparse set mostly pass, single layers mostly fail).
+W workers run that sequential path ahead of its verdicts, as a processor predicts
+branches. The window holds the next tries along the path on which every verdict is the
+predicted one (each try starts from the set the earlier tries would leave); a free worker
+takes the next try at once, with no batch to wait for. Verdicts are committed in path
+order, whatever order they arrive in: the head of the window, while its verdict is in. A
+mispredicted try is committed with its real verdict, and the tries after it, made from
+the wrong set, are no longer ``wanted`` (the driver cancels them) and are tried again from
+the right set. So the answer is exactly the one W = 1 finds; W only makes it sooner.
+Predictions follow ddmin's structure, then the verdicts seen (``_predict``).
 An earlier version tried W removals from the same set and kept their union; its answers
 grew with W (31 layers at W = 1, 45 at W = 4 on the 412-layer planted model under the CPU
-emulation, where FP16 noise makes verdicts non-monotonic) for 20 % fewer rounds.
+emulation, where FP16 noise makes verdicts non-monotonic) for about 20 % fewer rounds.
 
 Rules that make it terminate on any oracle (flaky, non-monotonic, adversarial): a keep-set
 is never evaluated twice (a verdict already told is reused); the current set only ever
 shrinks; within a level every chunk is tried once before the level changes; and a new
 pass over the single layers starts only after the previous one removed something. So the
-number of tries is bounded by a polynomial of the start size. Progress is deterministic: a
-batch is decided only when all of its verdicts are in, never by arrival order.
+number of committed tries is bounded by a polynomial of the start size, and each window
+is at most W tries ahead.
 
 With monotone verdicts and k needed layers among m, a level holds at most 2k chunks, so
 the search costs O(k log m) evaluations (bench/strategies.py measures it).
@@ -44,14 +45,15 @@ from dataclasses import dataclass
 
 from distprec.strategies.base import Keep, Outcome, Strategy, Verdict
 
-START = -1  # batch slot of the start plan (judged with the first tries), not a chunk
+START = -1  # the try of the start plan itself, not a chunk removal
 
 
 @dataclass(frozen=True)
 class Try:
     keep: Keep
     chunk: int  # index into ``chunks``, or START
-    predicted: bool  # the verdict the rest of the batch assumed
+    predicted: bool  # the verdict the tries after it assume
+    after: Keep  # the current set on the predicted path once this try is decided
 
 
 class Minimize(Strategy):
@@ -78,7 +80,8 @@ class Minimize(Strategy):
         self.outcome: dict[int, bool] = {}  # chunk -> committed verdict of its removal
         # context -> [failed, passed] removals; the start is the prior (see _predict)
         self.seen = {"alone": [4, 0], "after-pass": [4, 0], "after-fail": [0, 4]}
-        self.batch: list[Try] = []
+        self.window: list[Try] = []  # tries ahead of the committed path, in path order
+        self.started = False
         self.finished = False
 
     # -- the protocol ---------------------------------------------------------------------
@@ -86,17 +89,28 @@ class Minimize(Strategy):
     def done(self) -> bool:
         return self.finished
 
+    def wanted(self, keep: Keep) -> bool:
+        """Tries after a misprediction were made from the wrong set: cancel them."""
+        return not self.finished and any(t.keep == keep for t in self.window)
+
     def _propose(self, n: int) -> list[Keep]:
-        if not self.batch:
-            self._form(n)
-        return [t.keep for t in self.batch
-                if t.keep not in self.told and t.keep not in self.pending]
+        # tries of the window that a cancelled plan of an earlier window left unasked
+        out = [t.keep for t in self.window if t.keep not in self.told and
+               t.keep not in self.pending][:n]
+        while len(out) < n and not self.finished:
+            t = self._extend()
+            if t is None:
+                break
+            if t.keep in self.told:  # known already (a chain's first stage): no need to ask
+                self._advance()
+            elif t.keep not in self.pending:
+                out.append(t.keep)
+        return out
 
     def _update(self, keep: Keep, verdict: Verdict) -> None:
         if verdict is Verdict.ERROR:
             self.note("some plans did not build or run: counted as not passing")
-        if self.batch and all(t.keep in self.told for t in self.batch):
-            self._close()
+        self._advance()
 
     def result(self) -> Outcome:
         if self.cur is None:
@@ -117,57 +131,65 @@ class Minimize(Strategy):
     def status(self) -> dict[str, object]:
         return {"level": self.level, "chunk": max(map(len, self.chunks), default=0),
                 "kept": len(self.cur) if self.cur is not None else len(self.start),
-                "left": len(self.queue)}
+                "left": len(self.queue), "ahead": len(self.window)}
 
-    # -- batches ----------------------------------------------------------------------------
-    def _form(self, n: int) -> None:
-        """The next W tries along the predicted path; known verdicts are reused, not asked."""
-        while not self.finished and not self.batch:
-            if self.budget is not None and len(self.told) >= self.budget:
-                self.note(f"stopped at the budget of {self.budget} evaluations")
-                self.finished = True
-                return
-            if self.cur is not None and not self.queue and not self._next_level():
-                self.finished = True
-                return
-            base = self.start if self.cur is None else self.cur
-            batch = [Try(base, START, True)] if self.cur is None else []
-            path: dict[int, bool] = {}  # chunk -> the verdict this batch assumes
-            used = 0  # queue entries taken (chunks emptied by earlier removals are skipped)
-            # A batch stops at the level's end: the next level depends on its verdicts.
-            for i in self.queue:
-                if len(batch) >= max(n, 1):
-                    break
-                used += 1
-                chunk = base.intersection(self.chunks[i])
-                if chunk:
-                    path[i] = predict = self._predict(i, path)
-                    batch.append(Try(base - chunk, i, predict))
-                    base = base - chunk if predict else base
-            self.queue = self.queue[used:]
-            self.batch = batch
-            if all(t.keep in self.told for t in batch):
-                self._close()
+    # -- the path -----------------------------------------------------------------------------
+    def _extend(self) -> Try | None:
+        """One more try at the end of the window, or None when the next must wait."""
+        if not self.started:
+            self.started = True
+            self.window.append(Try(self.start, START, True, self.start))
+            return self.window[-1]
+        if self.window and self.window[0].chunk == START and self.window[0].keep in self.told:
+            return None  # the start failed: nothing goes on from it
+        while self.queue:
+            if self.budget is not None and len(self.told) + len(self.window) >= self.budget:
+                if not self.window:
+                    self.note(f"stopped at the budget of {self.budget} evaluations")
+                    self.finished = True
+                return None
+            base = self.window[-1].after if self.window else self.cur
+            i = self.queue.pop(0)
+            chunk = base.intersection(self.chunks[i])
+            if chunk:  # chunks emptied by earlier removals are skipped, as W = 1 does
+                path = {t.chunk: t.predicted for t in self.window}
+                predict = self._predict(i, path)
+                keep = base - chunk
+                self.window.append(Try(keep, i, predict, keep if predict else base))
+                return self.window[-1]
+        # The level's end: the next level depends on every try still out.
+        if not self.window and not self._next_level():
+            self.finished = True
+        return None if self.window or self.finished else self._extend()
 
-    def _close(self) -> None:
-        """Commit the batch in order up to its first misprediction; ask the rest again."""
-        batch, self.batch = self.batch, []
-        for pos, t in enumerate(batch):
+    def _advance(self) -> None:
+        """Commit the window's head while its verdict is in; a misprediction voids the rest.
+
+        Commits go in path order, never in arrival order, so the answer is W = 1's.
+        """
+        while self.window and self.window[0].keep in self.told:
+            t = self.window[0]
             passed = self.told[t.keep].passed
             if t.chunk == START:
                 if passed:
                     self.cur = t.keep
+                    self.window.pop(0)
                     continue
-                self._start_failed([u.keep for u in batch[1:] if self.told[u.keep].passed])
+                rest = self.window[1:]
+                if any(u.keep not in self.told for u in rest):
+                    return  # a smaller plan beside it may still pass: wait for them
+                self.window = []
+                self._start_failed([u.keep for u in rest if self.told[u.keep].passed])
                 return
+            self.window.pop(0)
             self.seen[self._context(t.chunk, {})][passed] += 1
             self.outcome[t.chunk] = passed
             if passed:
                 self.cur = t.keep
                 self.removed_in_pass = True
             if passed != t.predicted:
-                self.queue = [u.chunk for u in batch[pos + 1:]] + self.queue
-                return
+                self.queue = [u.chunk for u in self.window] + self.queue
+                self.window = []
 
     def _context(self, i: int, path: dict[int, bool]) -> str:
         """What is known before chunk ``i`` is tried: its first half sibling's verdict."""
