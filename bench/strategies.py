@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import random
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -114,6 +116,27 @@ def target_lines(judge: Judge, planted: frozenset[str], widths) -> list[str]:
     return out
 
 
+def random_sets_lines(n: int = 252, sets: int = 20) -> list[str]:
+    """Minimize's rounds at W = 4 over W = 1 from bisect's start, for random needed sets
+    (monotone verdicts: a plan passes when it keeps every needed layer)."""
+    rng = random.Random(0)
+    names = [f"L{i:03d}" for i in range(n)]
+    rows = ["| needed layers | min | median | max |", "|---|---|---|---|"]
+    for k in (1, 2, 3, 4, 6, 8, 16):
+        ratios = []
+        for _ in range(sets):
+            bad = frozenset(rng.sample(names, k))
+            rounds = {}
+            for w in (1, 4):
+                start = simulate(make_strategy("bisect", names), bad.issubset, w).outcome.keep
+                rounds[w] = simulate(Minimize(names, start=start), bad.issubset, w).rounds
+            ratios.append(rounds[4] / rounds[1])
+        rows.append(f"| {k} | {min(ratios):.2f} | {statistics.median(ratios):.2f} | "
+                    f"{max(ratios):.2f} |")
+    return [f"Minimize's rounds at W = 4 over W = 1 (from bisect's start), {sets} random needed "
+            f"sets per row among {n} layers, simulated verdicts:", "", *rows]
+
+
 def models_table(w: int) -> list[str]:
     rows = ["| model | searchable layers | planted | bisect answer | bisect+minimize answer | "
             "exact | evaluations (bisect / +minimize) |", "|---|---|---|---|---|---|---|"]
@@ -161,7 +184,7 @@ def main(argv=None) -> int:
              "", *strategy_table(judge, planted.planted, args.widths), "",
              *target_lines(judge, planted.planted, args.widths), "",
              f"The same check on the other generated models (W = {max(args.widths)}):", "",
-             *models_table(max(args.widths)), ""]
+             *models_table(max(args.widths)), "", *random_sets_lines(), ""]
     wall = time.perf_counter() - t0
     command = "python bench/strategies.py " + " ".join(shlex.quote(a) for a in (argv or
                                                                                 sys.argv[1:]))

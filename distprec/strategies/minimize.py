@@ -23,9 +23,9 @@ mispredicted try is committed with its real verdict, and the tries after it, mad
 the wrong set, are no longer ``wanted`` (the driver cancels them) and are tried again from
 the right set. So the answer is exactly the one W = 1 finds; W only makes it sooner.
 Predictions follow ddmin's structure, then the verdicts seen (``_predict``).
-An earlier version tried W removals from the same set and kept their union; its answers
-grew with W (31 layers at W = 1, 45 at W = 4 on the 412-layer planted model under the CPU
-emulation, where FP16 noise makes verdicts non-monotonic) for about 20 % fewer rounds.
+An earlier version tried W removals from the same set and kept their union: fewer rounds,
+but its answers grew with W (35, 39, 43 layers at W = 1, 2, 4 on the 412-layer planted
+model on the H200s, where FP16 noise makes verdicts non-monotonic).
 
 Rules that make it terminate on any oracle (flaky, non-monotonic, adversarial): a keep-set
 is never evaluated twice (a verdict already told is reused); the current set only ever
