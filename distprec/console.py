@@ -131,8 +131,6 @@ def summary_table(result: dict) -> Table:
     table.add_row("found layers", f"{found} ({result['minimal']})" if result["passed"]
                   else found)
     extra = [f"{result.get('cancelled', 0)} cancelled"] if result.get("cancelled") else []
-    if result.get("memo_hits"):
-        extra.append(f"{result['memo_hits']} from memory")
     table.add_row("evaluations", f"{result['evaluations']} ({verdicts['pass']} pass, "
                   f"{verdicts['fail']} fail, {verdicts['error']} error)"
                   + "".join(f", {x}" for x in extra))

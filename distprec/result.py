@@ -62,7 +62,6 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         "evaluations": len(loop.evaluations),
         "rounds": loop.rounds,
         "cancelled": loop.cancelled,
-        "memo_hits": loop.memo_hits,
         "workers": len(report.workers),
         "worker_nodes": {w.name: {"node": w.node, "device": w.device, "node_id": w.node_id}
                          for w in report.workers},

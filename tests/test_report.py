@@ -47,7 +47,7 @@ def hand_made_result(with_layer_errors: bool = True) -> dict:
     result = {"model": "models/net.onnx", "precision": "fp16", "strategy": "bisect",
               "direction": "forward", "passed": True, "high_precision_layers": KEPT,
               "minimal": "1-minimal", "notes": ["a note"], "searchable_layers": len(LAYERS),
-              "evaluations": len(history), "rounds": 3, "cancelled": 0, "memo_hits": 0,
+              "evaluations": len(history), "rounds": 3, "cancelled": 0,
               "workers": 3, "worker_nodes": {f"w{i}": {"node": "n0", "device": "cpu"}
                                              for i in range(3)},
               "device": "cpu", "emulated": True, "check": "atol 0.01, rtol 0.01, elemwise",

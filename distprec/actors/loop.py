@@ -27,23 +27,21 @@ class LoopResult:
     depth: dict[Keep, int] = field(default_factory=dict)
     rounds: int = 0  # longest chain of evaluations that depended on one another
     cancelled: int = 0
-    memo_hits: int = 0
     driver_s: float = 0.0  # time the loop itself spent (not waiting for workers)
     wall_s: float = 0.0
     lost_workers: list[str] = field(default_factory=list)
     stalled: bool = False  # the strategy stopped asking before it was done (a bug)
 
 
-def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None = None,
-          known: dict[Keep, Evaluation] | None = None) -> LoopResult:
+def drive(strategy: Strategy, workers: list[Worker],
+          on_event: EventSink | None = None) -> LoopResult:
     """Run ``strategy`` to completion on ``workers``.
 
-    ``known`` memoises verdicts across strategies of one search: a keep-set evaluated once
-    is told again from memory, never re-evaluated. Rounds: a plan asked after k dependent
+    No memo here: a strategy never asks for a keep-set it was told (``Strategy.ask``), and a
+    chain tells its later stages from its own record. Rounds: a plan asked after k dependent
     results sits at depth k + 1; ``rounds`` is the deepest.
     """
     emit = on_event or (lambda kind, data: None)
-    known = known if known is not None else {}
     out = LoopResult()
     free = deque(workers)
     in_flight: dict[ray.ObjectRef, tuple[Keep, Worker, int]] = {}
@@ -58,11 +56,6 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
             for keep in strategy.ask(len(free)):
                 asked = True
                 profile = strategy.wants_profile(keep)
-                memo = known.get(keep)
-                if memo is not None and (not profile or memo.layer_errors is not None):
-                    out.memo_hits += 1  # memo: tell from memory
-                    strategy.tell(keep, memo.verdict, memo.info())
-                    continue
                 worker = free.popleft()
                 ref = (worker.handle.evaluate.remote(keep, True) if profile
                        else worker.handle.evaluate.remote(keep))
@@ -102,7 +95,6 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
             out.depth[keep] = depth
             out.rounds = max(out.rounds, depth)
             depth_now = max(depth_now, depth)
-            known[keep] = ev
             strategy.tell(keep, ev.verdict, ev.info())
             emit("done", {"worker": worker.name, "evaluation": ev, "depth": depth,
                           "status": strategy.status()})

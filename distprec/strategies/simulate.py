@@ -2,8 +2,8 @@
 
 Tests and bench/ use it to measure what a strategy costs: it counts evaluations and rounds
 as the Ray loop (distprec/actors/loop.py) does when every evaluation takes the same time.
-A round is one batch of evaluations asked together; a keep-set is evaluated once, and
-asked again it is told from memory (a memo hit), as the loop's ``known`` dict does.
+A round is one batch of evaluations asked together. Like the loop, it keeps no memo: a
+strategy that asked for a keep-set twice would show it twice in ``history``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ class Simulation:
     outcome: Outcome
     evaluations: int = 0
     rounds: int = 0
-    memo_hits: int = 0
     history: list[tuple[Keep, Verdict]] = field(default_factory=list)  # evaluation order
 
 
@@ -33,7 +32,6 @@ def simulate(strategy: Strategy, oracle: Oracle, workers: int = 1,
     """Run ``strategy`` to the end; raises if it stalls or runs past ``max_rounds``."""
     if workers < 1:
         raise ValueError("workers must be at least 1")
-    known: dict[Keep, tuple[Verdict, Info]] = {}
     sim = Simulation(Outcome(False, None))
     while True:
         batch: list[Keep] = []
@@ -42,13 +40,7 @@ def simulate(strategy: Strategy, oracle: Oracle, workers: int = 1,
             asked = False
             for keep in strategy.ask(workers - len(batch)):
                 asked = True
-                memo = known.get(keep)
-                if memo is not None and (memo[1].profile is not None
-                                         or not strategy.wants_profile(keep)):
-                    sim.memo_hits += 1
-                    strategy.tell(keep, *memo)
-                else:
-                    batch.append(keep)
+                batch.append(keep)
         if not batch:
             if not strategy.done:
                 raise RuntimeError(f"{strategy.name} stalled: nothing to run and not done")
@@ -60,7 +52,6 @@ def simulate(strategy: Strategy, oracle: Oracle, workers: int = 1,
             verdict, info = _judge(oracle, keep)
             if profiler is not None and strategy.wants_profile(keep):
                 info = Info(info.figures, profiler(keep))
-            known[keep] = (verdict, info)
             sim.evaluations += 1
             sim.history.append((keep, verdict))
             strategy.tell(keep, verdict, info)
