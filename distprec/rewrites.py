@@ -280,7 +280,7 @@ def _replace_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
     """Set the node list and drop the FP32 weights that only lowered nodes used."""
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {x for n in nodes for x in n.input} | {o.name for o in graph.output}
+    used = _read_names(graph, nodes)  # subgraphs (If, Loop) may read a weight too
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)

@@ -104,6 +104,28 @@ def test_casts_back_to_fp32_only_where_something_reads_fp32(setup, share):
     assert out.shape == run(model, feeds).shape
 
 
+@pytest.mark.parametrize("rewrite", [cast_to_low_precision, emulate_low_precision])
+def test_a_weight_an_if_branch_still_reads_is_kept(rewrite):
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("W", TensorProto.FLOAT, [2, 2], [1, 2, 3, 4])
+    branch = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["b"], name="inner")],
+                               "then", [], [helper.make_tensor_value_info("b", 1, [1, 2])])
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="outer"),
+         helper.make_node("If", ["c"], ["z"], name="if", then_branch=branch,
+                          else_branch=branch)],
+        "g", [helper.make_tensor_value_info("x", 1, [1, 2]),
+              helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", 1, [1, 2]),
+         helper.make_tensor_value_info("z", 1, [1, 2])], [w])
+    model = prepare_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    rewritten = rewrite(model, {"outer"}, LOW_TYPES["fp16"])
+    assert "W" in {t.name for t in rewritten.graph.initializer}
+    feed = {"x": np.ones((1, 2), np.float32), "c": np.array(True)}
+    CPU.run(CPU.load(rewritten), [feed])
+
+
 def test_int8_excludes_exactly_the_named_nodes(setup):
     model, _, feeds, _ = setup
     ranges, reused = calibration_ranges(model, feeds)
