@@ -27,7 +27,6 @@ class Chain(Strategy):
         self.stages: list[Strategy] = [first]
         self.then = then
         self.stopped = False  # ``then`` declined to start a second stage
-        self.history: dict[Keep, tuple[Verdict, Info | None]] = {}
         self.owner: dict[Keep, Strategy] = {}  # keep handed to the driver -> stage that asked
         self.waiting: dict[Keep, list[Strategy]] = {}  # later stages asking for it too
 
@@ -44,8 +43,8 @@ class Chain(Strategy):
             stage = self.active
             for keep in stage.ask(n - len(out)):
                 progress = True
-                if keep in self.history:
-                    stage.tell(keep, *self.history[keep])
+                if keep in self.told:
+                    stage.tell(keep, self.told[keep], self.info.get(keep))
                 elif keep in self.pending:
                     self.waiting.setdefault(keep, []).append(stage)
                 else:
@@ -58,7 +57,6 @@ class Chain(Strategy):
 
     def tell(self, keep: Keep, verdict: Verdict, info: Info | None = None) -> None:
         keep, verdict = self._record(keep, verdict, info)
-        self.history[keep] = (verdict, info)
         self.owner.pop(keep).tell(keep, verdict, info)
         for stage in self.waiting.pop(keep, []):
             stage.tell(keep, verdict, info)
