@@ -259,8 +259,8 @@ def part_latency(tmp: Path, scale_rows: list[dict]) -> list[dict]:
                 model = convert_float_to_float16(prep.model, keep_io_types=True)
             else:
                 model = prep.model if keep is None else mixed_model(
-                    prep.model, Plan(precision, keep), set(prep.searchable) - keep,
-                    emulate=False, ranges_json=prep.ranges_json)
+                    prep.model, Plan(precision, keep), prep.searchable, emulate=False,
+                    ranges_json=prep.ranges_json)
             session = backend.load(model)
             feed = prep.feeds[0]
             for _ in range(20):

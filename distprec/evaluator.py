@@ -146,6 +146,5 @@ class Evaluator:
         return self._profiler
 
     def candidate(self, keep: Keep) -> onnx.ModelProto:
-        plan = Plan(self.setup.precision, keep)
-        return mixed_model(self.model, plan, set(self.searchable - keep), emulate=self.emulate,
-                           ranges_json=self.setup.ranges_json)
+        return mixed_model(self.model, Plan(self.setup.precision, keep), self.searchable,
+                           emulate=self.emulate, ranges_json=self.setup.ranges_json)

@@ -104,6 +104,6 @@ def save_mixed_model(path: str | Path, report: SearchReport, precision: str) -> 
     """The deployable model (real FP16/BF16 casts or INT8 QDQ, never the CPU emulation)."""
     prep = report.prepared
     keep = frozenset(report.outcome.keep or ())
-    model = mixed_model(prep.model, Plan(precision, keep), set(prep.searchable) - keep,
-                        emulate=False, ranges_json=prep.ranges_json)
+    model = mixed_model(prep.model, Plan(precision, keep), prep.searchable, emulate=False,
+                        ranges_json=prep.ranges_json)
     write_bytes(path, model.SerializeToString())

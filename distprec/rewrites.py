@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,9 +52,10 @@ def not_low(model: onnx.ModelProto, precision: str) -> dict[str, str]:
     return out
 
 
-def mixed_model(model: onnx.ModelProto, plan: Plan, low: set[str], *, emulate: bool,
-                ranges_json: str | None = None) -> onnx.ModelProto:
-    """The candidate for ``plan``: ``low`` are the nodes to lower (searchable minus kept)."""
+def mixed_model(model: onnx.ModelProto, plan: Plan, searchable: Iterable[str], *,
+                emulate: bool, ranges_json: str | None = None) -> onnx.ModelProto:
+    """The candidate for ``plan``: every ``searchable`` layer not in ``plan.keep`` is lowered."""
+    low = set(searchable) - plan.keep
     if plan.precision == "int8":
         if ranges_json is None:
             raise ValueError("INT8 candidates need calibration ranges")
