@@ -61,6 +61,7 @@ class Evaluation:
             "end": self.end,
             "build_s": self.build_s,
             "run_s": self.run_s,
+            **({"profile_error": self.profile_error} if self.profile_error else {}),
         }
 
 

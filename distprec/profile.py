@@ -109,7 +109,8 @@ class LayerProfiler:
         """Every exposed tensor, samples concatenated (flattened)."""
         session = self.backend.load(expose(model, self.tensors))
         runs = self.backend.run(session, self.feeds)
-        names = [n for n in runs[0] if n in set(self.tensors)]
+        exposed = set(self.tensors)
+        names = [n for n in runs[0] if n in exposed]
         return {n: np.concatenate([np.asarray(r[n], np.float64).ravel() for r in runs])
                 for n in names}
 

@@ -311,16 +311,19 @@ def read_start(path: str, prep: Prepared, notes: list[str]) -> frozenset[str]:
     names = read_layer_names(path, prep.source_hash)
     if not names:
         raise InputError(f"{path}: no layer names in it")
-    known = {layer.name for layer in prep.layers}
-    unknown = sorted(set(names) - known)
-    if unknown:
-        raise InputError(f"{path}: unknown layer name {unknown[0]!r}"
-                         + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+    _refuse_unknown(names, prep, f"{path}: ")
     start = frozenset(names) & set(prep.searchable)
     if len(start) < len(set(names)):
         notes.append(f"start: dropped {len(set(names)) - len(start)} layer(s) that are not "
                      "searchable (they stay FP32 in every plan)")
     return start
+
+
+def _refuse_unknown(names, prep: Prepared, where: str = "") -> None:
+    unknown = sorted(set(names) - {layer.name for layer in prep.layers})
+    if unknown:
+        raise InputError(f"{where}unknown layer name {unknown[0]!r}"
+                         + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
 
 
 def cluster_summary() -> dict[str, int]:
@@ -334,9 +337,6 @@ def check_plan(cfg: SearchConfig, keep: frozenset[str], prepared: Prepared | Non
                device: str = "cpu"):
     """Evaluate one plan in this process (no Ray): a user's way to confirm an answer."""
     prep = prepared or prepare(cfg)
-    unknown = sorted(keep - {layer.name for layer in prep.layers})
-    if unknown:
-        raise InputError(f"unknown layer name: {unknown[0]}"
-                         + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+    _refuse_unknown(keep, prep)
     evaluator = Evaluator(prep.setup(cfg), OrtBackend(device, threads=0))
     return evaluator.evaluate(keep & set(prep.searchable)), evaluator.emulate

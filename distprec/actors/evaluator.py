@@ -19,9 +19,9 @@ class EvaluatorActor:
     every actor on a node maps the same copy.
     """
 
-    def __init__(self, setup: Setup, device: str, worker: str, threads: int = 1) -> None:
+    def __init__(self, setup: Setup, device: str, worker: str) -> None:
         node_id = ray.get_runtime_context().get_node_id()
-        self.evaluator = Evaluator(setup, OrtBackend(device, threads=threads), worker, node_id)
+        self.evaluator = Evaluator(setup, OrtBackend(device), worker, node_id)
         self.evaluator.warm_up()
 
     def ready(self) -> dict[str, str]:

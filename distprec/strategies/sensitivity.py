@@ -74,9 +74,6 @@ class SensitivityScan(Strategy):
         return Outcome(high is not None, self.all_high if high else None, "none",
                        tuple(self.notes))
 
-    def wanted(self, keep: Keep) -> bool:
-        return not self.done
-
     def ranking(self) -> list[str]:
         """Layers, most sensitive first; ties (and layers not judged) in layer order.
 
