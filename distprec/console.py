@@ -16,12 +16,11 @@ from contextlib import ExitStack
 
 from rich import box
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from distprec.dashboard import PHASE_LABEL, Dashboard, render
 from distprec.history import fmt_error, utilisation, worst_error
-from distprec.logroute import StderrThroughConsole, logs_through
+from distprec.logroute import live_view
 
 SHOW_LAYERS = 24
 REFRESH_PER_SECOND = 4
@@ -51,13 +50,7 @@ class SearchConsole:
     # -- lifetime -------------------------------------------------------------------------
     def __enter__(self) -> SearchConsole:
         if self.live:
-            live = Live(get_renderable=self.frame, console=self.console,
-                        refresh_per_second=REFRESH_PER_SECOND, transient=False,
-                        redirect_stdout=True, redirect_stderr=True)
-            self._stack.enter_context(live)
-            self._stack.enter_context(logs_through(live.console))
-            if _fileno(self.console) != 2:  # never capture the stream the view is drawn on
-                self._stack.enter_context(StderrThroughConsole(live.console))
+            self._stack.enter_context(live_view(self.console, self.frame, REFRESH_PER_SECOND))
         else:
             c = self.cfg
             self.log(f"search {c.model}: {c.precision}, strategy {c.strategy_name} "
@@ -107,13 +100,6 @@ class SearchConsole:
             if len(keep) <= SHOW_LAYERS:
                 self.console.print(f"trtexec: {result['trtexec_command']}", highlight=False,
                                    markup=False, soft_wrap=True)
-
-
-def _fileno(console: Console) -> int | None:
-    try:
-        return console.file.fileno()
-    except (AttributeError, OSError, ValueError):
-        return None
 
 
 def summary_table(result: dict) -> Table:

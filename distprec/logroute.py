@@ -17,9 +17,10 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from rich.console import Console
+from rich.live import Live
 from rich.logging import RichHandler
 from rich.text import Text
 
@@ -48,6 +49,26 @@ def _loggers() -> list[logging.Logger]:
     known = [v for v in logging.Logger.manager.loggerDict.values()
              if isinstance(v, logging.Logger)]
     return [logging.getLogger(), logging.getLogger("ray"), *known]
+
+
+@contextmanager
+def live_view(console: Console, frame, refresh_per_second: float) -> Iterator[Live]:
+    """A live display that Python logs, Ray's loggers and fd 2 all print above."""
+    with ExitStack() as stack:
+        live = stack.enter_context(Live(get_renderable=frame, console=console,
+                                        refresh_per_second=refresh_per_second,
+                                        redirect_stdout=True, redirect_stderr=True))
+        stack.enter_context(logs_through(live.console))
+        if _fileno(console) != 2:  # never capture the stream the view is drawn on
+            stack.enter_context(StderrThroughConsole(live.console))
+        yield live
+
+
+def _fileno(console: Console) -> int | None:
+    try:
+        return console.file.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 @contextmanager

@@ -13,12 +13,11 @@ from contextlib import ExitStack
 
 from rich import box
 from rich.console import Console, Group, RenderableType
-from rich.live import Live
 from rich.table import Column, Table
 from rich.text import Text
 
 from distprec.dashboard import Dashboard
-from distprec.logroute import logs_through
+from distprec.logroute import live_view
 
 STATE_STYLE = {"waiting": "dim", "running": "cyan", "done": "green", "no plan": "red",
                "error": "yellow", "skipped": "dim"}
@@ -40,10 +39,7 @@ class SweepView:
 
     def __enter__(self) -> SweepView:
         if self.live:
-            live = Live(get_renderable=self.frame, console=self.console, refresh_per_second=4,
-                        redirect_stdout=True, redirect_stderr=True)
-            self._stack.enter_context(live)
-            self._stack.enter_context(logs_through(live.console))
+            self._stack.enter_context(live_view(self.console, self.frame, 4))
         return self
 
     def __exit__(self, *exc) -> None:
