@@ -184,6 +184,7 @@ class _Driver:
         self.base, self.backend, self.prepared, self.runs = base, backend, prepared, runs
         self.wait, self._log, self.events = wait, log, events
         self.lock = threading.Lock()
+        self.setups: dict[str, ray.ObjectRef] = {}  # precision -> Setup, put once for all kinds
         self.barrier = threading.Barrier(lanes)
         self.startup_errors: list[str] = []
 
@@ -208,7 +209,10 @@ class _Driver:
         waiting = first
         try:
             prep = self.prepared[pair.precision]
-            workers = start_on_kind(ray.put(prep.setup(cfg)), self.backend, pair.device,
+            with self.lock:
+                if pair.precision not in self.setups:
+                    self.setups[pair.precision] = ray.put(prep.setup(cfg))
+            workers = start_on_kind(self.setups[pair.precision], self.backend, pair.device,
                                     lane.workers, self.wait, prefix=f"{pair.label}/w",
                                     labelled=lane.labelled)
             if first:
