@@ -21,8 +21,7 @@ import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distprec.checks import CheckSpec  # noqa: E402
-from distprec.demo import DEMO_ATOL, DEMO_RTOL, planted_mlp  # noqa: E402
+from distprec.demo import DEMO_CHECK, planted_mlp  # noqa: E402
 from distprec.search import SearchConfig, prepare, run_search  # noqa: E402
 
 
@@ -39,7 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "planted.onnx"
         path.write_bytes(planted.model.SerializeToString())
-        check = CheckSpec(atol=(("", DEMO_ATOL),), rtol=(("", DEMO_RTOL),))
+        check = DEMO_CHECK
         rows = []
         for strategy in a.strategies.split(","):
             cfg = SearchConfig(model=str(path), strategy=strategy, device="cpu", samples=4,

@@ -29,7 +29,7 @@ import ray  # noqa: E402
 
 from distprec.backends import OrtBackend  # noqa: E402
 from distprec.checks import CheckSpec  # noqa: E402
-from distprec.demo import DEMO_ATOL, DEMO_RTOL, planted_mlp  # noqa: E402
+from distprec.demo import DEMO_CHECK, planted_mlp  # noqa: E402
 from distprec.evaluator import Evaluator  # noqa: E402
 from distprec.plan import Plan  # noqa: E402
 from distprec.rewrites import mixed_model  # noqa: E402
@@ -55,7 +55,7 @@ def cases(tmp: Path, blocks: int = 100) -> dict[str, tuple[str, str, CheckSpec, 
     rng = np.random.default_rng(0)
     np.savez(candy_in, inputImage=rng.uniform(0, 255, (1, 3, 720, 720)).astype(np.float32))
     return {
-        "planted-fp16": (str(demo), "fp16", tol(DEMO_ATOL, DEMO_RTOL), None),
+        "planted-fp16": (str(demo), "fp16", DEMO_CHECK, None),
         "ultraface-int8": (str(MODELS / "ultraface_rfb320.onnx"), "int8",
                            tol(10.0, 10.0, cosine_min=0.99999), None),
         "candy-fp16": (str(MODELS / "candy.onnx"), "fp16", tol(0.5, 0.005), str(candy_in)),

@@ -24,11 +24,9 @@ import time
 from pathlib import Path
 
 from distprec.backends import OrtBackend
-from distprec.checks import CheckSpec
 from distprec.data import input_specs, random_feeds
 from distprec.demo import (
-    DEMO_ATOL,
-    DEMO_RTOL,
+    DEMO_CHECK,
     planted_attention,
     planted_cnn,
     planted_mlp,
@@ -54,7 +52,7 @@ class Judge:
         self.names = tuple(x.name for x in layer_table(model, not_low(model, "fp16"))
                            if x.searchable)
         feeds = random_feeds(input_specs(model), {}, seed=0, samples=samples)
-        check = CheckSpec(atol=(("", DEMO_ATOL),), rtol=(("", DEMO_RTOL),))
+        check = DEMO_CHECK
         setup = Setup(model.SerializeToString(), "fp16", self.names, feeds,
                       reference_outputs(model, feeds), check)
         self.ev = Evaluator(setup, OrtBackend("cpu", threads=1))

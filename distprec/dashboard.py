@@ -26,7 +26,7 @@ from distprec.history import fmt_error, natural_key, worst_error
 #: How many recent events the view keeps and shows (fewer when the terminal is short).
 EVENTS_KEPT = 50
 EVENTS_SHOWN = 6
-VERDICT_STYLE = {"pass": "green", "fail": "red", "error": "yellow", "lost": "magenta"}
+VERDICT_STYLE = {"pass": "green", "fail": "red", "error": "yellow"}
 PHASE_LABEL = {"golden": "golden outputs", "calibration": "INT8 calibration",
                "cluster": "Ray workers"}
 
@@ -73,7 +73,6 @@ class Dashboard:
     device: str = ""
     nodes: int | None = None
     gpus: int | None = None
-    cpus: int | None = None
     workers: dict[str, WorkerView] = field(default_factory=dict)
     workers_since: float | None = None
     phases: dict[str, PhaseView] = field(default_factory=dict)
@@ -132,7 +131,7 @@ class Dashboard:
             self.workers[name] = WorkerView(name, node, device)
         cluster = data.get("cluster") or {}
         self.nodes = cluster.get("nodes", len({node for _, node, _ in data.get("workers", [])}))
-        self.gpus, self.cpus = cluster.get("gpus"), cluster.get("cpus")
+        self.gpus = cluster.get("gpus")
         self.device = data.get("device", self.device)
         self.workers_since = now
         self._close_phases(now)
@@ -303,7 +302,7 @@ def _search(state: Dashboard) -> Panel:
         best = Text.assemble("best passing plan: ", (f"{state.best_size}{of}", "bold green"),
                              " layers kept in FP32")
     lines = [line1, best]
-    status = _status_text(state.status, state.searchable)
+    status = _status_text(state.status)
     if status:
         lines.append(Text(f"{state.strategy}: {status}"))
     for line in lines:
@@ -314,7 +313,7 @@ def _search(state: Dashboard) -> Panel:
                  padding=(0, 1))
 
 
-def _status_text(status: dict, searchable: int | None) -> str:
+def _status_text(status: dict) -> str:
     """A strategy's ``status()`` dict in words; bounds show how many counts remain."""
     parts = []
     for key, value in status.items():

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from distprec.checks import CheckSpec
 from distprec.model import MAX_IR_VERSION
 
 
@@ -203,6 +204,7 @@ class _Builder:
 #: The demo's check: FP16 rounding through 60 residual blocks leaves errors of ~0.1 on
 #: outputs of ~20 (measured with the CPU emulation); a broken plant gives inf or errors > 1.
 DEMO_ATOL, DEMO_RTOL = 0.3, 0.03
+DEMO_CHECK = CheckSpec(atol=(("", DEMO_ATOL),), rtol=(("", DEMO_RTOL),))
 MIN_BLOCKS = 8
 
 
@@ -217,7 +219,6 @@ def run_demo(out: str = "distprec-demo", workers: int | None = None,
 
     from distprec.actors.pool import connect, placement
     from distprec.atomic import write_bytes
-    from distprec.checks import CheckSpec
     from distprec.console import SearchConsole
     from distprec.errors import InputError
     from distprec.result import build_result, write_result
@@ -230,7 +231,7 @@ def run_demo(out: str = "distprec-demo", workers: int | None = None,
     model_path = folder / "planted.onnx"
     cfg = SearchConfig(model=str(model_path), precision="fp16", strategy=strategy,
                        workers=workers, samples=4, top=top,
-                       check=CheckSpec(atol=(("", DEMO_ATOL),), rtol=(("", DEMO_RTOL),)))
+                       check=DEMO_CHECK)
     cfg.validate()
     connect()
     placement(resolve_device(cfg.device), workers)  # refuse before writing anything

@@ -13,8 +13,7 @@ import ray
 
 from distprec.actors.loop import drive
 from distprec.actors.pool import start_workers, stop_workers
-from distprec.checks import CheckSpec
-from distprec.demo import DEMO_ATOL, DEMO_RTOL, planted_mlp
+from distprec.demo import DEMO_CHECK, planted_mlp
 from distprec.search import SearchConfig, prepare
 from distprec.strategies import make_strategy
 
@@ -23,7 +22,7 @@ def main(model_path: str, gpus: int) -> None:
     ray.init(address="local", num_cpus=1, num_gpus=gpus, include_dashboard=False,
              log_to_driver=False, logging_level="ERROR")
     cfg = SearchConfig(model=model_path, device="cpu",
-                       check=CheckSpec(atol=(("", DEMO_ATOL),), rtol=(("", DEMO_RTOL),)))
+                       check=DEMO_CHECK)
     prep = prepare(cfg)
     workers = start_workers(ray.put(prep.setup(cfg)), "cuda", None, backend="cpu")
     strategy = make_strategy("bisect", prep.searchable)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from distprec.backends import OrtBackend
 from distprec.cache.calibration import calibration_ranges
-from distprec.checks import CheckSpec
 from distprec.data import input_specs, random_feeds
-from distprec.demo import DEMO_ATOL, DEMO_RTOL
+from distprec.demo import DEMO_CHECK
 from distprec.evaluator import Evaluator, Setup
 from distprec.model import layer_table, prepare_model
 from distprec.rewrites import not_low
@@ -15,7 +14,7 @@ from distprec.search import reference_outputs
 #: planted_mlp with 12 blocks: the default first plant (at 12%) sits where
 #: activations are too small to overflow, so it would not be needed.
 PLANTS = ((0.25, "overflow"), (0.5, "underflow"), (0.85, "overflow"))
-CHECK = CheckSpec(atol=(("", DEMO_ATOL),), rtol=(("", DEMO_RTOL),))
+CHECK = DEMO_CHECK
 
 
 def make_evaluator(model, precision="fp16", check=CHECK) -> Evaluator:
