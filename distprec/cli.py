@@ -251,8 +251,9 @@ def cmd_golden(a: argparse.Namespace) -> int:
 
 
 def cmd_search(a: argparse.Namespace) -> int:
+    from distprec.atomic import write_json
     from distprec.console import SearchConsole
-    from distprec.result import build_result, save_mixed_model, write_result
+    from distprec.result import build_result, save_mixed_model
     from distprec.search import run_search
 
     cfg = _config(a)
@@ -270,7 +271,7 @@ def cmd_search(a: argparse.Namespace) -> int:
     if a.kind:
         result["device_kind"] = a.kind
     result["exports"] = [a.output]
-    write_result(a.output, result)  # first: a failing export must not lose the search
+    write_json(a.output, result)  # first: a failing export must not lose the search
     if a.save_model and report.outcome.passed:
         save_mixed_model(a.save_model, report, cfg.precision)
         result["exports"].append(a.save_model)
@@ -279,7 +280,7 @@ def cmd_search(a: argparse.Namespace) -> int:
 
         result["exports"] += [str(p) for p in write_report(result, a.report)]
     if len(result["exports"]) > 1:
-        write_result(a.output, result)
+        write_json(a.output, result)
     console.summary(result)
     return 0 if report.outcome.passed else 1
 

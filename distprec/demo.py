@@ -218,10 +218,10 @@ def run_demo(out: str = "distprec-demo", workers: int | None = None,
     from rich.table import Table
 
     from distprec.actors.pool import connect, placement
-    from distprec.atomic import write_bytes
+    from distprec.atomic import write_bytes, write_json
     from distprec.console import SearchConsole
     from distprec.errors import InputError
-    from distprec.result import build_result, write_result
+    from distprec.result import build_result
     from distprec.search import SearchConfig, resolve_device, run_search
 
     if blocks < MIN_BLOCKS:
@@ -247,7 +247,7 @@ def run_demo(out: str = "distprec-demo", workers: int | None = None,
         from distprec.report import write_report
 
         result["exports"] += [str(p) for p in write_report(result, report_path)]
-    write_result(folder / "result.json", result)
+    write_json(folder / "result.json", result)
     console.summary(result)
     found = set(result["high_precision_layers"])
     table = Table("layer", "planted", "found", title="found versus planted")

@@ -33,9 +33,12 @@ class Layer:
     index: int  # position in the node list (topological order)
     name: str
     op_type: str
-    searchable: bool
     why_not: str = ""  # reason a layer is not searchable
     forced_high: bool = False  # computes, but the target converter keeps it FP32
+
+    @property
+    def searchable(self) -> bool:
+        return not self.why_not
 
 
 def load_model(path: str | Path) -> onnx.ModelProto:
@@ -72,8 +75,7 @@ def prepare_model(model: onnx.ModelProto) -> onnx.ModelProto:
     name_nodes(model.graph)
     # Old IRs list weights as graph inputs too; rewrites drop unused weights, which would
     # then turn into required inputs. Inputs are inputs only, from here on.
-    inits = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
+    inputs = graph_inputs(model)
     del model.graph.input[:]
     model.graph.input.extend(inputs)
     model.ir_version = MAX_IR_VERSION
@@ -122,13 +124,13 @@ def layer_table(model: onnx.ModelProto, not_low: dict[str, str] | None = None) -
     """
     not_low = not_low or {}
     floats = float_tensors(model)
-    dynamic = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
+    dynamic = {i.name for i in graph_inputs(model)}
     layers = []
     for i, node in enumerate(model.graph.node):
         is_dynamic = any(x in dynamic for x in node.input if x)
         if is_dynamic:
             dynamic.update(node.output)
-        why = ""
+        why, forced = "", False
         if node.op_type in NOT_COMPUTE:
             why = "constant or shape op"
         elif any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
@@ -139,9 +141,8 @@ def layer_table(model: onnx.ModelProto, not_low: dict[str, str] | None = None) -
         elif not any(o in floats for o in node.output):
             why = "no floating-point output"
         elif node.name in not_low:
-            why = not_low[node.name]
-        layers.append(Layer(i, node.name, node.op_type, not why, why,
-                            forced_high=node.name in not_low and why == not_low[node.name]))
+            why, forced = not_low[node.name], True
+        layers.append(Layer(i, node.name, node.op_type, why, forced))
     return layers
 
 

@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 
 from distprec import __version__
-from distprec.atomic import write_bytes, write_json
+from distprec.atomic import write_bytes
 from distprec.plan import Plan
 from distprec.rewrites import mixed_model
 from distprec.search import SearchConfig, SearchReport
@@ -73,8 +73,8 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         "search_s": loop.wall_s,
         "driver_s": loop.driver_s,
         "always_fp32_layers": forced,
-        "trtexec_layer_precisions": layer_precisions(exported)["trtexec"],
-        "polygraphy_layer_precisions": layer_precisions(exported)["polygraphy"],
+        **{f"{tool}_layer_precisions": text for tool, text in
+           layer_precisions(exported).items()},
         **commands(str(cfg.model), cfg.precision, exported),
         "history": [
             {**e.record(), "depth": loop.depth.get(e.keep, 0),
@@ -94,10 +94,6 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
     if prep.calibration:
         result["calibration"] = prep.calibration
     return result
-
-
-def write_result(path: str | Path, result: dict) -> None:
-    write_json(path, result)
 
 
 def save_mixed_model(path: str | Path, report: SearchReport, precision: str) -> None:
