@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from distprec.dashboard import PHASE_LABEL, Dashboard, render
-from distprec.history import fmt_error, utilisation, worst_error
+from distprec.history import fmt_error, fmt_verdicts, utilisation, verdict_counts, worst_error
 from distprec.logroute import live_view
 
 SHOW_LAYERS = 24
@@ -106,7 +106,6 @@ def summary_table(result: dict) -> Table:
     """The end-of-search table: what was found, at what cost, and what was written."""
     keep = result["high_precision_layers"]
     history = result.get("history") or []
-    verdicts = {v: sum(h.get("verdict") == v for h in history) for v in ("pass", "fail", "error")}
     share = utilisation(result)
     table = Table(title="distprec result", show_header=False, box=box.ROUNDED,
                   title_justify="left")
@@ -117,8 +116,8 @@ def summary_table(result: dict) -> Table:
     table.add_row("found layers", f"{found} ({result['minimal']})" if result["passed"]
                   else found)
     extra = [f"{result.get('cancelled', 0)} cancelled"] if result.get("cancelled") else []
-    table.add_row("evaluations", f"{result['evaluations']} ({verdicts['pass']} pass, "
-                  f"{verdicts['fail']} fail, {verdicts['error']} error)"
+    table.add_row("evaluations", f"{result['evaluations']} "
+                  f"({fmt_verdicts(verdict_counts(history))})"
                   + "".join(f", {x}" for x in extra))
     table.add_row("rounds", str(result["rounds"]))
     search_s = result.get("search_s")
@@ -218,10 +217,9 @@ class PlainLog:
 
     def progress(self) -> str:
         s = self.state
-        v = s.verdicts
         best = f"{s.best_size} layers" if s.best_size is not None else "none yet"
-        return (f"progress: {s.evaluations} evaluations ({v.get('pass', 0)} pass, "
-                f"{v.get('fail', 0)} fail, {v.get('error', 0)} error), {s.running} running, "
+        return (f"progress: {s.evaluations} evaluations ({fmt_verdicts(s.verdicts)}), "
+                f"{s.running} running, "
                 f"round {s.depth}, best passing plan {best}")
 
 

@@ -21,7 +21,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from distprec.history import fmt_error, natural_key, worst_error
+from distprec.history import fmt_error, fmt_verdicts, natural_key, worst_error
 
 #: How many recent events the view keeps and shows (fewer when the terminal is short).
 EVENTS_KEPT = 50
@@ -290,10 +290,8 @@ def _workers(state: Dashboard, workers: list[WorkerView], now: float, max_rows: 
 
 
 def _search(state: Dashboard) -> Panel:
-    v = state.verdicts
     line1 = Text(f"round {state.depth}  evaluations {state.evaluations} "
-                 f"({v.get('pass', 0)} pass, {v.get('fail', 0)} fail, {v.get('error', 0)} "
-                 f"error)  running {state.running}"
+                 f"({fmt_verdicts(state.verdicts)})  running {state.running}"
                  + (f"  cancelled {state.cancelled}" if state.cancelled else ""))
     if state.best_size is None:
         best = Text("best passing plan: none yet", style="dim")

@@ -11,6 +11,18 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
+VERDICTS = ("pass", "fail", "error")
+
+
+def verdict_counts(history: Iterable[Mapping[str, object]]) -> dict[str, int]:
+    """How many of result.json's history entries passed, failed and did not run."""
+    verdicts = [h.get("verdict") for h in history]
+    return {v: verdicts.count(v) for v in VERDICTS}
+
+
+def fmt_verdicts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
+
 
 def as_float(value: object) -> float | None:
     """A figure as a float: result.json writes inf/nan as strings (strict JSON has none)."""

@@ -27,8 +27,10 @@ from distprec.history import (
     as_float,
     busy_seconds,
     fmt_error,
+    fmt_verdicts,
     natural_key,
     utilisation,
+    verdict_counts,
     worst_error,
 )
 
@@ -322,7 +324,6 @@ def _facts(result: Mapping) -> str:
     keep = result.get("high_precision_layers") or []
     share = utilisation(result)
     history = result.get("history") or []
-    counts = {v: sum(h.get("verdict") == v for h in history) for v in VERDICT_COLOUR}
     passed = bool(result.get("passed"))
     rows = [
         ("outcome", f"<span class={'pass' if passed else 'fail'}>"
@@ -333,9 +334,9 @@ def _facts(result: Mapping) -> str:
                          f"{'(emulated on CPU)' if result.get('emulated') else ''}")),
         ("strategy", _e(f"{result.get('strategy', '?')} {result.get('direction', '')}")),
         ("check", _e(result.get("check", ""))),
-        ("evaluations", _e(f"{result.get('evaluations', len(history))} ("
-                           f"{counts['pass']} pass, {counts['fail']} fail, {counts['error']} "
-                           f"error), {result.get('rounds', '?')} rounds")),
+        ("evaluations", _e(f"{result.get('evaluations', len(history))} "
+                           f"({fmt_verdicts(verdict_counts(history))}), "
+                           f"{result.get('rounds', '?')} rounds")),
         ("workers", _e(f"{result.get('workers', '?')} ({result.get('device', '?')}), "
                        f"utilisation {f'{share:.0%}' if share is not None else '-'}, "
                        f"busy {busy_seconds(history):.1f} s")),
