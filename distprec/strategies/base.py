@@ -67,6 +67,7 @@ class Strategy(ABC):
         if len(set(layers)) != len(layers):
             raise ValueError("layer names must be unique")
         self.layers = tuple(layers)
+        self.order = {name: i for i, name in enumerate(self.layers)}  # topological position
         self.told: dict[Keep, Verdict] = {}
         self.pending: set[Keep] = set()
         self.info: dict[Keep, Info] = {}  # what came with each verdict, when anything did
@@ -133,6 +134,18 @@ class Strategy(ABC):
 
     @abstractmethod
     def _update(self, keep: Keep, verdict: Verdict) -> None: ...
+
+    def _settled(self, notes: Sequence[str]) -> Outcome | None:
+        """The answer when the two end plans settle the search: all-low passes (keep
+        nothing) or all-high fails (nothing can pass); None otherwise."""
+        if self.told.get(frozenset()) is Verdict.PASS:
+            return Outcome(True, frozenset(), "1-minimal",
+                           ("all-low passes: nothing to keep", *notes))
+        high = self.told.get(frozenset(self.layers))
+        if high is not None and not high.passed:
+            return Outcome(False, None, "none",
+                           ("all-high fails: no plan of this search can pass", *notes))
+        return None
 
     def note(self, text: str) -> None:
         if text not in self.notes:

@@ -62,7 +62,6 @@ class Minimize(Strategy):
     def __init__(self, layers: Sequence[str], start: Iterable[str] | None = None,
                  budget: int | None = None) -> None:
         super().__init__(layers)
-        self.order = {name: i for i, name in enumerate(self.layers)}
         start = frozenset(self.layers if start is None else start)
         unknown = start - set(self.layers)
         if unknown:

@@ -51,12 +51,9 @@ class _PrefixSearch(Strategy):
 
     def result(self) -> Outcome:
         notes = list(self.notes)
-        if self._all_low_passes:
-            return Outcome(True, frozenset(), "1-minimal", ("all-low passes: nothing to keep",
-                                                            *notes))
-        if self._all_high_fails:
-            return Outcome(False, None, "none", ("all-high fails: no plan of this search "
-                                                 "can pass", *notes))
+        settled = self._settled(notes)
+        if settled is not None:
+            return settled
         best = self._best()
         if best is None:
             return Outcome(False, None, "none", tuple(notes))

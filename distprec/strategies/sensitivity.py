@@ -64,13 +64,10 @@ class SensitivityScan(Strategy):
         return not self.queue and not self.pending
 
     def result(self) -> Outcome:
-        if self.told.get(self.all_low) is Verdict.PASS:
-            return Outcome(True, self.all_low, "1-minimal", ("all-low passes: nothing to keep",
-                                                             *self.notes))
+        settled = self._settled(self.notes)
+        if settled is not None:
+            return settled
         high = self.told.get(self.all_high)
-        if high is not None and not high.passed:
-            return Outcome(False, None, "none", ("all-high fails: no plan of this search "
-                                                 "can pass", *self.notes))
         return Outcome(high is not None, self.all_high if high else None, "none",
                        tuple(self.notes))
 

@@ -66,7 +66,6 @@ class WorstFirst(Strategy):
         if floor <= 0:
             raise ValueError("floor must be positive")
         self.top, self.floor = top, floor
-        self.order = {name: i for i, name in enumerate(self.layers)}
         self.all_high = frozenset(self.layers)
         self.base: Keep | None = None  # the latest failing plan: the next marks go on top
         self.ranked_by: Keep | None = None  # the latest plan with a profile
@@ -151,14 +150,11 @@ class WorstFirst(Strategy):
 
     def result(self) -> Outcome:
         notes = [*self.notes, f"{self.iterations} worst-first round(s), top {self.top}"]
+        settled = self._settled(notes)
+        if settled is not None:
+            return settled
         if self.answer is not None:
-            if not self.answer:
-                return Outcome(True, self.answer, "1-minimal",
-                               ("all-low passes: nothing to keep", *notes))
             return Outcome(True, self.answer, "none", tuple(notes))
-        high = self.told.get(self.all_high)
-        if high is not None and not high.passed:
-            notes.insert(0, "all-high fails: no plan of this search can pass")
         return Outcome(False, None, "none", tuple(notes))
 
     def status(self) -> dict[str, object]:
