@@ -166,10 +166,7 @@ def load_outputs(path: str | Path, output_names: list[str], samples: int,
             raise InputError(f"{path}: golden outputs were made for another model")
         if any(a.ndim == 0 for a in arrays.values()):
             raise InputError(f"{path}: golden arrays need a leading sample axis")
-        n = {len(a) for a in arrays.values()}
-        if len(n) != 1:
-            raise InputError(f"{path}: outputs hold different numbers of samples")
-        outputs = [{k: a[i] for k, a in arrays.items()} for i in range(n.pop())]
+        outputs = _by_sample(arrays, path, "outputs")
     if not outputs or set(outputs[0]) != set(output_names):
         got = sorted(outputs[0]) if outputs else []
         raise InputError(f"{path}: golden outputs {got} do not match the model's outputs "
@@ -239,11 +236,16 @@ def _split_samples(arrays: dict[str, np.ndarray], specs: list[InputSpec], path: 
     by_name = {s.name: s for s in specs}
     extra = [k for k in arrays if k in by_name and arrays[k].ndim == len(by_name[k].shape) + 1]
     if extra and len(extra) == len(arrays):
-        counts = {len(arrays[k]) for k in extra}
-        if len(counts) != 1:
-            raise InputError(f"{path}: inputs have different numbers of samples")
-        return [{k: a[i] for k, a in arrays.items()} for i in range(counts.pop())]
+        return _by_sample(arrays, path, "inputs")
     return [arrays]
+
+
+def _by_sample(arrays: dict[str, np.ndarray], path: Path, what: str) -> list[Feed]:
+    """Arrays with a leading sample axis -> one dict per sample."""
+    counts = {len(a) for a in arrays.values()}
+    if len(counts) != 1:
+        raise InputError(f"{path}: {what} have different numbers of samples")
+    return [{k: a[i] for k, a in arrays.items()} for i in range(counts.pop())]
 
 
 def _read_polygraphy_json(path: Path):
