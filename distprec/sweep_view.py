@@ -32,7 +32,6 @@ class SweepView:
         self.rows: dict[str, Dashboard] = {label: Dashboard(started=time.monotonic())
                                            for label in labels}
         self.state: dict[str, str] = {label: "waiting" for label in labels}
-        self.ended: dict[str, float] = {}
         self.lines: list[str] = []  # the last log lines, shown under the table
         self._lock = threading.Lock()
         self._stack = ExitStack()
@@ -59,32 +58,31 @@ class SweepView:
             with self._lock:
                 if kind == "pair":
                     self.state[label] = data["status"]
-                    if data["status"] not in ("waiting", "running"):
-                        self.ended[label] = time.monotonic()
+                    row = self.rows[label]
+                    if data["status"] not in ("waiting", "running") and row.finished is None:
+                        row.finished = time.monotonic()
                 else:
                     self.rows[label].apply(kind, data, time.monotonic())
         return on_event
 
     def frame(self) -> RenderableType:
         with self._lock:
-            return render(self.title, self.rows, self.state, self.ended, self.lines,
-                          time.monotonic())
+            return render(self.title, self.rows, self.state, self.lines, time.monotonic())
 
 
 def render(title: str, rows: dict[str, Dashboard], state: dict[str, str],
-           ended: dict[str, float], lines: list[str], now: float) -> RenderableType:
+           lines: list[str], now: float) -> RenderableType:
     table = Table(Column("search", no_wrap=True), "state", "workers", "evals", "pass/fail",
                   "round", "best kept", "time", title=title, title_justify="left",
                   box=box.SIMPLE_HEAD)
     for label, d in rows.items():
-        busy = sum(1 for w in d.workers.values() if w.state == "busy")
         table.add_row(
             label, Text(state[label], style=STATE_STYLE.get(state[label], "")),
-            f"{busy}/{len(d.workers)}" if d.workers else "",
+            f"{d.running}/{len(d.workers)}" if d.workers else "",
             str(d.evaluations) if d.evaluations else "",
             f"{d.verdicts['pass']}/{d.verdicts['fail'] + d.verdicts['error']}"
             if d.evaluations else "",
             str(d.depth) if d.depth else "",
             "" if d.best_size is None else str(d.best_size),
-            f"{ended.get(label, now) - d.started:.0f}s" if state[label] != "skipped" else "")
+            f"{(d.finished or now) - d.started:.0f}s" if state[label] != "skipped" else "")
     return Group(table, *(Text(line, style="dim") for line in lines))
