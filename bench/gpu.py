@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
-from distprec.backends import OrtBackend  # noqa: E402
+from distprec.candidates.backends import OrtBackend  # noqa: E402
+from distprec.candidates.rewrites import mixed_model  # noqa: E402
 from distprec.checks import CheckSpec  # noqa: E402
 from distprec.demo import DEMO_CHECK, planted_mlp  # noqa: E402
 from distprec.evaluator import Evaluator  # noqa: E402
 from distprec.plan import Plan  # noqa: E402
-from distprec.rewrites import mixed_model  # noqa: E402
 from distprec.search import SearchConfig, prepare, run_search  # noqa: E402
 from distprec.strategies import make_strategy  # noqa: E402
 

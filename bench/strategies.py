@@ -23,7 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-from distprec.backends import OrtBackend
+from distprec.candidates.backends import OrtBackend
+from distprec.candidates.model import layer_table, prepare_model
+from distprec.candidates.rewrites import not_low
 from distprec.data import input_specs, random_feeds
 from distprec.demo import (
     DEMO_CHECK,
@@ -32,8 +34,6 @@ from distprec.demo import (
     planted_mlp,
 )
 from distprec.evaluator import Evaluator, Setup
-from distprec.model import layer_table, prepare_model
-from distprec.rewrites import not_low
 from distprec.search import reference_outputs
 from distprec.strategies import Minimize, make_strategy
 from distprec.strategies.simulate import simulate

@@ -214,8 +214,8 @@ def cmd_layers(a: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from distprec.model import layer_table, load_model, prepare_model
-    from distprec.rewrites import not_low
+    from distprec.candidates.model import layer_table, load_model, prepare_model
+    from distprec.candidates.rewrites import not_low
 
     if a.precision not in PRECISIONS:
         raise InputError(f"unknown precision {a.precision!r}")
@@ -233,8 +233,8 @@ def cmd_layers(a: argparse.Namespace) -> int:
 
 
 def cmd_golden(a: argparse.Namespace) -> int:
+    from distprec.candidates.model import load_model, model_hash, prepare_model
     from distprec.data import input_specs, save_outputs
-    from distprec.model import load_model, model_hash, prepare_model
     from distprec.search import SearchConfig, reference_outputs, validation_feeds
 
     _check_output_path(a.output)
@@ -252,9 +252,9 @@ def cmd_golden(a: argparse.Namespace) -> int:
 
 def cmd_search(a: argparse.Namespace) -> int:
     from distprec.atomic import write_json
-    from distprec.console import SearchConsole
     from distprec.result import build_result, save_mixed_model
     from distprec.search import run_search
+    from distprec.view.console import SearchConsole
 
     cfg = _config(a)
     cfg.validate()
@@ -276,7 +276,7 @@ def cmd_search(a: argparse.Namespace) -> int:
         save_mixed_model(a.save_model, report, cfg.precision)
         result["exports"].append(a.save_model)
     if a.report:
-        from distprec.report import write_report
+        from distprec.view.report import write_report
 
         result["exports"] += [str(p) for p in write_report(result, a.report)]
     if len(result["exports"]) > 1:
@@ -316,7 +316,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
     from distprec.atomic import write_json
     from distprec.sweep import run_sweep, table
-    from distprec.sweep_view import SweepView
+    from distprec.view.sweep import SweepView
 
     _check_output_path(a.output)
     devices = [d.strip() for d in a.devices.split(",") if d.strip()]
@@ -392,7 +392,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from distprec.report import load_result, write_report
+    from distprec.view.report import load_result, write_report
 
     _check_report_path(a.output)
     written = write_report(load_result(a.result), a.output)
@@ -419,7 +419,7 @@ def _check_output_path(path: str | None) -> None:
 def _check_report_path(path: str | None) -> None:
     if not path:
         return
-    from distprec.report import require_matplotlib
+    from distprec.view.report import require_matplotlib
 
     _check_output_path(path)
     require_matplotlib()

@@ -19,8 +19,8 @@ import onnx
 from onnx import helper
 
 from distprec.atomic import write_bytes
+from distprec.candidates.model import graph_inputs
 from distprec.errors import InputError
-from distprec.model import graph_inputs
 
 Feed = dict[str, np.ndarray]
 HASH_KEY = "__distprec_model_hash__"

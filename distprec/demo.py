@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from distprec.candidates.model import MAX_IR_VERSION
 from distprec.checks import CheckSpec
-from distprec.model import MAX_IR_VERSION
 
 
 @dataclass(frozen=True)
@@ -219,10 +219,10 @@ def run_demo(out: str = "distprec-demo", workers: int | None = None,
 
     from distprec.actors.pool import connect, placement
     from distprec.atomic import write_bytes, write_json
-    from distprec.console import SearchConsole
     from distprec.errors import InputError
     from distprec.result import build_result
     from distprec.search import SearchConfig, resolve_device, run_search
+    from distprec.view.console import SearchConsole
 
     if blocks < MIN_BLOCKS:
         raise InputError(f"--blocks must be at least {MIN_BLOCKS} (three plants in distinct "
@@ -244,7 +244,7 @@ def run_demo(out: str = "distprec-demo", workers: int | None = None,
     result["planted_layers"] = sorted(planted.planted)
     result["exports"] = [str(folder / "result.json")]
     if report_path:
-        from distprec.report import write_report
+        from distprec.view.report import write_report
 
         result["exports"] += [str(p) for p in write_report(result, report_path)]
     write_json(folder / "result.json", result)

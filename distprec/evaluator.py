@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from distprec.backends import OrtBackend
+from distprec.candidates.backends import OrtBackend
+from distprec.candidates.rewrites import mixed_model
 from distprec.checks import CheckSpec, make_check
 from distprec.data import Feed
 from distprec.errors import first_line
 from distprec.plan import Plan
 from distprec.profile import LayerProfiler
-from distprec.rewrites import mixed_model
 from distprec.strategies.base import Info, Keep, Verdict
 
 

@@ -25,9 +25,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, shape_inference
 
+from distprec.candidates.model import _copy, float_tensors
 from distprec.checks import error_arrays
 from distprec.data import Feed
-from distprec.model import _copy, float_tensors
 from distprec.strategies.worst_first import growth
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from distprec import __version__
 from distprec.atomic import write_bytes
+from distprec.candidates.rewrites import mixed_model
 from distprec.plan import Plan
-from distprec.rewrites import mixed_model
 from distprec.search import SearchConfig, SearchReport
 
 TRT_FLAG = {"fp16": "--fp16", "bf16": "--bf16", "int8": "--int8"}

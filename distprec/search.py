@@ -17,8 +17,10 @@ import ray
 
 from distprec.actors.loop import EventSink, LoopResult, drive
 from distprec.actors.pool import Worker, connect, placement, start_workers, stop_workers
-from distprec.backends import OrtBackend
 from distprec.cache import calibration
+from distprec.candidates.backends import OrtBackend
+from distprec.candidates.model import Layer, layer_table, load_model, model_hash, prepare_model
+from distprec.candidates.rewrites import not_low
 from distprec.checks import CheckSpec
 from distprec.data import (
     Feed,
@@ -32,9 +34,7 @@ from distprec.data import (
 )
 from distprec.errors import InputError, cause, first_line
 from distprec.evaluator import Evaluator, Setup
-from distprec.model import Layer, layer_table, load_model, model_hash, prepare_model
 from distprec.plan import PRECISIONS
-from distprec.rewrites import not_low
 from distprec.strategies import (
     SENSITIVITY_MODES,
     Outcome,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from distprec.backends import OrtBackend
 from distprec.cache.calibration import calibration_ranges
+from distprec.candidates.backends import OrtBackend
+from distprec.candidates.model import layer_table, prepare_model
+from distprec.candidates.rewrites import not_low
 from distprec.data import input_specs, random_feeds
 from distprec.demo import DEMO_CHECK
 from distprec.evaluator import Evaluator, Setup
-from distprec.model import layer_table, prepare_model
-from distprec.rewrites import not_low
 from distprec.search import reference_outputs
 
 #: planted_mlp with 12 blocks: the default first plant (at 12%) sits where

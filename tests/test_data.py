@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from distprec.candidates.model import prepare_model
 from distprec.data import (
     check_feeds,
     feeds_from_script,
@@ -20,7 +21,6 @@ from distprec.data import (
     save_outputs,
 )
 from distprec.errors import InputError
-from distprec.model import prepare_model
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ray
 
-from distprec.backends import OrtBackend
+from distprec.candidates.backends import OrtBackend
 from distprec.evaluator import Evaluation, Evaluator, Setup
 from distprec.strategies.base import Keep
 

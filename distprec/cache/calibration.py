@@ -18,10 +18,10 @@ import numpy as np
 import onnx
 
 from distprec.atomic import write_json
+from distprec.candidates.model import model_hash
+from distprec.candidates.rewrites import QUANT_OPTIONS, calibrate
 from distprec.data import Feed
 from distprec.errors import InputError
-from distprec.model import model_hash
-from distprec.rewrites import QUANT_OPTIONS, calibrate
 
 METHODS = ("minmax",)
 

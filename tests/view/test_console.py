@@ -17,11 +17,11 @@ import pytest
 from rich.console import Console
 
 from distprec.checks import CheckSpec
-from distprec.console import PlainLog, SearchConsole, summary_table
-from distprec.dashboard import Dashboard, render
 from distprec.evaluator import Evaluation
 from distprec.search import SearchConfig
 from distprec.strategies.base import Verdict
+from distprec.view.console import PlainLog, SearchConsole, summary_table
+from distprec.view.dashboard import Dashboard, render
 
 LAYERS = 120
 ANSWER = 37  # the smallest passing plan size of the synthetic search

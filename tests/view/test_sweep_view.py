@@ -6,7 +6,7 @@ from rich.console import Console
 
 from distprec.evaluator import Evaluation
 from distprec.strategies import Verdict
-from distprec.sweep_view import SweepView
+from distprec.view.sweep import SweepView
 
 
 def test_rows_follow_each_search(monkeypatch):

@@ -8,11 +8,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from distprec.candidates.model import layer_table, load_model, name_nodes, prepare_model
+from distprec.candidates.rewrites import not_low
 from distprec.errors import InputError
-from distprec.model import layer_table, load_model, name_nodes, prepare_model
-from distprec.rewrites import not_low
 
-MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
+MODELS = Path(__file__).resolve().parents[2].parent / "shared" / "models"
 
 
 def test_unnamed_nodes_get_stable_unique_names():

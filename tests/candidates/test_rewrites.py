@@ -6,12 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
-from distprec.backends import OrtBackend
 from distprec.cache.calibration import calibration_ranges
-from distprec.data import input_specs, random_feeds
-from distprec.model import layer_table, prepare_model
-from distprec.plan import Plan
-from distprec.rewrites import (
+from distprec.candidates.backends import OrtBackend
+from distprec.candidates.model import layer_table, prepare_model
+from distprec.candidates.rewrites import (
     LOW_TYPES,
     cast_to_low_precision,
     emulate_low_precision,
@@ -19,6 +17,8 @@ from distprec.rewrites import (
     not_low,
     quantize_qdq,
 )
+from distprec.data import input_specs, random_feeds
+from distprec.plan import Plan
 
 CPU = OrtBackend("cpu")
 

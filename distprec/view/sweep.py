@@ -16,8 +16,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Column, Table
 from rich.text import Text
 
-from distprec.dashboard import Dashboard
-from distprec.logroute import live_view
+from distprec.view.dashboard import Dashboard
+from distprec.view.logroute import live_view
 
 STATE_STYLE = {"waiting": "dim", "running": "cyan", "done": "green", "no plan": "red",
                "error": "yellow", "skipped": "dim"}

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, defs, helper, numpy_helper
 
-from distprec.model import MAX_IR_VERSION, _copy, _opset, float_tensors
+from distprec.candidates.model import MAX_IR_VERSION, _copy, _opset, float_tensors
 from distprec.plan import Plan
 
 LOW_TYPES = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}

@@ -1,7 +1,7 @@
 """What the user sees during and after a search.
 
 The search knows nothing of the console: it emits events (``on_event(kind, data)``).
-On a terminal they feed a rich live dashboard (distprec.dashboard) refreshed four times
+On a terminal they feed a rich live dashboard (distprec.view.dashboard) refreshed four times
 a second, with Python logging routed above it. Without a terminal (CI logs, redirected
 output) or with ``--no-live`` they become plain timestamped lines at a steady pace, with
 no cursor codes: rich's Live would print only its last frame there.
@@ -18,9 +18,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from distprec.dashboard import PHASE_LABEL, Dashboard, render
 from distprec.history import fmt_error, fmt_verdicts, utilisation, verdict_counts, worst_error
-from distprec.logroute import live_view
+from distprec.view.dashboard import PHASE_LABEL, Dashboard, render
+from distprec.view.logroute import live_view
 
 SHOW_LAYERS = 24
 REFRESH_PER_SECOND = 4
