@@ -92,6 +92,16 @@ def _add_strategy_args(p: argparse.ArgumentParser) -> None:
                    help="sensitivity scan: each layer alone lowered, alone raised, or both")
 
 
+def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--evaluate", default="auto", choices=("auto", "switchboard", "candidate"),
+                   help="switchboard: plans as inputs of one prebuilt model, answers confirmed "
+                   "on real candidates; candidate: every plan rewritten and built; auto "
+                   "(default): the switchboard wherever it can be built")
+    g.add_argument("--plans-per-run", type=int, help="switchboard: plans evaluated by one run "
+                   "where the batch axis is free (default: chosen by timing)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distprec", description="Parallel per-layer precision search for "
                      "ONNX models: which layers must stay FP32 under FP16, BF16 or INT8.")
@@ -117,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "nothing passes), of all-low, or none")
     p.add_argument("--workers", type=int, help="evaluator actors (default: one per GPU, or "
                    "one per CPU)")
+    _add_evaluate_args(p)
     p.add_argument("--kind", help=f"place evaluators only on nodes of this device kind "
                    f"({', '.join(KINDS)})")
     _add_routing_args(p)
@@ -207,7 +218,8 @@ def _config(a: argparse.Namespace):
         address=getattr(a, "address", None), seed=a.seed, samples=a.samples,
         top=getattr(a, "top", 1), start=getattr(a, "start", None),
         sensitivity=getattr(a, "sensitivity", "lower"),
-        layer_errors=getattr(a, "layer_errors", "final"))
+        layer_errors=getattr(a, "layer_errors", "final"),
+        evaluate=getattr(a, "evaluate", "auto"), plans_per_run=getattr(a, "plans_per_run", None))
 
 
 def cmd_layers(a: argparse.Namespace) -> int:

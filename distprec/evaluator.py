@@ -1,20 +1,28 @@
-"""Evaluates one plan: plan -> candidate ONNX -> backend run -> check -> verdict.
+"""Evaluates plans: plan -> candidate ONNX (or switchboard mask) -> run -> check -> verdict.
 
 Plain Python, no Ray: the actor in distprec/actors/ wraps it, and tests call it directly.
 It holds everything but the plan (model, inputs, golden outputs, calibration), so the
 driver ships only the few layer names of each plan.
+
+Two ways to evaluate a plan (``via``): "candidate" rewrites the model and builds a session
+for it (what the user deploys); "switchboard" runs the one prebuilt switchboard model with
+the plan as an input (distprec/candidates/switchboard.py), for the cost of an inference.
 """
 
 from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 
 from distprec.candidates.backends import OrtBackend
+from distprec.candidates.model import graph_inputs
 from distprec.candidates.rewrites import mixed_model
+from distprec.candidates.switchboard import Switchboard, build_switchboard
 from distprec.checks import CheckSpec, make_check
 from distprec.data import Feed
 from distprec.errors import first_line
@@ -35,8 +43,9 @@ class Evaluation:
     node_id: str = ""  # the Ray node id: hostnames repeat when several nodes share a host
     start: float = 0.0  # wall-clock seconds (time.time()) on the worker
     end: float = 0.0
-    build_s: float = 0.0  # rewrite + session build
-    run_s: float = 0.0
+    build_s: float = 0.0  # rewrite + session build (0 through the switchboard)
+    run_s: float = 0.0  # this plan's share of the run when several plans share one
+    via: str = "candidate"  # or "switchboard"
     layer_errors: dict[str, dict[str, float]] | None = None  # when profiled (distprec/profile.py)
     profile_error: str = ""  # why profiling failed; the verdict stands
 
@@ -61,6 +70,7 @@ class Evaluation:
             "end": self.end,
             "build_s": self.build_s,
             "run_s": self.run_s,
+            "via": self.via,
             **({"profile_error": self.profile_error} if self.profile_error else {}),
         }
 
@@ -76,6 +86,15 @@ class Setup:
     golden: list[Feed]
     check: CheckSpec
     ranges_json: str | None = None  # ONNX Runtime calibration cache (INT8)
+    evaluate: str = "candidate"  # EVALUATE_MODES: how search verdicts are made
+    plans_per_run: int | None = None  # switchboard plans per run; None: chosen by timing
+
+
+#: candidate: every plan rewritten and built; switchboard: plans as inputs of one model
+#: (refused when it cannot be built); auto: the switchboard wherever it can be built.
+EVALUATE_MODES = ("candidate", "switchboard", "auto")
+#: Largest batch of plans tried when plans_per_run is chosen by timing.
+MAX_PLANS_PER_RUN = 64
 
 
 class Evaluator:
@@ -91,9 +110,13 @@ class Evaluator:
         self.check = make_check(setup.check)
         self.emulate = backend.emulates and setup.precision != "int8"
         self._profiler: LayerProfiler | None = None
+        self.switchboard: Switchboard | None = None
+        self._switch_session = None
+        self.plans_per_run = 1  # plans one switchboard run evaluates
+        self.switch_note = ""  # why there is no switchboard, or how it was set up
 
     def warm_up(self) -> None:
-        """Run the FP32 model once, before the search starts.
+        """Run the FP32 model once, and build the switchboard, before the search starts.
 
         A process's first session on a GPU creates the CUDA context and the cuBLAS/cuDNN
         handles (on an H200, 11 bisect evaluations of the planted model took 1.08 s at a
@@ -102,38 +125,169 @@ class Evaluator:
         that cannot run the model fails at start-up instead of as a verdict.
         """
         self.backend.run(self.backend.load(self.model), self.setup.feeds[:1])
+        if self.setup.evaluate != "candidate":
+            try:
+                self._set_up_switchboard()
+            except Exception as exc:
+                if self.setup.evaluate == "switchboard":
+                    raise
+                self.switch_note = (f"no switchboard ({type(exc).__name__}: "
+                                    f"{first_line(exc)}): plans evaluated as candidates")
 
-    def evaluate(self, keep: Keep, profile: bool = False) -> Evaluation:
+    def _set_up_switchboard(self) -> None:
+        """Build the switchboard and its session; batch plans where the batch axis allows.
+
+        The batched form needs every input and output to lead with a free axis and every
+        switched tensor's rank; a first batched run must also agree with single runs
+        (a model that mixes rows across the batch would not), else one plan per run.
+        """
+        build = dict(emulate=self.emulate, ranges_json=self.setup.ranges_json)
+        args = (self.model, self.setup.searchable, self.setup.precision)
+        want = self.setup.plans_per_run
+        single = build_switchboard(*args, **build)
+        self.switchboard, self._switch_session = single, self.backend.load(single.model)
+        self.switch_note = "switchboard: one plan per run"
+        if want == 1 or self.setup.precision == "int8" or not _free_batch_axis(self.model):
+            return
+        try:
+            batched = build_switchboard(*args, **build, batched=True)
+            session = self.backend.load(batched.model)
+            probe = [frozenset(), frozenset(self.searchable)]
+            stacked = self._run_switch(batched, session, probe)
+            alone = [self._run_switch(single, self._switch_session, [k])[0] for k in probe]
+            if not all(_close(a, b) for a, b in zip(stacked, alone)):
+                return
+        except Exception as exc:
+            self.switch_note = (f"switchboard: one plan per run (batched form failed: "
+                                f"{first_line(exc)})")
+            return
+        self.switchboard, self._switch_session = batched, session
+        self.plans_per_run = want or self._time_plans_per_run()
+        self.switch_note = f"switchboard: {self.plans_per_run} plans per run"
+
+    def _time_plans_per_run(self) -> int:
+        """Double the batch while a plan's share of a run falls by 10 % or more.
+
+        Memory bounds it too: a batch that fails to run (out of memory) ends the doubling.
+        """
+        keep = frozenset()
+        best, best_each = 1, None
+        p = 1
+        while p <= MAX_PLANS_PER_RUN:
+            try:
+                self._run_switch(self.switchboard, self._switch_session, [keep] * p)
+                t0 = time.perf_counter()
+                self._run_switch(self.switchboard, self._switch_session, [keep] * p)
+                each = (time.perf_counter() - t0) / p
+            except Exception:
+                break
+            if best_each is not None and each > 0.9 * best_each:
+                break
+            best, best_each = p, each
+            p *= 2
+        return best
+
+    def evaluate(self, keep: Keep, profile: bool = False, via: str | None = None) -> Evaluation:
         """The verdict on ``keep``; with ``profile``, also its per-layer errors.
 
-        The verdict always comes from the candidate as it is; the profile from a second run
-        with every layer output exposed, which can fuse differently (see profile.py).
+        ``via`` defaults to the switchboard when there is one. The verdict comes from the
+        plan's run as it is; the profile from a second run of the candidate with every layer
+        output exposed, which can fuse differently (see profile.py).
         """
+        if (via or self.default_via) == "switchboard":
+            ev = self.evaluate_many([keep], "switchboard")[0]
+            if profile and ev.verdict is not Verdict.ERROR:
+                self._add_profile(ev, self.candidate(frozenset(keep)))
+            return ev
         keep = frozenset(keep)
-        ev = Evaluation(keep, Verdict.ERROR, worker=self.worker, node=self.node,
-                        device=self.backend.device_name(), node_id=self.node_id,
-                        start=time.time())
+        ev = self._new(keep, "candidate")
         try:
             t0 = time.perf_counter()
             candidate = self.candidate(keep)
             session = self.backend.load(candidate)
             t1 = time.perf_counter()
             outputs = self.backend.run(session, self.setup.feeds)
-            t2 = time.perf_counter()
-            ev.build_s, ev.run_s = t1 - t0, t2 - t1
-            result = self.check(self.setup.golden, outputs)
-            ev.verdict = Verdict.PASS if result else Verdict.FAIL
-            ev.figures, ev.reason = result.outputs, result.reason
+            ev.build_s, ev.run_s = t1 - t0, time.perf_counter() - t1
+            self._judge(ev, outputs)
         except Exception as exc:  # a candidate that does not build or run is a verdict
             ev.reason = f"{type(exc).__name__}: {first_line(exc)}"
         else:
             if profile:
-                try:
-                    ev.layer_errors = self.profiler().profile(candidate)
-                except Exception as exc:
-                    ev.profile_error = f"{type(exc).__name__}: {first_line(exc)}"
+                self._add_profile(ev, candidate)
         ev.end = time.time()
         return ev
+
+    def evaluate_many(self, keeps: Sequence[Keep], via: str | None = None) -> list[Evaluation]:
+        """Verdicts on several plans; through the switchboard, ``plans_per_run`` a run."""
+        if (via or self.default_via) != "switchboard":
+            return [self.evaluate(k, via="candidate") for k in keeps]
+        if self.switchboard is None:
+            raise RuntimeError(f"no switchboard on {self.worker}: {self.switch_note}")
+        out: list[Evaluation] = []
+        for i in range(0, len(keeps), self.plans_per_run):
+            chunk = [frozenset(k) for k in keeps[i:i + self.plans_per_run]]
+            evs = [self._new(k, "switchboard") for k in chunk]
+            try:
+                t0 = time.perf_counter()
+                outputs = self._run_switch(self.switchboard, self._switch_session, chunk)
+                share = (time.perf_counter() - t0) / len(chunk)
+                for ev, plan_outputs in zip(evs, outputs):
+                    ev.run_s = share
+                    self._judge(ev, plan_outputs)
+            except Exception as exc:
+                for ev in evs:
+                    ev.reason = f"{type(exc).__name__}: {first_line(exc)}"
+            for ev in evs:
+                ev.end = time.time()
+            out += evs
+        return out
+
+    @property
+    def default_via(self) -> str:
+        return "switchboard" if self.switchboard is not None else "candidate"
+
+    def _new(self, keep: Keep, via: str) -> Evaluation:
+        return Evaluation(keep, Verdict.ERROR, worker=self.worker, node=self.node,
+                          device=self.backend.device_name(), node_id=self.node_id,
+                          start=time.time(), via=via)
+
+    def _judge(self, ev: Evaluation, outputs: list[Feed]) -> None:
+        result = self.check(self.setup.golden, outputs)
+        ev.verdict = Verdict.PASS if result else Verdict.FAIL
+        ev.figures, ev.reason = result.outputs, result.reason
+
+    def _add_profile(self, ev: Evaluation, candidate: onnx.ModelProto) -> None:
+        try:
+            ev.layer_errors = self.profiler().profile(candidate)
+        except Exception as exc:  # the verdict stands without its profile
+            ev.profile_error = f"{type(exc).__name__}: {first_line(exc)}"
+
+    def _run_switch(self, board: Switchboard, session, keeps: Sequence[Keep]) -> list[list[Feed]]:
+        """Outputs per plan and sample: one run per sample, or one run for all when batched."""
+        feeds = self.setup.feeds
+        if not board.batched:
+            return [self.backend.run(session, [{**f, board.plan_input: board.mask(k)}
+                                               for f in feeds]) for k in keeps]
+        rows = [len(next(iter(f.values()))) for f in feeds]
+        stacked: Feed = {name: np.concatenate([f[name] for _ in keeps for f in feeds])
+                         for name in feeds[0]}
+        stacked[board.plan_input] = np.repeat(np.stack([board.mask(k) for k in keeps]),
+                                              sum(rows), axis=0)
+        (run,) = self.backend.run(session, [stacked])
+        out_rows = {name: [len(g[name]) for g in self.setup.golden] for name in run}
+        per_plan: list[list[Feed]] = []
+        start = dict.fromkeys(run, 0)
+        for _ in keeps:
+            samples: list[Feed] = []
+            for s in range(len(feeds)):
+                sample = {}
+                for name, array in run.items():
+                    n = out_rows[name][s]
+                    sample[name] = array[start[name]:start[name] + n]
+                    start[name] += n
+                samples.append(sample)
+            per_plan.append(samples)
+        return per_plan
 
     def profile(self, keep: Keep) -> dict[str, dict[str, float]]:
         """Per-layer errors of the plan ``keep`` against FP32 (layer -> figures)."""
@@ -149,3 +303,21 @@ class Evaluator:
     def candidate(self, keep: Keep) -> onnx.ModelProto:
         return mixed_model(self.model, Plan(self.setup.precision, keep), self.searchable,
                            emulate=self.emulate, ranges_json=self.setup.ranges_json)
+
+
+def _free_batch_axis(model: onnx.ModelProto) -> bool:
+    """Every graph input and output leads with a dimension not fixed to a number."""
+    values = [*graph_inputs(model), *model.graph.output]
+    for vi in values:
+        dims = vi.type.tensor_type.shape.dim
+        if not dims or (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
+            return False
+    return True
+
+
+def _close(a: list[Feed], b: list[Feed]) -> bool:
+    """Batched and single runs of one plan agree (kernels may differ with the batch size)."""
+    return all(x.keys() == y.keys() and all(
+        x[n].shape == y[n].shape and np.allclose(x[n], y[n], rtol=1e-3, atol=1e-5,
+                                                 equal_nan=True) for n in x)
+        for x, y in zip(a, b))

@@ -22,6 +22,7 @@ from distprec.candidates.backends import OrtBackend
 from distprec.candidates.model import Layer, layer_table, load_model, model_hash, prepare_model
 from distprec.candidates.rewrites import not_low
 from distprec.checks import CheckSpec
+from distprec.confirm import Confirmation, confirmed_search
 from distprec.data import (
     Feed,
     feeds_from_script,
@@ -33,11 +34,12 @@ from distprec.data import (
     read_layer_names,
 )
 from distprec.errors import InputError, cause, first_line
-from distprec.evaluator import Evaluator, Setup
+from distprec.evaluator import EVALUATE_MODES, Evaluator, Setup
 from distprec.plan import PRECISIONS
 from distprec.strategies import (
     SENSITIVITY_MODES,
     Outcome,
+    Strategy,
     check_strategy_name,
     make_strategy,
     resolve_strategy,
@@ -70,6 +72,8 @@ class SearchConfig:
     start: str | None = None  # minimize: result.json (or a names file) to start from
     sensitivity: str = "lower"  # sensitivity scan: lower, raise or both
     layer_errors: str = "final"  # per-layer profile in result.json: final, all-low or none
+    evaluate: str = "auto"  # EVALUATE_MODES: switchboard (confirmed on candidates) or candidate
+    plans_per_run: int | None = None  # switchboard plans per run; None: chosen by timing
 
     @property
     def strategy_name(self) -> str:
@@ -97,6 +101,10 @@ class SearchConfig:
             raise InputError(f"--workers must be at least 1, got {self.workers}")
         if self.samples < 1:
             raise InputError(f"--samples must be at least 1, got {self.samples}")
+        if self.evaluate not in EVALUATE_MODES:
+            raise InputError(f"--evaluate must be one of {', '.join(EVALUATE_MODES)}")
+        if self.plans_per_run is not None and self.plans_per_run < 1:
+            raise InputError(f"--plans-per-run must be at least 1, got {self.plans_per_run}")
 
 
 @dataclass
@@ -114,7 +122,8 @@ class Prepared:
 
     def setup(self, cfg: SearchConfig) -> Setup:
         return Setup(self.model.SerializeToString(), cfg.precision, self.searchable,
-                     self.feeds, self.golden, cfg.check, self.ranges_json)
+                     self.feeds, self.golden, cfg.check, self.ranges_json, cfg.evaluate,
+                     cfg.plans_per_run)
 
 
 @dataclass
@@ -128,6 +137,7 @@ class SearchReport:
     layer_errors: dict[str, dict[str, float]] | None = None  # per-layer profile of one plan
     layer_errors_plan: str = ""  # which plan: "final" or "all-low"
     notes: list[str] = field(default_factory=list)  # the driver's own remarks
+    confirmation: Confirmation | None = None  # switchboard searches: how verdicts were made
 
 
 def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
@@ -264,12 +274,23 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     if on_event:
         on_event("workers", {"workers": [(w.name, w.node, w.device) for w in workers],
                              "device": device, "cluster": cluster_summary()})
-    strategy = make_strategy(cfg.strategy_name, prep.searchable, cfg.direction, top=cfg.top,
+
+    def strategy() -> Strategy:
+        return make_strategy(cfg.strategy_name, prep.searchable, cfg.direction, top=cfg.top,
                              start=start, sensitivity=cfg.sensitivity)
+
     try:
-        loop = drive(strategy, workers, on_event)
-        outcome = strategy.result()
-        report = SearchReport(outcome, loop, workers, device, 0.0, prep, notes=notes)
+        confirmation = None
+        if all(w.via == "switchboard" for w in workers):
+            outcome, loop, confirmation = confirmed_search(strategy, workers, on_event)
+            notes.append(workers[0].switch_note)
+        else:
+            first = strategy()
+            loop = drive(first, workers, on_event, via="candidate")
+            outcome = first.result()
+            notes += sorted({w.switch_note for w in workers if w.switch_note})
+        report = SearchReport(outcome, loop, workers, device, 0.0, prep, notes=notes,
+                              confirmation=confirmation)
         if cfg.layer_errors != "none":
             _profile_answer(cfg, report, on_event)
     finally:

@@ -30,7 +30,11 @@ def test_search_finds_planted_layers_with_two_workers(ray_session, small_planted
     assert result["workers"] == 2 and result["emulated"]
     assert len({h["worker"] for h in result["history"]}) == 2
     assert result["evaluations"] == len(result["history"])
-    assert len({tuple(h["keep"]) for h in result["history"]}) == result["evaluations"]
+    # A plan is evaluated once per way: on the switchboard, and the answer again as a candidate.
+    assert len({(tuple(h["keep"]), h["via"]) for h in result["history"]}) == result["evaluations"]
+    assert result["evaluation"]["mode"] == "switchboard" and result["evaluation"]["confirmed"]
+    answer = [h for h in result["history"] if set(h["keep"]) == keep]
+    assert {h["via"] for h in answer} == {"switchboard", "candidate"}
     assert result["trtexec_layer_precisions"].count(":fp32") == len(keep)
     assert model_out.stat().st_size > 0
     # `check` confirms the answer, and refuses the answer minus a planted layer.

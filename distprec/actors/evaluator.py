@@ -27,10 +27,15 @@ class EvaluatorActor:
     def ready(self) -> dict[str, str]:
         return {"worker": self.evaluator.worker, "node": self.evaluator.node,
                 "device": self.evaluator.backend.device_name(),
-                "node_id": self.evaluator.node_id, "gpus": [str(g) for g in ray.get_gpu_ids()]}
+                "node_id": self.evaluator.node_id, "gpus": [str(g) for g in ray.get_gpu_ids()],
+                "plans_per_run": self.evaluator.plans_per_run,
+                "via": self.evaluator.default_via, "switch_note": self.evaluator.switch_note}
 
-    def evaluate(self, keep: Keep, profile: bool = False) -> Evaluation:
-        return self.evaluator.evaluate(keep, profile)
+    def evaluate(self, keep: Keep, profile: bool = False, via: str | None = None) -> Evaluation:
+        return self.evaluator.evaluate(keep, profile, via)
+
+    def evaluate_many(self, keeps: list[Keep], via: str | None = None) -> list[Evaluation]:
+        return self.evaluator.evaluate_many(keeps, via)
 
     def profile(self, keep: Keep) -> dict[str, dict[str, float]]:
         return self.evaluator.profile(keep)

@@ -33,35 +33,50 @@ class LoopResult:
     stalled: bool = False  # the strategy stopped asking before it was done (a bug)
 
 
-def drive(strategy: Strategy, workers: list[Worker],
-          on_event: EventSink | None = None) -> LoopResult:
+def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None = None,
+          via: str | None = None) -> LoopResult:
     """Run ``strategy`` to completion on ``workers``.
 
     No memo here: a strategy never asks for a keep-set it was told (``Strategy.ask``), and a
     chain tells its later stages from its own record. Rounds: a plan asked after k dependent
-    results sits at depth k + 1; ``rounds`` is the deepest.
+    results sits at depth k + 1; ``rounds`` is the deepest. A worker takes up to its
+    ``plans_per_run`` plans a call (the switchboard's batch); ``via`` overrides how workers
+    evaluate ("candidate" or "switchboard"; None: each worker's default).
     """
     emit = on_event or (lambda kind, data: None)
     out = LoopResult()
     free = deque(workers)
-    in_flight: dict[ray.ObjectRef, tuple[Keep, Worker, int]] = {}
+    in_flight: dict[ray.ObjectRef, tuple[tuple[Keep, ...], Worker, int]] = {}
     cancelling: set[ray.ObjectRef] = set()
     depth_now = 0
     t_start = time.perf_counter()
+
+    def capacity(w: Worker) -> int:
+        return 1 if via == "candidate" else w.plans_per_run
+
     while True:
         t0 = time.perf_counter()
         asked = True
         while free and asked:
             asked = False
-            for keep in strategy.ask(len(free)):
+            plans = deque(strategy.ask(sum(capacity(w) for w in free)))
+            while plans and free:
                 asked = True
-                profile = strategy.wants_profile(keep)
                 worker = free.popleft()
-                ref = (worker.handle.evaluate.remote(keep, True) if profile
-                       else worker.handle.evaluate.remote(keep))
-                in_flight[ref] = (keep, worker, depth_now + 1)
-                emit("start", {"worker": worker.name, "size": len(keep), "keep": keep,
-                               "depth": depth_now + 1, "status": strategy.status()})
+                batch = [plans.popleft()]
+                if strategy.wants_profile(batch[0]):
+                    ref = worker.handle.evaluate.remote(batch[0], True, via)
+                else:
+                    while plans and len(batch) < capacity(worker) and not strategy.wants_profile(
+                            plans[0]):
+                        batch.append(plans.popleft())
+                    ref = worker.handle.evaluate_many.remote(batch, via)
+                in_flight[ref] = (tuple(batch), worker, depth_now + 1)
+                for keep in batch:
+                    emit("start", {"worker": worker.name, "size": len(keep), "keep": keep,
+                                   "depth": depth_now + 1, "status": strategy.status()})
+            for keep in plans:  # more plans than free slots: asked again later
+                strategy.forget(keep)
         if not in_flight:
             out.driver_s += time.perf_counter() - t0
             out.stalled = not strategy.done  # asked for nothing more, yet not finished
@@ -72,34 +87,37 @@ def drive(strategy: Strategy, workers: list[Worker],
                   if r not in ready]
         t0 = time.perf_counter()
         for ref in ready:
-            keep, worker, depth = in_flight.pop(ref)
+            keeps, worker, depth = in_flight.pop(ref)
             cancelling.discard(ref)
             try:
-                ev = ray.get(ref)
+                evs = ray.get(ref)
             except ray.exceptions.TaskCancelledError:
-                out.cancelled += 1
-                strategy.forget(keep)
+                out.cancelled += len(keeps)
+                for keep in keeps:
+                    strategy.forget(keep)
                 free.append(worker)
-                emit("cancelled", {"worker": worker.name, "size": len(keep)})
+                emit("cancelled", {"worker": worker.name, "size": len(keeps[0])})
                 continue
             except ray.exceptions.RayActorError as exc:
                 out.lost_workers.append(worker.name)
-                ev = Evaluation(keep, Verdict.ERROR, reason=f"worker {worker.name} died: "
-                                f"{cause(exc)}", worker=worker.name, node=worker.node,
-                                device=worker.device, node_id=worker.node_id,
-                                start=time.time(), end=time.time())
-                emit("worker_lost", {"worker": worker.name, "reason": ev.reason})
+                reason = f"worker {worker.name} died: {cause(exc)}"
+                evs = [Evaluation(keep, Verdict.ERROR, reason=reason, worker=worker.name,
+                                  node=worker.node, device=worker.device,
+                                  node_id=worker.node_id, start=time.time(), end=time.time())
+                       for keep in keeps]
+                emit("worker_lost", {"worker": worker.name, "reason": reason})
             else:
                 free.append(worker)
-            out.evaluations.append(ev)
-            out.depth[keep] = depth
-            out.rounds = max(out.rounds, depth)
-            depth_now = max(depth_now, depth)
-            strategy.tell(keep, ev.verdict, ev.info())
-            emit("done", {"worker": worker.name, "evaluation": ev, "depth": depth,
-                          "status": strategy.status()})
-        for ref, (keep, _, _) in in_flight.items():
-            if ref not in cancelling and not strategy.wanted(keep):
+            for ev in evs if isinstance(evs, list) else [evs]:
+                out.evaluations.append(ev)
+                out.depth[ev.keep] = depth
+                out.rounds = max(out.rounds, depth)
+                depth_now = max(depth_now, depth)
+                strategy.tell(ev.keep, ev.verdict, ev.info())
+                emit("done", {"worker": worker.name, "evaluation": ev, "depth": depth,
+                              "status": strategy.status()})
+        for ref, (keeps, _, _) in in_flight.items():
+            if ref not in cancelling and not any(strategy.wanted(k) for k in keeps):
                 ray.cancel(ref)
                 cancelling.add(ref)
         if not free and not in_flight and not strategy.done:

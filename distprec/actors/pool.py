@@ -21,6 +21,9 @@ class Worker:
     device: str = ""
     node_id: str = ""  # Ray node id (several nodes may share one hostname)
     gpus: tuple[str, ...] = ()  # the GPU ids Ray gave the actor (CUDA_VISIBLE_DEVICES)
+    plans_per_run: int = 1  # plans one call evaluates at once (the switchboard's batch)
+    via: str = "candidate"  # how the worker evaluates by default: candidate or switchboard
+    switch_note: str = ""  # how its switchboard was set up, or why it has none
 
 
 def connect(address: str | None = None, resources: dict | None = None,
@@ -115,7 +118,9 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
     except ray.exceptions.RayActorError as exc:
         raise InputError(f"an evaluator actor failed to start: {cause(exc)}") from None
     return [Worker(i["worker"], h, i["node"], i["device"], i.get("node_id", ""),
-                   tuple(i.get("gpus", ()))) for h, i in zip(handles, info)]
+                   tuple(i.get("gpus", ())), i.get("plans_per_run", 1),
+                   i.get("via", "candidate"), i.get("switch_note", ""))
+            for h, i in zip(handles, info)]
 
 
 def stop_workers(workers: list[Worker]) -> None:

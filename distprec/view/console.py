@@ -120,6 +120,13 @@ def summary_table(result: dict) -> Table:
                   f"({fmt_verdicts(verdict_counts(history))})"
                   + "".join(f", {x}" for x in extra))
     table.add_row("rounds", str(result["rounds"]))
+    how = result.get("evaluation") or {}
+    if how.get("mode") == "switchboard":
+        wrong = len(how["disagreements"])
+        table.add_row("verdicts", f"{how['switchboard_verdicts']} switchboard, "
+                      f"{how['candidate_verdicts']} real candidates (confirming, "
+                      f"{how['confirm_s']:.1f} s); {wrong} disagreement(s)"
+                      + ("" if how["confirmed"] else "; answer NOT confirmed"))
     search_s = result.get("search_s")
     table.add_row("wall time", f"{result['wall_s']:.1f} s"
                   + (f" (search {search_s:.1f} s)" if isinstance(search_s, (int, float))

@@ -1,0 +1,184 @@
+"""The switchboard: every plan of a search as an input of one prebuilt model.
+
+A candidate costs a graph rewrite and a new session per plan (20 ms to 2.3 s measured on
+an H200), while the run that decides its verdict costs 1 to 48 ms. The switchboard computes
+every searchable layer twice, a high (FP32) branch and a low branch, and
+``Where(keep[i], high, low)`` picks the value that flows on, so one session serves every plan
+and an evaluation is one ``session.run`` with the plan as an input.
+
+The low branch is the candidate's lowered layer, value for value:
+- real low-precision kernels (CUDA): float inputs Cast to FP16/BF16 (weights converted
+  once, as initializers), the layer computes in low precision, its outputs are Cast back.
+  A value one lowered layer hands the next makes an FP16 -> FP32 -> FP16 round trip here and
+  none in the candidate; FP16 and BF16 values survive it exactly.
+- the CPU emulation: the graph stays FP32 and values are rounded where they enter and leave
+  the layer, with the Cast pairs of ``rewrites.emulate_low_precision``.
+- INT8: Q/DQ where quantize_static would put them (``distprec.candidates.qdq``).
+
+What the switchboard cannot reproduce are runtime fusions across layer boundaries: a Where
+between two layers stops the runtime fusing them, where the candidate may fuse them (for
+example Conv+Relu or MatMul+Mul). So a switchboard verdict guides the search and the answer
+is always confirmed on real candidates (distprec/confirm.py).
+
+Plan input (``PLAN_INPUT``, INT32, 1 = kept FP32): shape [N] with one column per searchable
+layer, or [B, N] in the batched form, one row per row of the stacked feeds, so that one run
+evaluates P plans x S samples where every tensor the switch touches has the batch axis first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from distprec.candidates.model import MAX_IR_VERSION, _copy, _opset, float_tensors
+from distprec.candidates.rewrites import (
+    _NP_LOW,
+    LOW_TYPES,
+    _data_slots,
+    _low_initializer,
+    _round_trip,
+)
+
+PLAN_INPUT = "distprec_keep"
+
+
+@dataclass(frozen=True)
+class Switchboard:
+    """One model that evaluates any plan of a search: ``model`` with the plan as an input."""
+
+    model: onnx.ModelProto
+    columns: tuple[str, ...]  # searchable layers, in the order of the plan input's columns
+    batched: bool = False  # plan input [B, N] (one row per feed row) instead of [N]
+    plan_input: str = PLAN_INPUT
+
+    def mask(self, keep: Iterable[str]) -> np.ndarray:
+        keep = set(keep)
+        return np.fromiter((name in keep for name in self.columns), np.int32,
+                           len(self.columns))
+
+
+def build_switchboard(model: onnx.ModelProto, searchable: Sequence[str], precision: str, *,
+                      emulate: bool, ranges_json: str | None = None,
+                      batched: bool = False) -> Switchboard:
+    """The switchboard of ``model`` for a search over ``searchable`` in ``precision``.
+
+    ``model`` is the prepared model (distprec.candidates.model.prepare_model). Raises
+    ValueError when the batched form is asked for and a switched tensor's rank is unknown.
+    """
+    columns = tuple(searchable)
+    if precision == "int8":
+        if batched:
+            raise ValueError("the INT8 switchboard takes one plan per run")
+        if ranges_json is None:
+            raise ValueError("the INT8 switchboard needs calibration ranges")
+        from distprec.candidates.qdq import int8_switchboard
+
+        return Switchboard(int8_switchboard(model, columns, ranges_json), columns)
+    switched = _float_switch(model, columns, LOW_TYPES[precision], emulate, batched)
+    return Switchboard(switched, columns, batched)
+
+
+def _float_switch(model: onnx.ModelProto, columns: tuple[str, ...], dtype: int,
+                  emulate: bool, batched: bool) -> onnx.ModelProto:
+    """FP16/BF16: a high and a low branch per searchable layer, a Where per float output."""
+    model = _copy(model)
+    graph, opset = model.graph, _opset(model)
+    floats = float_tensors(model)
+    inits = {t.name: t for t in graph.initializer}
+    ranks = _ranks(model) if batched else {}
+    col = {name: i for i, name in enumerate(columns)}
+    tag = "bf16" if dtype == TensorProto.BFLOAT16 else "fp16"
+    keep_bool = f"{PLAN_INPUT}/bool"
+    nodes = [helper.make_node("Cast", [PLAN_INPUT], [keep_bool], to=TensorProto.BOOL,
+                              name=keep_bool)]
+    low_value: dict[str, str] = {}  # tensor -> the value the low branches read
+
+    def low_input(x: str) -> str:
+        """The low branch's view of FP32 tensor ``x``: Cast to low (or rounded), once."""
+        if x not in low_value:
+            low_value[x] = name = f"{x}/{tag}_in"
+            if x in inits:  # weights: converted once, here, not at run time
+                arr = numpy_helper.to_array(inits[x])
+                with np.errstate(over="ignore"):
+                    arr = arr.astype(_NP_LOW[dtype])
+                graph.initializer.append(
+                    numpy_helper.from_array(arr.astype(np.float32), name) if emulate
+                    else _low_initializer(arr, name, dtype))
+            elif emulate:
+                nodes.extend(_round_trip(x, name, dtype))
+            else:
+                nodes.append(helper.make_node("Cast", [x], [name], to=dtype, name=f"{name}/cast"))
+        return low_value[x]
+
+    for node in list(graph.node):
+        if node.name not in col:
+            nodes.append(node)
+            continue
+        ins, outs = _data_slots(node, opset)
+        low = onnx.NodeProto()
+        low.CopyFrom(node)
+        low.name = f"{node.name}/low"
+        for k in ins:
+            if node.input[k] in floats:
+                low.input[k] = low_input(node.input[k])
+        selects: list[onnx.NodeProto] = []
+        condition = None
+        for j, y in enumerate(node.output):
+            if not y:
+                continue
+            if j not in outs or y not in floats:
+                low.output[j] = f"{y}/low_unused"  # index outputs and the like: high branch's
+                continue
+            if condition is None:
+                condition, made = _condition(keep_bool, col[node.name], ranks.get(y), node.name,
+                                             graph, batched)
+                selects += made
+            high, raw, lowered = f"{y}/high", f"{y}/{tag}", f"{y}/low"
+            node.output[j], low.output[j] = high, raw
+            if emulate:
+                selects += _round_trip(raw, lowered, dtype)
+            else:
+                selects.append(helper.make_node("Cast", [raw], [lowered], to=TensorProto.FLOAT,
+                                                name=f"{lowered}/cast"))
+            selects.append(helper.make_node("Where", [condition, high, lowered], [y],
+                                            name=f"{y}/switch"))
+        nodes += [node, low, *selects]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    shape = ["distprec_rows", len(columns)] if batched else [len(columns)]
+    graph.input.append(helper.make_tensor_value_info(PLAN_INPUT, TensorProto.INT32, shape))
+    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    return model
+
+
+def _condition(keep_bool: str, column: int, rank: int | None, layer: str,
+               graph: onnx.GraphProto, batched: bool) -> tuple[str, list[onnx.NodeProto]]:
+    """The bool that selects layer ``column``'s high branch: a scalar, or [B, 1, ...] rows."""
+    index = f"{PLAN_INPUT}/col{column}"
+    graph.initializer.append(numpy_helper.from_array(np.array(column, np.int64), index))
+    bit = f"{PLAN_INPUT}/bit{column}"
+    gather = helper.make_node("Gather", [keep_bool, index], [bit], axis=1 if batched else 0,
+                              name=bit)
+    if not batched:
+        return bit, [gather]
+    if not rank:
+        raise ValueError(f"layer {layer!r}: output rank unknown, cannot switch it per row")
+    shape = f"{bit}/shape"
+    graph.initializer.append(numpy_helper.from_array(np.array([-1] + [1] * (rank - 1), np.int64),
+                                                     shape))
+    rows = f"{bit}/rows"
+    return rows, [gather, helper.make_node("Reshape", [bit, shape], [rows], name=rows)]
+
+
+def _ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """Rank of each tensor that shape inference could tell (prepare_model ran it)."""
+    out = {}
+    for vi in (*model.graph.value_info, *model.graph.output, *model.graph.input):
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            out[vi.name] = len(t.shape.dim)
+    return out

@@ -1,0 +1,102 @@
+"""Switchboard searches whose answers are confirmed on real candidates.
+
+The model a user deploys is the candidate rewrite, and the switchboard can disagree with
+it where the runtime fuses layers differently. So a switchboard search ends with the
+answer evaluated as a real candidate, together with every single removal the strategy
+judged failing (all of them for a 1-minimal claim, the neighbour for a contiguous one).
+Where a candidate disagrees, its verdict replaces the switchboard's and the strategy runs
+again over the verdicts known so far (replayed, not re-evaluated), until the candidates
+agree. Each disagreement adds a plan to a finite set, so this terminates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from distprec.actors.loop import EventSink, LoopResult, drive
+from distprec.actors.pool import Worker
+from distprec.strategies.base import Info, Keep, Outcome, Strategy, Verdict
+from distprec.strategies.replay import EachOnce, Replay
+
+
+@dataclass
+class Confirmation:
+    """How the verdicts of a switchboard search were made, for result.json and the summary."""
+
+    switchboard: int = 0  # plans evaluated through the switchboard
+    candidates: int = 0  # plans evaluated as real candidates (confirmations)
+    disagreements: list[dict] = field(default_factory=list)  # plan, both verdicts
+    passes: int = 0  # confirmation passes (1 when the first answer held)
+    confirm_s: float = 0.0  # wall time spent confirming on candidates
+    confirmed: bool = False  # the final answer's verdicts all come from candidates
+
+    def record(self) -> dict:
+        return {"switchboard_verdicts": self.switchboard, "candidate_verdicts": self.candidates,
+                "disagreements": self.disagreements, "confirmation_passes": self.passes,
+                "confirm_s": round(self.confirm_s, 3), "confirmed": self.confirmed}
+
+
+def confirmation_plans(strategy: Strategy, outcome: Outcome) -> list[Keep]:
+    """The answer and the failing single removals its minimality rests on; all-high when
+    nothing passed (the claim that no plan can pass rests on it)."""
+    if not outcome.passed or outcome.keep is None:
+        return [frozenset(strategy.layers)]
+    keep = frozenset(outcome.keep)
+    removals = [keep - {name} for name in keep] if outcome.minimal != "none" else []
+    return [keep, *(k for k in removals if k in strategy.told)]
+
+
+def confirmed_search(make: Callable[[], Strategy], workers: list[Worker],
+                     on_event: EventSink | None = None) -> tuple[Outcome, LoopResult,
+                                                                   Confirmation]:
+    """Search on the switchboard, confirm on candidates, repeat until they agree."""
+    emit = on_event or (lambda kind, data: None)
+    switch: dict[Keep, tuple[Verdict, Info | None]] = {}
+    real: dict[Keep, tuple[Verdict, Info | None]] = {}
+    total, conf = LoopResult(), Confirmation()
+    while True:
+        strategy = Replay(make(), {**switch, **real})  # a candidate's verdict wins
+        loop = drive(strategy, workers, on_event, via="switchboard")
+        _merge(total, loop)
+        for ev in loop.evaluations:
+            switch[ev.keep] = (ev.verdict, ev.info())
+        outcome = strategy.result()
+        todo = [k for k in confirmation_plans(strategy.inner, outcome) if k not in real]
+        if not todo:
+            break
+        conf.passes += 1
+        emit("phase", {"name": f"confirming on candidates ({len(todo)} plans)"})
+        t0 = time.perf_counter()
+        check = drive(EachOnce(strategy.layers, todo), workers, on_event, via="candidate")
+        conf.confirm_s += time.perf_counter() - t0
+        _merge(total, check)
+        disagreed = False
+        for ev in check.evaluations:
+            real[ev.keep] = (ev.verdict, ev.info())
+            seen = switch.get(ev.keep)
+            if seen is not None and seen[0].passed != ev.verdict.passed:
+                disagreed = True
+                conf.disagreements.append({"keep": sorted(ev.keep), "size": len(ev.keep),
+                                           "switchboard": seen[0].value,
+                                           "candidate": ev.verdict.value})
+        if not disagreed:
+            break
+    conf.switchboard = sum(ev.via == "switchboard" for ev in total.evaluations)
+    conf.candidates = sum(ev.via == "candidate" for ev in total.evaluations)
+    conf.confirmed = all(k in real for k in confirmation_plans(strategy.inner, outcome))
+    return outcome, total, conf
+
+
+def _merge(total: LoopResult, part: LoopResult) -> None:
+    """Phases run one after another: their rounds and times add up."""
+    offset = total.rounds
+    total.evaluations += part.evaluations
+    total.depth.update({k: d + offset for k, d in part.depth.items()})
+    total.rounds += part.rounds
+    total.cancelled += part.cancelled
+    total.driver_s += part.driver_s
+    total.wall_s += part.wall_s
+    total.lost_workers += part.lost_workers
+    total.stalled = total.stalled or part.stalled
