@@ -48,17 +48,30 @@ def confirmation_plans(strategy: Strategy, outcome: Outcome) -> list[Keep]:
     return [keep, *(k for k in removals if k in strategy.told)]
 
 
-def confirmed_search(make: Callable[[], Strategy], workers: list[Worker],
+#: Runs a strategy to its end with plans evaluated one way ("switchboard" or "candidate").
+Run = Callable[[Strategy, str], LoopResult]
+
+
+def on_workers(workers: list[Worker], on_event: EventSink | None = None) -> Run:
+    """The Ray driver loop as a ``Run``."""
+    return lambda strategy, via: drive(strategy, workers, on_event, via=via)
+
+
+def confirmed_search(make: Callable[[], Strategy], run: Run,
                      on_event: EventSink | None = None) -> tuple[Outcome, LoopResult,
                                                                    Confirmation]:
-    """Search on the switchboard, confirm on candidates, repeat until they agree."""
+    """Search on the switchboard, confirm on candidates, repeat until they agree.
+
+    ``make`` builds a fresh strategy (each pass replays the verdicts known so far into a
+    new one); ``run`` evaluates (``on_workers`` on Ray; an oracle in tests).
+    """
     emit = on_event or (lambda kind, data: None)
     switch: dict[Keep, tuple[Verdict, Info | None]] = {}
     real: dict[Keep, tuple[Verdict, Info | None]] = {}
     total, conf = LoopResult(), Confirmation()
     while True:
         strategy = Replay(make(), {**switch, **real})  # a candidate's verdict wins
-        loop = drive(strategy, workers, on_event, via="switchboard")
+        loop = run(strategy, "switchboard")
         _merge(total, loop)
         for ev in loop.evaluations:
             switch[ev.keep] = (ev.verdict, ev.info())
@@ -69,7 +82,7 @@ def confirmed_search(make: Callable[[], Strategy], workers: list[Worker],
         conf.passes += 1
         emit("phase", {"name": f"confirming on candidates ({len(todo)} plans)"})
         t0 = time.perf_counter()
-        check = drive(EachOnce(strategy.layers, todo), workers, on_event, via="candidate")
+        check = run(EachOnce(strategy.layers, todo), "candidate")
         conf.confirm_s += time.perf_counter() - t0
         _merge(total, check)
         disagreed = False

@@ -109,6 +109,8 @@ class Evaluator:
         self.searchable = frozenset(setup.searchable)
         self.check = make_check(setup.check)
         self.emulate = backend.emulates and setup.precision != "int8"
+        if self.emulate:  # the emulation models an unfused graph (see OrtBackend.fuse)
+            backend.fuse = False
         self._profiler: LayerProfiler | None = None
         self.switchboard: Switchboard | None = None
         self._switch_session = None

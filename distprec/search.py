@@ -22,7 +22,7 @@ from distprec.candidates.backends import OrtBackend
 from distprec.candidates.model import Layer, layer_table, load_model, model_hash, prepare_model
 from distprec.candidates.rewrites import not_low
 from distprec.checks import CheckSpec
-from distprec.confirm import Confirmation, confirmed_search
+from distprec.confirm import Confirmation, confirmed_search, on_workers
 from distprec.data import (
     Feed,
     feeds_from_script,
@@ -282,7 +282,8 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     try:
         confirmation = None
         if all(w.via == "switchboard" for w in workers):
-            outcome, loop, confirmation = confirmed_search(strategy, workers, on_event)
+            outcome, loop, confirmation = confirmed_search(
+                strategy, on_workers(workers, on_event), on_event)
             notes.append(workers[0].switch_note)
         else:
             first = strategy()

@@ -146,6 +146,8 @@ def _float_switch(model: onnx.ModelProto, columns: tuple[str, ...], dtype: int,
                                                 name=f"{lowered}/cast"))
             selects.append(helper.make_node("Where", [condition, high, lowered], [y],
                                             name=f"{y}/switch"))
+        if condition is None:
+            raise ValueError(f"layer {node.name!r} has no floating-point output to switch")
         nodes += [node, low, *selects]
     del graph.node[:]
     graph.node.extend(nodes)

@@ -20,7 +20,8 @@ class OrtBackend:
     there; the CUDA provider runs real FP16 kernels.
     """
 
-    def __init__(self, device: str = "cpu", threads: int = 1, repeatable: bool = True) -> None:
+    def __init__(self, device: str = "cpu", threads: int = 1, repeatable: bool = True,
+                 fuse: bool = True) -> None:
         import onnxruntime as ort
 
         if device not in DEVICES:
@@ -32,6 +33,11 @@ class OrtBackend:
         self.threads = threads
         self.repeatable = repeatable  # same kernels for the same plan (see load); off to time
         self.emulates = device == "cpu"
+        # fuse=False: no graph optimizations. The FP16/BF16 emulation models an unfused
+        # graph, and the switchboard's Where nodes stop fusions across layers: unfused on
+        # both sides, switchboard and candidate outputs are bit-identical (measured on
+        # ultraface with ORT's defaults: 5 of 8 random plans were, the rest off by ~1e-7).
+        self.fuse = fuse
         self._ort = ort
         ort.set_default_logger_severity(3)
 
@@ -40,6 +46,8 @@ class OrtBackend:
         opts.log_severity_level = 3
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
+        if not self.fuse:
+            opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if self.device == "cuda":
             # Ray sets CUDA_VISIBLE_DEVICES per actor, so the actor's GPU is always device 0.
             # TF32 off: layers kept "FP32" must compute in FP32 (measured on an H200: with

@@ -1,0 +1,128 @@
+"""The switchboard gives, for every plan, the outputs of that plan's real candidate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from distprec.candidates.backends import OrtBackend
+from distprec.candidates.model import layer_table, prepare_model
+from distprec.candidates.rewrites import mixed_model, not_low
+from distprec.candidates.switchboard import PLAN_INPUT, build_switchboard
+from distprec.data import input_specs, random_feeds
+from distprec.demo import planted_attention, planted_cnn, planted_mlp
+from distprec.plan import Plan
+
+MODELS = Path(__file__).resolve().parents[2].parent / "shared" / "models"
+
+
+def dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same model with its leading axis free (as exporters write it)."""
+    for vi in (*model.graph.input, *model.graph.output):
+        vi.type.tensor_type.shape.dim[0].dim_param = "N"
+    return model
+
+
+def setup(model: onnx.ModelProto, precision: str = "fp16", shapes=None):
+    model = prepare_model(model)
+    searchable = [x.name for x in layer_table(model, not_low(model, precision)) if x.searchable]
+    feeds = random_feeds(input_specs(model), shapes or {}, seed=1, samples=1)
+    return model, searchable, feeds
+
+
+def random_plans(searchable, count: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    plans = [frozenset(), frozenset(searchable)]
+    plans += [frozenset(x for x in searchable if rng.random() < p)
+              for p in rng.uniform(0.1, 0.9, count)]
+    return plans
+
+
+def outputs_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
+
+
+def cases():
+    yield "planted_mlp", planted_mlp(blocks=10).model
+    yield "planted_cnn", planted_cnn(blocks=4).model
+    yield "planted_attention", planted_attention(layers=2).model
+    for name in ("mnist.onnx", "image_classifier.onnx", "ultraface_rfb320.onnx"):
+        if (MODELS / name).exists():
+            yield name, onnx.load(str(MODELS / name))
+
+
+@pytest.mark.parametrize("name,model", list(cases()), ids=lambda x: x if isinstance(x, str)
+                         else "")
+def test_emulated_switchboard_equals_emulated_candidates_bit_for_bit(name, model):
+    model, searchable, feeds = setup(model)
+    backend = OrtBackend("cpu", fuse=False)  # as the evaluator runs the emulation
+    board = build_switchboard(model, searchable, "fp16", emulate=True)
+    session = backend.load(board.model)
+    for keep in random_plans(searchable, 4):
+        candidate = mixed_model(model, Plan("fp16", keep), searchable, emulate=True)
+        want = backend.run(backend.load(candidate), feeds)[0]
+        got = backend.run(session, [{**feeds[0], PLAN_INPUT: board.mask(keep)}])[0]
+        assert outputs_equal(want, got), f"{name}: plan of {len(keep)} layers differs"
+
+
+def test_bf16_emulation_equals_candidates_on_planted():
+    model, searchable, feeds = setup(planted_mlp(blocks=8).model, "bf16")
+    backend = OrtBackend("cpu", fuse=False)  # as the evaluator runs the emulation
+    board = build_switchboard(model, searchable, "bf16", emulate=True)
+    session = backend.load(board.model)
+    for keep in random_plans(searchable, 3, seed=2):
+        candidate = mixed_model(model, Plan("bf16", keep), searchable, emulate=True)
+        want = backend.run(backend.load(candidate), feeds)[0]
+        got = backend.run(session, [{**feeds[0], PLAN_INPUT: board.mask(keep)}])[0]
+        assert outputs_equal(want, got)
+
+
+def test_low_branch_reads_low_precision_weights_and_inputs():
+    """The CUDA form: each low branch computes in FP16 on FP16 weights made once."""
+    model, searchable, _ = setup(planted_mlp(blocks=3).model)
+    board = build_switchboard(model, searchable, "fp16", emulate=False)
+    graph = board.model.graph
+    f16 = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    casts = {n.output[0] for n in graph.node
+             if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16}
+    lows = [n for n in graph.node if n.name.endswith("/low")]
+    assert len(lows) == len(searchable)
+    for node in lows:
+        assert node.input and all(x in f16 or x in casts for x in node.input if x), node.name
+    assert sum(n.op_type == "Where" for n in graph.node) == len(searchable)
+
+
+def test_mask_follows_the_columns():
+    model, searchable, _ = setup(planted_mlp(blocks=2).model)
+    board = build_switchboard(model, searchable, "fp16", emulate=True)
+    assert board.columns == tuple(searchable)
+    mask = board.mask({searchable[1], "not a layer"})
+    assert mask.dtype == np.int32 and mask.tolist() == [0, 1] + [0] * (len(searchable) - 2)
+
+
+def test_batched_switchboard_runs_several_plans_in_one_run():
+    model, searchable, feeds = setup(dynamic_batch(planted_mlp(blocks=6).model),
+                                     shapes={"input": (3, 32)})
+    backend = OrtBackend("cpu", fuse=False)  # as the evaluator runs the emulation
+    single = build_switchboard(model, searchable, "fp16", emulate=True)
+    batched = build_switchboard(model, searchable, "fp16", emulate=True, batched=True)
+    assert batched.batched and not single.batched
+    plans = random_plans(searchable, 3, seed=5)
+    stacked = {"input": np.concatenate([feeds[0]["input"]] * len(plans)),
+               PLAN_INPUT: np.repeat(np.stack([batched.mask(k) for k in plans]), 3, axis=0)}
+    (run,) = backend.run(backend.load(batched.model), [stacked])
+    alone = backend.load(single.model)
+    for i, keep in enumerate(plans):
+        want = backend.run(alone, [{**feeds[0], PLAN_INPUT: single.mask(keep)}])[0]["logits"]
+        np.testing.assert_allclose(run["logits"][3 * i:3 * i + 3], want, rtol=1e-6, atol=1e-6)
+
+
+def test_batched_form_needs_every_switched_rank():
+    model, searchable, _ = setup(planted_mlp(blocks=2).model)
+    for vi in model.graph.value_info:
+        vi.type.tensor_type.ClearField("shape")
+    with pytest.raises(ValueError, match="rank unknown"):
+        build_switchboard(model, searchable, "fp16", emulate=True, batched=True)
