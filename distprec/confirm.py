@@ -6,7 +6,10 @@ answer evaluated as a real candidate, together with every single removal the str
 judged failing (all of them for a 1-minimal claim, the neighbour for a contiguous one).
 Where a candidate disagrees, its verdict replaces the switchboard's and the strategy runs
 again over the verdicts known so far (replayed, not re-evaluated), until the candidates
-agree. Each disagreement adds a plan to a finite set, so this terminates.
+agree. A switchboard that is wrong about one layer is wrong about every plan that lowers
+it, and there can be exponentially many such plans, so after ``SWITCH_PASSES`` passes that
+disagreed the search goes on on real candidates alone (replaying only their verdicts):
+that pass needs no confirmation, so the search ends.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ def confirmation_plans(strategy: Strategy, outcome: Outcome) -> list[Keep]:
     return [keep, *(k for k in removals if k in strategy.told)]
 
 
+#: Switchboard passes before a search whose confirmations keep disagreeing goes on
+#: on candidates alone.
+SWITCH_PASSES = 3
+
 #: Runs a strategy to its end with plans evaluated one way ("switchboard" or "candidate").
 Run = Callable[[Strategy, str], LoopResult]
 
@@ -70,11 +77,13 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
     real: dict[Keep, tuple[Verdict, Info | None]] = {}
     total, conf = LoopResult(), Confirmation()
     while True:
-        strategy = Replay(make(), {**switch, **real})  # a candidate's verdict wins
-        loop = run(strategy, "switchboard")
+        via = "switchboard" if conf.passes < SWITCH_PASSES else "candidate"
+        # A candidate's verdict wins; on candidates alone, only theirs are replayed.
+        strategy = Replay(make(), {**switch, **real} if via == "switchboard" else real)
+        loop = run(strategy, via)
         _merge(total, loop)
         for ev in loop.evaluations:
-            switch[ev.keep] = (ev.verdict, ev.info())
+            (switch if via == "switchboard" else real)[ev.keep] = (ev.verdict, ev.info())
         outcome = strategy.result()
         todo = [k for k in confirmation_plans(strategy.inner, outcome) if k not in real]
         if not todo:

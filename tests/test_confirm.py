@@ -1,0 +1,79 @@
+"""Confirmation on real candidates: the answer never rests on a switchboard verdict alone.
+
+The two ways of evaluating are oracles here (microseconds, no Ray): ``switch`` stands for
+the switchboard, ``real`` for real candidates, and they disagree where a fusion would.
+"""
+
+from __future__ import annotations
+
+from strategy_oracles import layers, needs
+
+from distprec.actors.loop import LoopResult
+from distprec.confirm import confirmed_search
+from distprec.evaluator import Evaluation
+from distprec.strategies import Verdict, make_strategy
+from distprec.strategies.simulate import simulate
+
+LAYERS = layers(40)
+BAD = {"L0005", "L0021", "L0033"}
+
+
+def oracle_run(switch, real, workers: int = 3, calls: list | None = None):
+    """A ``Run`` whose verdicts come from ``switch`` or ``real`` by the way asked."""
+    def run(strategy, via):
+        oracle = switch if via == "switchboard" else real
+        sim = simulate(strategy, oracle, workers)
+        if calls is not None:
+            calls.append((via, [k for k, _ in sim.history]))
+        return LoopResult([Evaluation(k, v, via=via) for k, v in sim.history],
+                          rounds=sim.rounds)
+    return run
+
+
+def make():
+    return make_strategy("bisect+minimize", LAYERS)
+
+
+def test_agreeing_ways_confirm_the_answer_and_its_removals_once():
+    calls = []
+    outcome, loop, conf = confirmed_search(make, oracle_run(needs(BAD), needs(BAD), calls=calls))
+    assert outcome.keep == BAD and outcome.minimal == "1-minimal"
+    assert conf.passes == 1 and conf.disagreements == [] and conf.confirmed
+    confirmed = calls[1][1]
+    assert calls[1][0] == "candidate"
+    assert set(confirmed) == {frozenset(BAD), *(frozenset(BAD - {x}) for x in BAD)}
+    assert conf.candidates == 4 and conf.switchboard == len(loop.evaluations) - 4
+
+
+def test_a_disagreeing_candidate_overrides_the_switchboard_and_the_search_goes_on():
+    # The switchboard misses that L0010 is needed (a fusion it breaks keeps it safe there).
+    real_bad = BAD | {"L0010"}
+    outcome, loop, conf = confirmed_search(make, oracle_run(needs(BAD), needs(real_bad)))
+    assert outcome.passed and outcome.keep == real_bad and outcome.minimal == "1-minimal"
+    assert conf.disagreements and conf.passes >= 2 and conf.confirmed
+    assert {"keep", "size", "switchboard", "candidate"} <= set(conf.disagreements[0])
+    assert conf.disagreements[0]["switchboard"] == "pass"
+    assert conf.disagreements[0]["candidate"] == "fail"
+    # Every verdict the answer rests on came from a real candidate.
+    candidate = {e.keep: e.verdict for e in loop.evaluations if e.via == "candidate"}
+    assert candidate[frozenset(real_bad)] is Verdict.PASS
+    assert all(candidate[frozenset(real_bad - {x})] is Verdict.FAIL for x in real_bad)
+
+
+def test_switchboard_stricter_than_candidates_still_ends_confirmed():
+    outcome, _, conf = confirmed_search(make, oracle_run(needs(BAD | {"L0030"}), needs(BAD)))
+    assert outcome.keep == BAD and conf.confirmed and conf.disagreements
+
+
+def test_nothing_passes_is_confirmed_on_the_all_high_candidate():
+    never = lambda keep: False  # noqa: E731
+    outcome, loop, conf = confirmed_search(make, oracle_run(never, never))
+    assert not outcome.passed and conf.confirmed
+    assert [e.keep for e in loop.evaluations if e.via == "candidate"] == [frozenset(LAYERS)]
+
+
+def test_replayed_passes_evaluate_no_plan_twice_on_the_same_way():
+    real_bad = BAD | {"L0010", "L0011"}
+    _, loop, _ = confirmed_search(make, oracle_run(needs(BAD), needs(real_bad)))
+    seen = [(e.keep, e.via) for e in loop.evaluations]
+    assert len(seen) == len(set(seen))
