@@ -100,6 +100,8 @@ def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
                    "(default): the switchboard wherever it can be built")
     g.add_argument("--plans-per-run", type=int, help="switchboard: plans evaluated by one run "
                    "where the batch axis is free (default: chosen by timing)")
+    g.add_argument("--workers-per-gpu", type=int, default=1, metavar="K",
+                   help="evaluators sharing each GPU (default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,7 +221,8 @@ def _config(a: argparse.Namespace):
         top=getattr(a, "top", 1), start=getattr(a, "start", None),
         sensitivity=getattr(a, "sensitivity", "lower"),
         layer_errors=getattr(a, "layer_errors", "final"),
-        evaluate=getattr(a, "evaluate", "auto"), plans_per_run=getattr(a, "plans_per_run", None))
+        evaluate=getattr(a, "evaluate", "auto"), plans_per_run=getattr(a, "plans_per_run", None),
+        workers_per_gpu=getattr(a, "workers_per_gpu", 1))
 
 
 def cmd_layers(a: argparse.Namespace) -> int:

@@ -112,6 +112,7 @@ class Evaluator:
         if self.emulate:  # the emulation models an unfused graph (see OrtBackend.fuse)
             backend.fuse = False
         self._profiler: LayerProfiler | None = None
+        self._weights: dict = {}  # converted weights, kept across plans (rewrites.low_weight)
         self.switchboard: Switchboard | None = None
         self._switch_session = None
         self.plans_per_run = 1  # plans one switchboard run evaluates
@@ -304,7 +305,8 @@ class Evaluator:
 
     def candidate(self, keep: Keep) -> onnx.ModelProto:
         return mixed_model(self.model, Plan(self.setup.precision, keep), self.searchable,
-                           emulate=self.emulate, ranges_json=self.setup.ranges_json)
+                           emulate=self.emulate, ranges_json=self.setup.ranges_json,
+                           weights=self._weights)
 
 
 def _free_batch_axis(model: onnx.ModelProto) -> bool:

@@ -74,6 +74,7 @@ class SearchConfig:
     layer_errors: str = "final"  # per-layer profile in result.json: final, all-low or none
     evaluate: str = "auto"  # EVALUATE_MODES: switchboard (confirmed on candidates) or candidate
     plans_per_run: int | None = None  # switchboard plans per run; None: chosen by timing
+    workers_per_gpu: int = 1  # evaluators sharing each GPU
 
     @property
     def strategy_name(self) -> str:
@@ -103,6 +104,8 @@ class SearchConfig:
             raise InputError(f"--samples must be at least 1, got {self.samples}")
         if self.evaluate not in EVALUATE_MODES:
             raise InputError(f"--evaluate must be one of {', '.join(EVALUATE_MODES)}")
+        if self.workers_per_gpu < 1:
+            raise InputError(f"--workers-per-gpu must be at least 1, got {self.workers_per_gpu}")
         if self.plans_per_run is not None and self.plans_per_run < 1:
             raise InputError(f"--plans-per-run must be at least 1, got {self.plans_per_run}")
 
@@ -261,7 +264,8 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     device = resolve_device(cfg.device)
     own = workers is None
     if own:
-        placement(device, cfg.workers, resources)  # refuse before anything is computed
+        # refuse before anything is computed
+        placement(device, cfg.workers, resources, cfg.workers_per_gpu if device == "cuda" else 1)
     prep = prepared or prepare(cfg, on_event)
     notes: list[str] = []
     start = read_start(cfg.start, prep, notes) if cfg.start else None
@@ -270,6 +274,7 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     if own:
         setup_ref = ray.put(prep.setup(cfg))
         workers = start_workers(setup_ref, device, cfg.workers, resources=resources,
+                                per_gpu=cfg.workers_per_gpu,
                                 label_selector=label_selector, timeout=wait)
     if on_event:
         on_event("workers", {"workers": [(w.name, w.node, w.device) for w in workers],

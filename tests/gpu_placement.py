@@ -18,13 +18,14 @@ from distprec.search import SearchConfig, prepare
 from distprec.strategies import make_strategy
 
 
-def main(model_path: str, gpus: int) -> None:
+def main(model_path: str, gpus: int, per_gpu: int = 1) -> None:
     ray.init(address="local", num_cpus=1, num_gpus=gpus, include_dashboard=False,
              log_to_driver=False, logging_level="ERROR")
     cfg = SearchConfig(model=model_path, device="cpu",
                        check=DEMO_CHECK)
     prep = prepare(cfg)
-    workers = start_workers(ray.put(prep.setup(cfg)), "cuda", None, backend="cpu")
+    workers = start_workers(ray.put(prep.setup(cfg)), "cuda", None, backend="cpu",
+                            per_gpu=per_gpu)
     strategy = make_strategy("bisect", prep.searchable)
     loop = drive(strategy, workers)
     stop_workers(workers)
@@ -40,4 +41,4 @@ def main(model_path: str, gpus: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], *map(int, sys.argv[2:]))

@@ -64,23 +64,28 @@ def _probe(address: str, timeout: float = 5.0) -> None:
         raise InputError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
 
 
-def placement(device: str, count: int | None,
-              resources: dict | None = None) -> tuple[int, dict]:
+def placement(device: str, count: int | None, resources: dict | None = None,
+              per_gpu: int = 1) -> tuple[int, dict]:
     """How many evaluators to start and their actor options; InputError if they cannot fit.
 
-    Checked before any work, so a search that cannot start writes nothing.
+    Checked before any work, so a search that cannot start writes nothing. ``per_gpu``
+    evaluators share each GPU (a fractional ``num_gpus``): one evaluator leaves a GPU idle
+    while it rewrites and builds, so several on one GPU keep it busy (measured on an H200:
+    4 made a planted search 2.2x faster, 8 made candy 2.7x faster; docs/BENCHMARKS.md).
     """
+    if per_gpu < 1:
+        raise InputError(f"--workers-per-gpu must be at least 1, got {per_gpu}")
     total = ray.cluster_resources()
     if device == "cuda":
-        have = int(total.get("GPU", 0))
+        have = int(total.get("GPU", 0)) * per_gpu
         if have == 0:
             raise InputError("no GPU in the Ray cluster: use --device cpu")
-        opts: dict = {"num_gpus": 1, "num_cpus": 0}
+        opts: dict = {"num_gpus": 1 / per_gpu, "num_cpus": 0}
     else:
         have = int(total.get("CPU", 0))
         opts = {"num_cpus": 1}
     for name, amount in (resources or {}).items():
-        have = min(have, int(total.get(name, 0) // amount)) if amount else have
+        have = min(have, int(total.get(name, 0) // amount) * per_gpu) if amount else have
     count = count or have
     if count < 1:
         raise InputError(f"no {device} worker can be placed: the cluster offers none")
@@ -92,7 +97,8 @@ def placement(device: str, count: int | None,
 
 def start_workers(setup_ref, device: str, count: int | None, *, resources: dict | None = None,
                   label_selector: dict | None = None, timeout: float = 120.0,
-                  prefix: str = "w", backend: str | None = None) -> list[Worker]:
+                  prefix: str = "w", backend: str | None = None,
+                  per_gpu: int = 1) -> list[Worker]:
     """One actor per GPU (``num_gpus=1, num_cpus=0``), or ``count`` single-CPU actors.
 
     A GPU actor must not hold a CPU for life: on a small host the CPUs run out before the
@@ -100,8 +106,9 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
     the placement, ``backend`` (default: the same) the runtime inside the actor: GPU slots
     with the CPU backend let tests fake any number of GPUs.
     """
-    count, opts = placement(device, count, resources)
-    extra = dict(resources or {})
+    share = per_gpu if device == "cuda" else 1
+    count, opts = placement(device, count, resources, share)
+    extra = {k: v / share for k, v in (resources or {}).items()}  # a node's kind, shared too
     if extra:
         opts["resources"] = extra
     if label_selector:

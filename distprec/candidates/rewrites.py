@@ -53,8 +53,12 @@ def not_low(model: onnx.ModelProto, precision: str) -> dict[str, str]:
 
 
 def mixed_model(model: onnx.ModelProto, plan: Plan, searchable: Iterable[str], *,
-                emulate: bool, ranges_json: str | None = None) -> onnx.ModelProto:
-    """The candidate for ``plan``: every ``searchable`` layer not in ``plan.keep`` is lowered."""
+                emulate: bool, ranges_json: str | None = None,
+                weights: dict | None = None) -> onnx.ModelProto:
+    """The candidate for ``plan``: every ``searchable`` layer not in ``plan.keep`` is lowered.
+
+    ``weights``: a cache of converted weights (``low_weight``) kept across plans.
+    """
     low = set(searchable) - plan.keep
     if plan.precision == "int8":
         if ranges_json is None:
@@ -62,11 +66,32 @@ def mixed_model(model: onnx.ModelProto, plan: Plan, searchable: Iterable[str], *
         return quantize_qdq(model, _names(model) - low, ranges_json)
     dtype = LOW_TYPES[plan.precision]
     if emulate:
-        return emulate_low_precision(model, low, dtype)
-    return cast_to_low_precision(model, low, dtype)
+        return emulate_low_precision(model, low, dtype, weights)
+    return cast_to_low_precision(model, low, dtype, weights)
 
 
-def emulate_low_precision(model: onnx.ModelProto, low: set[str], dtype: int) -> onnx.ModelProto:
+def low_weight(init: onnx.TensorProto, name: str, dtype: int, emulate: bool,
+               cache: dict | None = None) -> onnx.TensorProto:
+    """Weight ``init`` in ``dtype`` as ``name``; emulating, rounded through it and kept FP32.
+
+    Weights do not depend on the plan: with a ``cache`` kept across plans (one per
+    evaluator) each is converted once per search instead of once per candidate.
+    """
+    key = (name, dtype, emulate)
+    if cache is not None and key in cache:
+        return cache[key]
+    arr = numpy_helper.to_array(init)
+    with np.errstate(over="ignore"):
+        arr = arr.astype(_NP_LOW[dtype])
+    out = (numpy_helper.from_array(arr.astype(np.float32), name) if emulate
+           else _low_initializer(arr, name, dtype))
+    if cache is not None:
+        cache[key] = out
+    return out
+
+
+def emulate_low_precision(model: onnx.ModelProto, low: set[str], dtype: int,
+                          weights: dict | None = None) -> onnx.ModelProto:
     """Storage emulation for runtimes that compute FP16 in FP32 (ONNX Runtime's CPU provider).
 
     The graph stays FP32; every value is rounded to ``dtype`` where it enters a low node
@@ -95,10 +120,8 @@ def emulate_low_precision(model: onnx.ModelProto, low: set[str], dtype: int) -> 
             if x not in rounded:
                 rounded[x] = f"{x}/{tag}_in"
                 if x in inits:  # weights: round once, here, instead of at run time
-                    arr = numpy_helper.to_array(inits[x])
-                    with np.errstate(over="ignore"):
-                        arr = arr.astype(_NP_LOW[dtype]).astype(np.float32)
-                    graph.initializer.append(numpy_helper.from_array(arr, rounded[x]))
+                    graph.initializer.append(low_weight(inits[x], rounded[x], dtype, True,
+                                                        weights))
                 else:
                     nodes += _round_trip(x, rounded[x], dtype)
             node.input[i] = rounded[x]
@@ -113,7 +136,8 @@ def emulate_low_precision(model: onnx.ModelProto, low: set[str], dtype: int) -> 
     return model
 
 
-def cast_to_low_precision(model: onnx.ModelProto, low: set[str], dtype: int) -> onnx.ModelProto:
+def cast_to_low_precision(model: onnx.ModelProto, low: set[str], dtype: int,
+                          weights: dict | None = None) -> onnx.ModelProto:
     """Real low-precision kernels: ``low`` nodes compute in ``dtype`` between Casts.
 
     Written here rather than taken from onnxconverter-common: its ``node_block_list`` still
@@ -143,8 +167,8 @@ def cast_to_low_precision(model: onnx.ModelProto, low: set[str], dtype: int) -> 
             if x not in low_name:
                 low_name[x] = f"{x}/{tag}"
                 if x in inits:
-                    arr = numpy_helper.to_array(inits[x]).astype(_NP_LOW[dtype])
-                    graph.initializer.append(_low_initializer(arr, low_name[x], dtype))
+                    graph.initializer.append(low_weight(inits[x], low_name[x], dtype, False,
+                                                        weights))
                 else:
                     nodes.append(helper.make_node("Cast", [x], [low_name[x]], to=dtype,
                                                   name=f"{x}/to_{tag}"))

@@ -35,13 +35,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from distprec.candidates.model import MAX_IR_VERSION, _copy, _opset, float_tensors
-from distprec.candidates.rewrites import (
-    _NP_LOW,
-    LOW_TYPES,
-    _data_slots,
-    _low_initializer,
-    _round_trip,
-)
+from distprec.candidates.rewrites import LOW_TYPES, _data_slots, _round_trip, low_weight
 
 PLAN_INPUT = "distprec_keep"
 
@@ -102,12 +96,7 @@ def _float_switch(model: onnx.ModelProto, columns: tuple[str, ...], dtype: int,
         if x not in low_value:
             low_value[x] = name = f"{x}/{tag}_in"
             if x in inits:  # weights: converted once, here, not at run time
-                arr = numpy_helper.to_array(inits[x])
-                with np.errstate(over="ignore"):
-                    arr = arr.astype(_NP_LOW[dtype])
-                graph.initializer.append(
-                    numpy_helper.from_array(arr.astype(np.float32), name) if emulate
-                    else _low_initializer(arr, name, dtype))
+                graph.initializer.append(low_weight(inits[x], name, dtype, emulate))
             elif emulate:
                 nodes.extend(_round_trip(x, name, dtype))
             else:

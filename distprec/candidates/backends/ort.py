@@ -21,7 +21,7 @@ class OrtBackend:
     """
 
     def __init__(self, device: str = "cpu", threads: int = 1, repeatable: bool = True,
-                 fuse: bool = True) -> None:
+                 fuse: bool = True, conv_search: str = "DEFAULT") -> None:
         import onnxruntime as ort
 
         if device not in DEVICES:
@@ -38,6 +38,7 @@ class OrtBackend:
         # both sides, switchboard and candidate outputs are bit-identical (measured on
         # ultraface with ORT's defaults: 5 of 8 random plans were, the rest off by ~1e-7).
         self.fuse = fuse
+        self.conv_search = conv_search  # cuDNN's convolution algorithm search (see load)
         self._ort = ort
         ort.set_default_logger_severity(3)
 
@@ -58,7 +59,11 @@ class OrtBackend:
                 # so two sessions of one plan could use different kernels and, at a tight
                 # tolerance, get different verdicts (measured on candy: one W = 1 search
                 # answered 26 layers, the next 24); it also times every conv of every plan.
-                cuda["cudnn_conv_algo_search"] = "HEURISTIC"
+                # HEURISTIC asks cuDNN's frontend, which for mixed FP16/FP32 conv plans fails
+                # hundreds of times ("No execution plans support the graph") and makes the
+                # first run cost 1 to 3.6 s on ultraface; DEFAULT (one fixed algorithm, no
+                # search) took 129 to 167 ms there, and is as repeatable.
+                cuda["cudnn_conv_algo_search"] = self.conv_search
                 opts.use_deterministic_compute = True
             providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
         else:
