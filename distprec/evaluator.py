@@ -150,6 +150,8 @@ class Evaluator:
         single = build_switchboard(*args, **build)
         self.switchboard, self._switch_session = single, self.backend.load(single.model)
         self.switch_note = "switchboard: one plan per run"
+        if self.backend.device == "cuda" and self._use_cuda_graph(single):
+            return
         if want == 1 or self.setup.precision == "int8" or not _free_batch_axis(self.model):
             return
         try:
@@ -167,6 +169,29 @@ class Evaluator:
         self.switchboard, self._switch_session = batched, session
         self.plans_per_run = want or self._time_plans_per_run()
         self.switch_note = f"switchboard: {self.plans_per_run} plans per run"
+
+    def _use_cuda_graph(self, board: Switchboard) -> bool:
+        """Replay the one-plan switchboard as a CUDA graph where every sample has the same
+        shapes, every node runs on the CUDA provider, and its outputs equal the plain
+        session's on the all-low and all-high plans (OrtBackend.load_graph says why)."""
+        feeds, golden = self.setup.feeds, self.setup.golden
+        same = {k: v.shape for k, v in feeds[0].items()}
+        if any({k: v.shape for k, v in f.items()} != same for f in feeds):
+            return False
+        try:
+            first = {**feeds[0], board.plan_input: board.mask(())}
+            session = self.backend.load_graph(board.model, first, golden[0])
+            probe = [frozenset(), frozenset(self.searchable)]
+            graphed = self._run_switch(board, session, probe)
+            plain = self._run_switch(board, self._switch_session, probe)
+            if not all(_close(a, b) for a, b in zip(graphed, plain)):
+                return False
+        except Exception as exc:
+            self.switch_note = f"switchboard: one plan per run (no CUDA graph: {first_line(exc)})"
+            return False
+        self._switch_session = session
+        self.switch_note = "switchboard: one plan per run, replayed as a CUDA graph"
+        return True
 
     def _time_plans_per_run(self) -> int:
         """Double the batch while a plan's share of a run falls by 10 % or more.

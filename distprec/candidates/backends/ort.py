@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import onnx
 
 from distprec.data import Feed
@@ -75,7 +76,29 @@ class OrtBackend:
             raise RuntimeError("the CUDA provider did not load (ONNX Runtime fell back to CPU)")
         return session
 
+    def load_graph(self, model: onnx.ModelProto, feed: Feed, outputs: Feed) -> GraphSession:
+        """A session replayed as one CUDA graph, for feeds shaped as ``feed`` and outputs
+        shaped as ``outputs`` (CUDA only; raises where a node is not on the CUDA provider).
+
+        ONNX Runtime launches one kernel per node, about 12 us each on an H200: the
+        switchboard of a 412-layer model holds some 3000 nodes, so launches, not
+        arithmetic, set its cost (measured: 36 ms a plan against 6 ms for the FP32 model).
+        A CUDA graph replays all of them as one launch; inputs and outputs then live at
+        fixed device addresses (ONNX Runtime's IOBinding), updated in place for each run.
+        """
+        if self.device != "cuda":
+            raise ValueError("CUDA graphs need the CUDA provider")
+        opts = self._ort.SessionOptions()
+        opts.log_severity_level = 3
+        cuda = {"device_id": 0, "use_tf32": 0, "enable_cuda_graph": 1,
+                "cudnn_conv_algo_search": self.conv_search}
+        session = self._ort.InferenceSession(model.SerializeToString(), opts,
+                                             providers=[("CUDAExecutionProvider", cuda)])
+        return GraphSession(self._ort, session, feed, outputs)
+
     def run(self, session, feeds: list[Feed]) -> list[Feed]:
+        if isinstance(session, GraphSession):
+            return [session.run(feed) for feed in feeds]
         names = [o.name for o in session.get_outputs()]
         return [dict(zip(names, session.run(names, feed))) for feed in feeds]
 
@@ -83,3 +106,26 @@ class OrtBackend:
         if self.device == "cuda":
             return f"cuda:{os.environ.get('CUDA_VISIBLE_DEVICES', '0')}"
         return "cpu"
+
+
+class GraphSession:
+    """Inputs and outputs bound at fixed device addresses: each run replays one CUDA graph."""
+
+    def __init__(self, ort, session, feed: Feed, outputs: Feed) -> None:
+        self.session = session
+        self.binding = session.io_binding()
+        self.inputs, self.outputs = {}, {}
+        for name, array in feed.items():
+            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", 0)
+            self.binding.bind_ortvalue_input(name, value)
+            self.inputs[name] = value
+        for name, array in outputs.items():
+            value = ort.OrtValue.ortvalue_from_shape_and_type(array.shape, array.dtype, "cuda", 0)
+            self.binding.bind_ortvalue_output(name, value)
+            self.outputs[name] = value
+
+    def run(self, feed: Feed) -> Feed:
+        for name, array in feed.items():
+            self.inputs[name].update_inplace(np.ascontiguousarray(array))
+        self.session.run_with_iobinding(self.binding)
+        return {name: value.numpy() for name, value in self.outputs.items()}
