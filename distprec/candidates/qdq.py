@@ -44,8 +44,20 @@ class QdqForm:
     full: onnx.ModelProto  # quantize_static with nothing excluded
     quantizer: object  # the QDQQuantizer of that run, before it edited its graph
     floats: dict[str, onnx.TensorProto]  # float initializers of the quantizer's input graph
+    raw_ranges: object = None  # the ranges before the quantizer adjusts them per exclusion
     marks: dict[str, tuple] = field(default_factory=dict)  # tensor -> how it is quantized
-    ranges_json: str = ""
+    params: dict[str, object] = field(default_factory=dict)  # tensor -> scale/zp, full run
+
+    def params_for(self, exclude: Iterable[str]) -> dict[str, object]:
+        """Scales and zero points as quantize_static computes them with ``exclude``.
+
+        They depend on the exclusions: a quantized Relu/Clip gives its input its output's
+        range, a quantized Softmax gets the range [0, 1] (BaseQuantizer.adjust_tensor_ranges).
+        """
+        q = self.quantizer
+        q.nodes_to_exclude = sorted(set(exclude))
+        q.tensors_range = copy.deepcopy(self.raw_ranges)
+        return {t: p.original for t, p in q.calc_graph_quant_params().items()}
 
     def marks_for(self, exclude: Iterable[str]) -> dict[str, tuple]:
         """Tensors quantize_static would quantize with ``exclude`` in FP32 (its own rules)."""
@@ -85,7 +97,9 @@ def int8_candidate(model: onnx.ModelProto, exclude: set[str], ranges_json: str
     global fallback_count
     form = qdq_form(model, ranges_json)
     marks = form.marks_for(exclude)
-    odd = [t for t, how in marks.items() if form.marks.get(t) != how]
+    params = form.params_for(exclude)
+    odd = [t for t, how in marks.items() if not _same_piece(form, t, form.marks.get(t), how,
+                                                             params)]
     if odd:
         from distprec.candidates.rewrites import quantize_qdq
 
@@ -93,7 +107,82 @@ def int8_candidate(model: onnx.ModelProto, exclude: set[str], ranges_json: str
         log.warning("INT8 candidate built by quantize_static: %d tensor(s) quantized unlike "
                     "the shared QDQ model (first: %s)", len(odd), odd[0])
         return quantize_qdq(model, exclude, ranges_json)
-    return _strip(form, set(form.marks) - set(marks))
+    model = _strip(form, set(form.marks) - set(marks))
+    _set_params(model, form, marks, params)
+    return model
+
+
+def _same_piece(form: QdqForm, t: str, full: tuple | None, now: tuple, params) -> bool:
+    """Whether the full model's Q/DQ of ``t``, with its scale re-pointed, is quantize_static's."""
+    if full is None:
+        return False
+    if now[0] == "bias":  # its scale is input scale x weight scale: both must be unchanged
+        root = _root(form.marks, now[2])
+        return full == now and _equal(params.get(root), form.params.get(root))
+    # a tensor shared with its producer's input in the full run may have its own scale now
+    return full == now or (full[:2] == now[:2] and now[2] is None and full[4:] == now[4:])
+
+
+def _root(marks: dict[str, tuple], t: str) -> str:
+    """The tensor whose scale ``t`` uses (parameter sharing: MaxPool, Reshape, ...)."""
+    seen = set()
+    while t in marks and marks[t][0] == "tensor" and marks[t][2] is not None and t not in seen:
+        seen.add(t)
+        t = marks[t][2]
+    return t
+
+
+def _equal(a, b) -> bool:
+    import numpy as np
+
+    if a is None or b is None:
+        return a is b
+    return all(np.array_equal(a[k], b[k]) for k in ("scale", "zero_point")) and \
+        a["quant_type"] == b["quant_type"]
+
+
+def _set_params(model: onnx.ModelProto, form: QdqForm, marks: dict, params: dict) -> None:
+    """Point each activation Q/DQ at the scale quantize_static would use for this plan."""
+    from onnxruntime.quantization.quant_utils import (
+        add_dequant_output_suffix,
+        add_quant_output_suffix,
+    )
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    by_output = {n.output[0]: n for n in graph.node if n.op_type in ("QuantizeLinear",
+                                                                      "DequantizeLinear")}
+    for t, how in marks.items():
+        if how[0] != "tensor" or t in form.floats:
+            continue
+        root = _root(marks, t)
+        scale, zp = f"{root}_scale", f"{root}_zero_point"
+        q = by_output.get(add_quant_output_suffix(t))
+        dq = by_output.get(add_dequant_output_suffix(t)) or by_output.get(t)
+        for node in (q, dq):
+            if node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                node.input[1], node.input[2] = scale, zp
+        if root == t or scale not in inits or not _equal(params[root], form.params.get(root)):
+            for init in _scale_zp(scale, zp, params[root]):
+                if init.name in inits:
+                    inits[init.name].CopyFrom(init)
+                else:
+                    graph.initializer.append(init)
+                    inits[init.name] = init
+    used = {x for n in graph.node for x in n.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def _scale_zp(scale_name: str, zp_name: str, p) -> list[onnx.TensorProto]:
+    """As QDQQuantizer._make_scale_zp_initializers writes them (it adds to its own graph)."""
+    import numpy as np
+
+    zp, scale = p["zero_point"], p["scale"]
+    stype = onnx.TensorProto.FLOAT if scale.dtype == np.float32 else onnx.TensorProto.FLOAT16
+    return [onnx.helper.make_tensor(zp_name, p["quant_type"], zp.shape, zp.ravel().tolist()),
+            onnx.helper.make_tensor(scale_name, stype, scale.shape, scale.ravel().tolist())]
 
 
 def _build_form(model: onnx.ModelProto, ranges_json: str) -> QdqForm:
@@ -102,21 +191,27 @@ def _build_form(model: onnx.ModelProto, ranges_json: str) -> QdqForm:
     from distprec.candidates.rewrites import quantize_qdq
 
     seen: list = []
-    original = qdq_quantizer.QDQQuantizer.quantize_model
+    cls = qdq_quantizer.QDQQuantizer
+    original, original_params = cls.quantize_model, cls.calc_graph_quant_params
 
     def keep_a_copy(self):  # the quantizer as quantize_static configured it, graph untouched
         seen.append(copy.deepcopy(self))
         return original(self)
 
-    qdq_quantizer.QDQQuantizer.quantize_model = keep_a_copy
+    def keep_raw_ranges(self):  # called in __init__, before it adjusts the ranges in place
+        seen.append(copy.deepcopy(self.tensors_range))
+        return original_params(self)
+
+    cls.quantize_model, cls.calc_graph_quant_params = keep_a_copy, keep_raw_ranges
     try:
         full = quantize_qdq(model, set(), ranges_json)
     finally:
-        qdq_quantizer.QDQQuantizer.quantize_model = original
-    quantizer = seen[0]
+        cls.quantize_model, cls.calc_graph_quant_params = original, original_params
+    raw, quantizer = seen
     floats = {t.name: t for t in quantizer.model.initializer()}
-    form = QdqForm(_copy(model), full, quantizer, floats, ranges_json=ranges_json)
+    form = QdqForm(_copy(model), full, quantizer, floats, raw_ranges=raw)
     form.marks = form.marks_for(set())
+    form.params = form.params_for(set())
     return form
 
 
