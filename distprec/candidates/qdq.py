@@ -281,3 +281,194 @@ def _strip(form: QdqForm, drop: set[str]) -> onnx.ModelProto:
 def _expect(node, op: str, tensor: str) -> None:
     if node is None or node.op_type != op:
         raise RuntimeError(f"QDQ model has no {op} for {tensor!r} where quantize_static puts it")
+
+
+def int8_switchboard(model: onnx.ModelProto, columns: tuple[str, ...], ranges_json: str
+                     ) -> onnx.ModelProto:
+    """One model for every INT8 plan: each quantizable tensor switched between FP32 and Q/DQ.
+
+    The switch is per tensor, not per layer, because that is how quantize_static decides:
+    a tensor is quantized once when any quantized node asks for it, and then every consumer,
+    FP32 ones included, reads the DequantizeLinear output. So for each tensor the full QDQ
+    model quantizes, ``Where(quantized(plan), DQ(Q(t)), t)`` replaces ``t`` for all its
+    consumers, and weights and biases likewise per consuming layer. ``quantized(plan)`` is
+    an Or over the layers that mark the tensor (a layer marks it when it is lowered; ops such
+    as MaxPool or Relu mark their output only when their input is marked too), found by
+    running each layer's own op quantizer alone (``_marking_rules``). Scales and zero points
+    are the full run's, except that a Relu/Clip input's and a shared tensor's scale are
+    selected per plan as quantize_static would choose them (``_scale_inputs``).
+    Plan input ``distprec_keep`` INT32 [N], 1 = the layer stays FP32.
+    """
+    from onnxruntime.quantization.quant_utils import (
+        add_dequant_output_suffix,
+        add_quant_input_suffix,
+    )
+
+    from distprec.candidates.model import MAX_IR_VERSION
+    from distprec.candidates.switchboard import PLAN_INPUT
+
+    form = qdq_form(model, ranges_json)
+    col = {name: i for i, name in enumerate(columns)}
+    unconditional, conditional = _marking_rules(form, set(columns))
+    switched = _copy(model)
+    graph = switched.graph
+    full_nodes = {o: n for n in form.full.graph.node for o in n.output}
+    full_inits = {t.name: t for t in form.full.graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    h = onnx.helper
+    keep_bool = f"{PLAN_INPUT}/bool"
+    nodes.append(h.make_node("Cast", [PLAN_INPUT], [keep_bool], to=onnx.TensorProto.BOOL,
+                             name=keep_bool))
+    lowered: dict[str, str] = {}
+
+    def is_low(layer: str) -> str:
+        if layer not in lowered:
+            i, bit = col[layer], f"{PLAN_INPUT}/bit{col[layer]}"
+            idx = f"{PLAN_INPUT}/col{i}"
+            graph.initializer.append(onnx.numpy_helper.from_array(_np().array(i, _np().int64),
+                                                                  idx))
+            lowered[layer] = f"{bit}/low"
+            nodes.extend([h.make_node("Gather", [keep_bool, idx], [bit], axis=0, name=bit),
+                          h.make_node("Not", [bit], [lowered[layer]], name=lowered[layer])])
+        return lowered[layer]
+
+    cond: dict[str, str | None] = {}
+
+    def quantized(t: str) -> str | None:
+        """The bool tensor 'plan quantizes t', or None when no plan does."""
+        if t in cond:
+            return cond[t]
+        cond[t] = None  # cycles cannot happen in a DAG; guards recursion anyway
+        terms = [is_low(n) for n in unconditional.get(t, ())]
+        for n, src in conditional.get(t, ()):
+            inner = quantized(src)
+            if inner is not None:
+                name = f"{t}/marked_by/{n}"
+                nodes.append(h.make_node("And", [is_low(n), inner], [name], name=name))
+                terms.append(name)
+        while len(terms) > 1:
+            a, b = terms.pop(), terms.pop()
+            name = f"{a}|{b}"[-200:] + f"/or{len(nodes)}"
+            nodes.append(h.make_node("Or", [a, b], [name], name=name))
+            terms.append(name)
+        cond[t] = terms[0] if terms else None
+        return cond[t]
+
+    outputs = {o.name for o in graph.output}
+    reads: dict[str, str] = {}  # tensor -> the switched value its consumers read
+    extra_inits: dict[str, onnx.TensorProto] = {}
+    producer_rename: dict[str, str] = {}
+    for t in form.marks:
+        c = quantized(t)
+        if c is None:
+            continue
+        if t in form.floats:  # weight -> t_DequantizeLinear_Output, bias -> t
+            dq = full_nodes.get(add_dequant_output_suffix(t)) or full_nodes[t]
+            chain = [dq]
+            source = t
+        elif t in outputs:  # producer -> Q -> DQ -> t
+            dq = full_nodes[t]
+            chain = [full_nodes[dq.input[0]], dq]
+            source = producer_rename[add_quant_input_suffix(t)] = f"{t}/fp32"
+        else:
+            dq = full_nodes[add_dequant_output_suffix(t)]
+            chain = [full_nodes[dq.input[0]], dq]
+            source = t
+        qdq_out = f"{t}/qdq"
+        for node in chain:
+            copy_ = onnx.NodeProto()
+            copy_.CopyFrom(node)
+            if node.op_type == "QuantizeLinear":
+                copy_.input[0] = source
+            if node is dq:
+                copy_.output[0] = qdq_out
+            for x in copy_.input[1:] if node.op_type == "QuantizeLinear" else copy_.input:
+                if x in full_inits:
+                    extra_inits[x] = full_inits[x]
+            nodes.append(copy_)
+        out = t if t in outputs else f"{t}/switched"
+        nodes.append(h.make_node("Where", [c, qdq_out, source], [out], name=f"{t}/switch"))
+        reads[t] = out
+    for node in graph.node:
+        for i, x in enumerate(node.input):
+            if x in reads and x not in outputs:
+                node.input[i] = reads[x]
+        for i, y in enumerate(node.output):
+            if y in producer_rename:
+                node.output[i] = producer_rename[y]
+            elif y in outputs and y in reads:
+                node.output[i] = f"{y}/fp32"
+        nodes.append(node)
+    graph.initializer.extend(extra_inits.values())
+    graph.input.append(onnx.helper.make_tensor_value_info(PLAN_INPUT, onnx.TensorProto.INT32,
+                                                          [len(columns)]))
+    del graph.node[:]
+    graph.node.extend(_toposort(nodes, graph))
+    opsets = {o.domain: o for o in switched.opset_import}
+    for o in form.full.opset_import:  # QDQ per channel needs opset 13
+        if o.domain in opsets:
+            opsets[o.domain].version = max(opsets[o.domain].version, o.version)
+        else:
+            switched.opset_import.append(o)
+    switched.ir_version = min(max(switched.ir_version, form.full.ir_version), MAX_IR_VERSION)
+    return switched
+
+
+def _np():
+    import numpy as np
+
+    return np
+
+
+def _marking_rules(form: QdqForm, layers: set[str]):
+    """Per tensor, the layers that mark it: always when lowered, or only if an input is marked.
+
+    Each layer's own op quantizer runs alone, once with its first input unmarked and once
+    with it marked; what it marks only in the second run is conditional on that input.
+    """
+    from onnxruntime.quantization.qdq_quantizer import QDQTensorQuantInfo
+    from onnxruntime.quantization.registry import CreateQDQQuantizer
+
+    q = form.quantizer
+    unconditional: dict[str, list[str]] = {}
+    conditional: dict[str, list[tuple[str, str]]] = {}
+    all_nodes = [n.name for n in q.model.nodes()]
+    for node in q.model.nodes():
+        if node.name not in layers:
+            continue
+        q.nodes_to_exclude = [n for n in all_nodes if n != node.name]
+        found = []
+        for preset in (False, True):
+            q.tensors_to_quantize, q.bias_to_quantize = {}, {}
+            q.quantized_value_map, q.tensor_to_its_receiving_nodes = {}, {}
+            q.nodes_to_remove = []
+            first = node.input[0] if node.input else ""
+            if preset and first:
+                q.tensors_to_quantize[first] = QDQTensorQuantInfo(data_type=onnx.TensorProto.FLOAT)
+            if q.should_quantize_node(node):
+                CreateQDQQuantizer(q, node).quantize()
+            found.append(set(q.tensors_to_quantize) | set(q.bias_to_quantize))
+        for t in found[0]:
+            unconditional.setdefault(t, []).append(node.name)
+        first = node.input[0] if node.input else ""
+        for t in found[1] - found[0] - {first}:
+            conditional.setdefault(t, []).append((node.name, first))
+    return unconditional, conditional
+
+
+def _toposort(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    out, pending = [], list(nodes)
+    while pending:
+        rest = []
+        for node in pending:
+            if all(x in ready for x in node.input):
+                out.append(node)
+                ready.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            raise RuntimeError(f"INT8 switchboard: {len(rest)} nodes have unmet inputs "
+                               f"(first {rest[0].name!r})")
+        pending = rest
+    return out
