@@ -340,7 +340,7 @@ def int8_switchboard(model: onnx.ModelProto, columns: tuple[str, ...], ranges_js
             return cond[t]
         cond[t] = None  # cycles cannot happen in a DAG; guards recursion anyway
         terms = [is_low(n) for n in unconditional.get(t, ())]
-        for n, src in conditional.get(t, ()):
+        for n, src, _ in conditional.get(t, ()):
             inner = quantized(src)
             if inner is not None:
                 name = f"{t}/marked_by/{n}"
@@ -353,6 +353,45 @@ def int8_switchboard(model: onnx.ModelProto, columns: tuple[str, ...], ranges_js
             terms.append(name)
         cond[t] = terms[0] if terms else None
         return cond[t]
+
+    raw = form.params_for(n.name for n in form.quantizer.model.nodes())
+    adjuster = _range_adjusters(form)
+    scales: dict[str, str] = {}
+
+    def const(name: str, value) -> str:
+        graph.initializer.append(onnx.numpy_helper.from_array(_np().asarray(value), name))
+        return name
+
+    def scale_of(t: str, fallback: str) -> str:
+        """The scale quantize_static gives ``t`` under the plan: shared or own, adjusted or raw."""
+        if t in scales:
+            return scales[t]
+        if t not in form.params:
+            scales[t] = fallback
+            return fallback
+        own = const(f"{t}/scale_adjusted", form.params[t]["scale"])
+        adj = adjuster.get(t)
+        if not _np().array_equal(raw[t]["scale"], form.params[t]["scale"]):
+            low_raw = const(f"{t}/scale_raw", raw[t]["scale"])
+            if adj in col:
+                name = f"{t}/scale_own"
+                nodes.append(h.make_node("Where", [is_low(adj), own, low_raw], [name], name=name))
+                own = name
+            else:
+                own = low_raw
+        result = own
+        for n, src, provider in conditional.get(t, ()):
+            inner = quantized(src) if provider else None
+            if inner is None:
+                continue
+            name = f"{t}/shares/{n}"
+            nodes.append(h.make_node("And", [is_low(n), inner], [name], name=name))
+            picked = f"{t}/scale_via/{n}"
+            nodes.append(h.make_node("Where", [name, scale_of(provider, fallback), result],
+                                     [picked], name=picked))
+            result = picked
+        scales[t] = result
+        return result
 
     outputs = {o.name for o in graph.output}
     reads: dict[str, str] = {}  # tensor -> the switched value its consumers read
@@ -380,6 +419,8 @@ def int8_switchboard(model: onnx.ModelProto, columns: tuple[str, ...], ranges_js
             copy_.CopyFrom(node)
             if node.op_type == "QuantizeLinear":
                 copy_.input[0] = source
+            if t not in form.floats:
+                copy_.input[1] = scale_of(t, node.input[1])
             if node is dq:
                 copy_.output[0] = qdq_out
             for x in copy_.input[1:] if node.op_type == "QuantizeLinear" else copy_.input:
@@ -412,6 +453,19 @@ def int8_switchboard(model: onnx.ModelProto, columns: tuple[str, ...], ranges_js
             switched.opset_import.append(o)
     switched.ir_version = min(max(switched.ir_version, form.full.ir_version), MAX_IR_VERSION)
     return switched
+
+
+def _range_adjusters(form: QdqForm) -> dict[str, str]:
+    """Tensor -> the node whose quantization changes its range (adjust_tensor_ranges)."""
+    model = form.quantizer.model
+    consumers = model.input_name_to_nodes()
+    out = {}
+    for node in model.nodes():
+        if node.op_type in ("Clip", "Relu") and len(consumers.get(node.input[0], ())) == 1:
+            out[node.input[0]] = node.name
+        elif node.op_type == "Softmax":
+            out[node.output[0]] = node.name
+    return out
 
 
 def _np():
@@ -452,7 +506,10 @@ def _marking_rules(form: QdqForm, layers: set[str]):
             unconditional.setdefault(t, []).append(node.name)
         first = node.input[0] if node.input else ""
         for t in found[1] - found[0] - {first}:
-            conditional.setdefault(t, []).append((node.name, first))
+            info = q.tensors_to_quantize.get(t)
+            provider = info.quant_para_provider.input_name if getattr(
+                info, "quant_para_provider", None) else None
+            conditional.setdefault(t, []).append((node.name, first, provider))
     return unconditional, conditional
 
 
