@@ -90,3 +90,37 @@ def test_a_quantized_relu_gives_its_input_its_range_only_while_it_is_quantized()
 def test_the_qdq_form_is_built_once_per_model_and_ranges():
     model, _, searchable, ranges = setup(planted_mlp(blocks=2).model)
     assert qdq.qdq_form(model, ranges) is qdq.qdq_form(model, ranges)
+
+
+def random_plans(searchable, count: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    plans = [frozenset(), frozenset(searchable)]
+    return plans + [frozenset(x for x in searchable if rng.random() < p)
+                    for p in rng.uniform(0.1, 0.9, count)]
+
+
+@pytest.mark.parametrize("name,model", list(cases()), ids=lambda x: x if isinstance(x, str)
+                         else "")
+def test_int8_switchboard_equals_int8_candidates_bit_for_bit_unfused(name, model):
+    """Unfused on both sides (ORT_DISABLE_ALL) the switchboard is the candidate, value for value."""
+    from distprec.candidates.rewrites import mixed_model
+    from distprec.candidates.switchboard import PLAN_INPUT, build_switchboard
+    from distprec.plan import Plan
+
+    model, feeds, searchable, ranges = setup(model)
+    board = build_switchboard(model, searchable, "int8", emulate=False, ranges_json=ranges)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(board.model.SerializeToString(), so,
+                                   providers=["CPUExecutionProvider"])
+    assert {i.name for i in session.get_inputs()} == {*feeds[0], PLAN_INPUT}
+    seen = set()
+    for keep in random_plans(searchable, count=4 if "ultraface" in name else 8):
+        candidate = mixed_model(model, Plan("int8", keep), searchable, emulate=False,
+                                ranges_json=ranges)
+        want = outputs(candidate, feeds[0])
+        got = session.run(None, {**feeds[0], PLAN_INPUT: board.mask(keep)})
+        for a, b in zip(got, want, strict=True):
+            assert np.array_equal(a, b, equal_nan=True), f"{name}: plan keeps {len(keep)}"
+        seen.add(tuple(np.round(got[0].ravel()[:8], 6)))
+    assert len(seen) > 1  # the plan input changes the outputs: the switch is live
