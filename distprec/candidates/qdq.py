@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -78,6 +79,8 @@ class QdqForm:
 
 
 _CACHE: dict[str, QdqForm] = {}
+#: The kept quantizer is replayed in place: one replay at a time per process.
+_LOCK = threading.RLock()
 
 
 def qdq_form(model: onnx.ModelProto, ranges_json: str) -> QdqForm:
@@ -95,9 +98,10 @@ def int8_candidate(model: onnx.ModelProto, exclude: set[str], ranges_json: str
                    ) -> onnx.ModelProto:
     """The INT8 candidate with ``exclude`` in FP32: equal to quantize_static's, without it."""
     global fallback_count
-    form = qdq_form(model, ranges_json)
-    marks = form.marks_for(exclude)
-    params = form.params_for(exclude)
+    with _LOCK:
+        form = qdq_form(model, ranges_json)
+        marks = form.marks_for(exclude)
+        params = form.params_for(exclude)
     odd = [t for t, how in marks.items() if not _same_piece(form, t, form.marks.get(t), how,
                                                              params)]
     if odd:
@@ -307,9 +311,11 @@ def int8_switchboard(model: onnx.ModelProto, columns: tuple[str, ...], ranges_js
     from distprec.candidates.model import MAX_IR_VERSION
     from distprec.candidates.switchboard import PLAN_INPUT
 
-    form = qdq_form(model, ranges_json)
+    with _LOCK:
+        form = qdq_form(model, ranges_json)
+        unconditional, conditional = _marking_rules(form, set(columns))
+        raw = form.params_for(n.name for n in form.quantizer.model.nodes())
     col = {name: i for i, name in enumerate(columns)}
-    unconditional, conditional = _marking_rules(form, set(columns))
     switched = _copy(model)
     graph = switched.graph
     full_nodes = {o: n for n in form.full.graph.node for o in n.output}
@@ -354,7 +360,6 @@ def int8_switchboard(model: onnx.ModelProto, columns: tuple[str, ...], ranges_js
         cond[t] = terms[0] if terms else None
         return cond[t]
 
-    raw = form.params_for(n.name for n in form.quantizer.model.nodes())
     adjuster = _range_adjusters(form)
     scales: dict[str, str] = {}
 
