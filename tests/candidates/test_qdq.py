@@ -124,3 +124,21 @@ def test_int8_switchboard_equals_int8_candidates_bit_for_bit_unfused(name, model
             assert np.array_equal(a, b, equal_nan=True), f"{name}: plan keeps {len(keep)}"
         seen.add(tuple(np.round(got[0].ravel()[:8], 6)))
     assert len(seen) > 1  # the plan input changes the outputs: the switch is live
+
+
+@pytest.mark.skipif(not (MODELS / "mnist.onnx").exists(), reason="shared models absent")
+def test_int8_search_through_the_switchboard_ends_confirmed(ray_session, tmp_path):
+    """`distprec search mnist --precision int8 --evaluate switchboard` on the CPU."""
+    import json
+
+    from distprec.cli import main
+
+    out = tmp_path / "result.json"
+    code = main(["search", str(MODELS / "mnist.onnx"), "--precision", "int8", "--evaluate",
+                 "switchboard", "--device", "cpu", "--workers", "2", "--no-live",
+                 "-o", str(out)])
+    result = json.loads(out.read_text())
+    assert code == 0 and result["passed"] and result["minimal"] == "1-minimal"
+    assert result["evaluation"]["mode"] == "switchboard" and result["evaluation"]["confirmed"]
+    assert result["evaluation"]["switchboard_verdicts"] > 0
+    assert result["evaluation"]["disagreements"] == []  # measured: none on mnist
