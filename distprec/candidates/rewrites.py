@@ -63,7 +63,9 @@ def mixed_model(model: onnx.ModelProto, plan: Plan, searchable: Iterable[str], *
     if plan.precision == "int8":
         if ranges_json is None:
             raise ValueError("INT8 candidates need calibration ranges")
-        return quantize_qdq(model, _names(model) - low, ranges_json)
+        from distprec.candidates.qdq import int8_candidate
+
+        return int8_candidate(model, _names(model) - low, ranges_json)
     dtype = LOW_TYPES[plan.precision]
     if emulate:
         return emulate_low_precision(model, low, dtype, weights)

@@ -13,7 +13,9 @@ The low branch is the candidate's lowered layer, value for value:
   none in the candidate; FP16 and BF16 values survive it exactly.
 - the CPU emulation: the graph stays FP32 and values are rounded where they enter and leave
   the layer, with the Cast pairs of ``rewrites.emulate_low_precision``.
-- INT8: Q/DQ where quantize_static would put them (``distprec.candidates.qdq``).
+- INT8: Q/DQ where quantize_static would put them (``distprec.candidates.qdq``), switched
+  per tensor rather than per layer, since quantize_static quantizes a tensor once for all
+  its consumers; unfused, switchboard and INT8 candidate are bit-identical.
 
 What the switchboard cannot reproduce are runtime fusions across layer boundaries: a Where
 between two layers stops the runtime fusing them, where the candidate may fuse them (for
