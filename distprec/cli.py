@@ -278,6 +278,7 @@ def cmd_golden(a: argparse.Namespace) -> int:
 
 def cmd_search(a: argparse.Namespace) -> int:
     from distprec.atomic import write_json
+    from distprec.exports import write_exports
     from distprec.result import build_result, save_mixed_model
     from distprec.search import run_search
     from distprec.view.console import SearchConsole
@@ -298,6 +299,9 @@ def cmd_search(a: argparse.Namespace) -> int:
         result["device_kind"] = a.kind
     result["exports"] = [a.output]
     write_json(a.output, result)  # first: a failing export must not lose the search
+    prep = report.prepared  # Polygraphy inputs/golden (and INT8 calib cache) beside it
+    result["exports"] += write_exports(a.output, result, str(cfg.model), cfg.precision,
+                                       cfg.check, prep.feeds, prep.golden, prep.ranges_json)
     if a.save_model and report.outcome.passed:
         save_mixed_model(a.save_model, report, cfg.precision)
         result["exports"].append(a.save_model)
