@@ -8,6 +8,7 @@ model, inputs, golden outputs and tolerances.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -198,3 +199,25 @@ def test_cosine_verdicts_match_polygraphy(saved):
                             "--cosine-similarity-threshold", repr(threshold), cwd=saved)
         assert theirs.returncode in (0, 1), theirs.stderr[-2000:]
         assert ours == (theirs.returncode == 0), (threshold, cosines, theirs.stdout[-3000:])
+
+
+def test_search_with_polygraphy_files_and_flags_then_its_command_rechecks(ray_session, saved,
+                                                                         tmp_path):
+    """Polygraphy's flags and files in; the exported polygraphy command re-checks the answer."""
+    from distprec.cli import main
+
+    out = tmp_path / "result.json"
+    code = main(["search", str(saved / "m.onnx"), "--precision", "fp16", "--device", "cpu",
+                 "--workers", "1", "--load-inputs", str(saved / "in.json"),
+                 "--load-outputs", str(saved / "out.json"), "--atol", "1e-2", "y:1e-2",
+                 "--rtol", "1e-2", "--check-error-stat", "y:max", "-o", str(out), "--no-live"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["check_pooling"] == "iteration" and "per iteration" in result["check"]
+    assert result["samples"] == ITERATIONS
+    assert all(not n.startswith("MatMul_") for n in result["tensorrt_layers"])
+    argv = shlex.split(result["polygraphy_command"])
+    assert "--load-inputs" in argv and "--load-outputs" in argv and "y:max" in argv
+    argv[argv.index("--trt")] = "--onnxrt"
+    rerun = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-2000:]
