@@ -221,3 +221,27 @@ def test_search_with_polygraphy_files_and_flags_then_its_command_rechecks(ray_se
     argv[argv.index("--trt")] = "--onnxrt"
     rerun = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-2000:]
+
+
+def test_minus_one_and_symbolic_dims_take_polygraphy_inputs(tmp_path):
+    """A classifier declared -1x3x?xW takes a 4x3x8x12 batch Polygraphy wrote."""
+    from distprec.cli import main
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["r"], name="relu"),
+         helper.make_node("GlobalAveragePool", ["r"], ["y"], name="pool")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, None, "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 4, 1, 1])],
+        [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "dyn.onnx")
+    made = polygraphy("run", "dyn.onnx", "--onnxrt", "--input-shapes", "x:[4,3,8,12]",
+                      "--save-inputs", "in.json", cwd=tmp_path)
+    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
+    args = ["check", str(tmp_path / "dyn.onnx"), "--device", "cpu", "--keep", "relu",
+            "--atol", "0.05", "--rtol", "0.05"]
+    assert main([*args, "--load-inputs", str(tmp_path / "in.json")]) == 0
+    assert main([*args, "--input-shapes", "x:[2,3,5,7]", "--iterations", "2"]) == 0
