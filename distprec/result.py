@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 
 from distprec import __version__
-from distprec.atomic import write_bytes
+from distprec.candidates.external import save_model
 from distprec.candidates.model import load_model
 from distprec.candidates.rewrites import mixed_model
 from distprec.exports import commands, tensorrt_names, trtexec_layer_precisions
@@ -94,4 +94,4 @@ def save_mixed_model(path: str | Path, report: SearchReport, precision: str) -> 
     keep = frozenset(report.outcome.keep or ())
     model = mixed_model(prep.model, Plan(precision, keep), prep.searchable, emulate=False,
                         ranges_json=prep.ranges_json)
-    write_bytes(path, model.SerializeToString())
+    save_model(model, path)  # weights in <path>.data when over protobuf's 2 GB
