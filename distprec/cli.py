@@ -36,6 +36,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--samples", "--iterations", type=int, default=1,
                    help="random samples when no inputs given")
     g.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    g.add_argument("--val-range", nargs="+", help="range of the random inputs: [-1,1] or "
+                   "x:[0,255] (Polygraphy's form; default [0,1))")
 
 
 def _add_check_args(p: argparse.ArgumentParser) -> None:
@@ -230,6 +232,7 @@ def _config(a: argparse.Namespace):
         data_loader=a.data_loader, calib_data=a.calib_data,
         calibration_cache=a.calibration_cache, golden=_one(a.golden), check=_check_spec(a),
         address=getattr(a, "address", None), seed=a.seed, samples=a.samples,
+        val_range=" ".join(a.val_range or ()) or None,
         top=getattr(a, "top", 1), start=getattr(a, "start", None),
         sensitivity=getattr(a, "sensitivity", "lower"),
         layer_errors=getattr(a, "layer_errors", "final"),
@@ -265,7 +268,8 @@ def cmd_golden(a: argparse.Namespace) -> int:
 
     _check_output_path(a.output)
     cfg = SearchConfig(model=a.model, inputs=_one(a.inputs), input_shapes=a.input_shapes,
-                       data_loader=a.data_loader, seed=a.seed, samples=a.samples)
+                       data_loader=a.data_loader, seed=a.seed, samples=a.samples,
+                       val_range=" ".join(a.val_range or ()) or None)
     cfg.validate()
     source = load_model(a.model)
     model = prepare_model(source)

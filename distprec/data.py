@@ -71,10 +71,37 @@ def parse_input_shapes(text: str | None, specs: list[InputSpec]) -> dict[str, tu
     return shapes
 
 
+def parse_val_range(text: str | list | None,
+                    specs: list[InputSpec]) -> dict[str, tuple[float, float]]:
+    """Polygraphy's ``--val-range [-1,1] x:[0,255]`` ("" = every input not named)."""
+    if isinstance(text, (list, tuple)):
+        text = " ".join(text)
+    known = {s.name for s in specs}
+    ranges: dict[str, tuple[float, float]] = {}
+    for name, lo, hi in re.findall(r"(?:(\S+?):)?\[\s*([^,\]]+?)\s*,\s*([^\]]+?)\s*\]",
+                                   text or ""):
+        try:
+            low, high = float(lo), float(hi)
+        except ValueError:
+            raise InputError(f"--val-range: [{lo},{hi}] is not a pair of numbers") from None
+        if not low <= high:
+            raise InputError(f"--val-range: [{lo},{hi}] has its low end above its high end")
+        if name and name not in known:
+            raise InputError(f"--val-range names {name!r}, which is not a model input "
+                             f"(inputs: {', '.join(sorted(known))})")
+        ranges[name] = (low, high)
+    if text and text.strip() and not ranges:
+        raise InputError(f"bad --val-range {text!r}: expected [low,high] or name:[low,high]")
+    return ranges
+
+
 def random_feeds(specs: list[InputSpec], shapes: dict[str, tuple[int, ...]],
-                 seed: int = 0, samples: int = 1) -> list[Feed]:
-    """Seeded random data: uniform [0, 1) floats, small non-negative integers."""
+                 seed: int = 0, samples: int = 1,
+                 ranges: dict[str, tuple[float, float]] | None = None) -> list[Feed]:
+    """Seeded random data: uniform [0, 1) floats, small non-negative integers, unless
+    ``ranges`` (``--val-range``) gives an input's [low, high]."""
     rng = np.random.default_rng(seed)
+    ranges = ranges or {}
     feeds = []
     for _ in range(samples):
         feed = {}
@@ -89,12 +116,17 @@ def random_feeds(specs: list[InputSpec], shapes: dict[str, tuple[int, ...]],
             if not spec.matches(shape):
                 raise InputError(f"--input-shapes {spec.name}:{'x'.join(map(str, shape))} "
                                  f"does not fit the model's shape {_fmt(spec.shape)}")
+            span = ranges.get(spec.name, ranges.get(""))
             if np.issubdtype(spec.dtype, np.floating):
-                feed[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
+                values = rng.random(shape, dtype=np.float32)
+                if span is not None:
+                    values = span[0] + values * np.float32(span[1] - span[0])
+                feed[spec.name] = values.astype(spec.dtype)
             elif spec.dtype == np.bool_:
                 feed[spec.name] = rng.integers(0, 2, shape).astype(np.bool_)
             else:
-                feed[spec.name] = rng.integers(0, 4, shape).astype(spec.dtype)
+                low, high = (int(np.ceil(span[0])), int(np.floor(span[1]))) if span else (0, 3)
+                feed[spec.name] = rng.integers(low, high + 1, shape).astype(spec.dtype)
         feeds.append(feed)
     return feeds
 
@@ -110,7 +142,7 @@ def load_feeds(path: str | Path | list, specs: list[InputSpec]) -> list[Feed]:
         return check_feeds(feeds, specs, ", ".join(map(str, path)))
     path = Path(path)
     if path.is_dir():
-        raise InputError(f"{path} is a directory: give the JSON/.npz files in it")
+        return load_feeds(_files_in(path), specs)
     if not path.is_file():
         raise InputError(f"inputs file not found: {path}")
     if path.suffix == ".json":
@@ -126,6 +158,15 @@ def load_feeds(path: str | Path | list, specs: list[InputSpec]) -> list[Feed]:
         arrays = _read_npz(path)
         feeds = _split_samples(arrays, specs, path)
     return check_feeds(feeds, specs, str(path))
+
+
+def _files_in(folder: Path) -> list[Path]:
+    """A folder of per-iteration files: its .json/.npz files in natural order (2 before 10)."""
+    files = [p for p in folder.iterdir() if p.suffix in (".json", ".npz") and p.is_file()]
+    if not files:
+        raise InputError(f"{folder} is a directory with no .json or .npz files in it")
+    return sorted(files, key=lambda p: [int(t) if t.isdigit() else t
+                                        for t in re.split(r"(\d+)", p.name)])
 
 
 def _cast_float64(feed: Feed, specs: list[InputSpec], origin) -> Feed:
@@ -211,7 +252,7 @@ def load_outputs(path: str | Path | list, output_names: list[str], samples: int,
 
 def _read_outputs(path: Path, model_hash: str, runner: str | None) -> list[Feed]:
     if path.is_dir():
-        raise InputError(f"{path} is a directory: give the JSON/.npz files in it")
+        return [o for one in _files_in(path) for o in _read_outputs(one, model_hash, runner)]
     if not path.is_file():
         raise InputError(f"golden outputs file not found: {path}")
     if path.suffix == ".json":

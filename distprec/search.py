@@ -30,6 +30,7 @@ from distprec.data import (
     load_feeds,
     load_outputs,
     parse_input_shapes,
+    parse_val_range,
     random_feeds,
     read_layer_names,
 )
@@ -68,6 +69,7 @@ class SearchConfig:
     address: str | None = None
     seed: int = 0
     samples: int = 1
+    val_range: str | None = None  # Polygraphy's --val-range for random inputs
     top: int = 1  # worst-first: layers marked per iteration
     start: str | None = None  # minimize: result.json (or a names file) to start from
     sensitivity: str = "lower"  # sensitivity scan: lower, raise or both
@@ -209,7 +211,7 @@ def validation_feeds(cfg: SearchConfig, specs) -> list[Feed]:
     if cfg.data_loader:
         return feeds_from_script(cfg.data_loader, specs)
     return random_feeds(specs, parse_input_shapes(cfg.input_shapes, specs), cfg.seed,
-                        cfg.samples)
+                        cfg.samples, parse_val_range(cfg.val_range, specs))
 
 
 def reference_outputs(model: onnx.ModelProto, feeds: list[Feed],

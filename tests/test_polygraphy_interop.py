@@ -128,12 +128,12 @@ def test_unreadable_outputs_give_one_clear_error(tmp_path, content, match):
         load_outputs(path, ["y"], 1, "h")
 
 
-def test_outputs_file_given_as_inputs_is_named(saved):
+def test_outputs_file_given_as_inputs_is_named(saved, tmp_path):
     specs = input_specs(onnx.load(saved / "m.onnx"))
     with pytest.raises(InputError, match="holds outputs"):
         load_feeds(saved / "out.json", specs)
-    with pytest.raises(InputError, match="is a directory"):
-        load_feeds(saved, specs)
+    with pytest.raises(InputError, match="is a directory with no .json"):
+        load_feeds(tmp_path, specs)
 
 
 def test_minus_one_dimension_is_free(tmp_path):
@@ -245,3 +245,34 @@ def test_minus_one_and_symbolic_dims_take_polygraphy_inputs(tmp_path):
             "--atol", "0.05", "--rtol", "0.05"]
     assert main([*args, "--load-inputs", str(tmp_path / "in.json")]) == 0
     assert main([*args, "--input-shapes", "x:[2,3,5,7]", "--iterations", "2"]) == 0
+
+
+def test_val_range_and_folder_of_per_iteration_files(saved, tmp_path):
+    from distprec.data import parse_val_range, random_feeds
+
+    specs = input_specs(onnx.load(saved / "m.onnx"))
+    ranges = parse_val_range(["x:[-2,2]"], specs)
+    feeds = random_feeds(specs, {}, seed=3, samples=3, ranges=ranges)
+    values = np.concatenate([f["x"].ravel() for f in feeds])
+    assert values.min() < -1 and values.max() > 1 and np.abs(values).max() <= 2
+    with pytest.raises(InputError, match="names 'z'"):
+        parse_val_range("z:[0,1]", specs)
+    with pytest.raises(InputError, match="bad --val-range"):
+        parse_val_range("0..1", specs)
+    # one polygraphy file per iteration in a folder, read in natural order (2 before 10)
+    folder = tmp_path / "iters"
+    folder.mkdir()
+    for i in (2, 10):
+        made = polygraphy("run", str(saved / "m.onnx"), "--onnxrt", "--seed", str(i),
+                          "--save-inputs", str(folder / f"in_{i}.json"),
+                          "--save-outputs", str(folder / f"out_{i}.json"), cwd=tmp_path)
+        assert made.returncode == 0, made.stderr[-2000:]
+    (folder / "outs").mkdir()
+    for i in (2, 10):
+        (folder / f"out_{i}.json").rename(folder / "outs" / f"out_{i}.json")
+    got = load_feeds(folder, specs)
+    assert len(got) == 2
+    assert np.array_equal(got[0]["x"], load_feeds(folder / "in_2.json", specs)[0]["x"])
+    golden = load_outputs(folder / "outs", ["y"], 2, "h")
+    sess = ort.InferenceSession(str(saved / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(golden[1]["y"], sess.run(None, got[1])[0], rtol=1e-6)
