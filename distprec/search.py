@@ -19,6 +19,7 @@ from distprec.actors.loop import EventSink, LoopResult, drive
 from distprec.actors.pool import Worker, connect, placement, start_workers, stop_workers
 from distprec.cache import calibration
 from distprec.candidates.backends import OrtBackend
+from distprec.candidates.external import to_wire
 from distprec.candidates.model import Layer, layer_table, load_model, model_hash, prepare_model
 from distprec.candidates.rewrites import not_low
 from distprec.checks import CheckSpec
@@ -123,7 +124,7 @@ class Prepared:
     calibration: dict = field(default_factory=dict)
 
     def setup(self, cfg: SearchConfig) -> Setup:
-        return Setup(self.model.SerializeToString(), cfg.precision, self.searchable,
+        return Setup(to_wire(self.model), cfg.precision, self.searchable,
                      self.feeds, self.golden, cfg.check, self.ranges_json, cfg.evaluate,
                      cfg.plans_per_run)
 

@@ -16,11 +16,35 @@ from onnx import external_data_helper
 
 #: Above this many bytes a model takes the external-data path (protobuf's limit, with room
 #: for the message framing). A module attribute so that tests can force the path.
-LIMIT = 2**31 - 2**24
+LIMIT = int(os.environ.get("DISTPREC_EXTERNAL_LIMIT", 2**31 - 2**24))
+
+#: A model as it travels to actors: its bytes, or (graph without weights, weights by name)
+#: when over the limit, so that no one message holds it whole.
+Wire = bytes | tuple[bytes, dict[str, bytes]]
 
 
 def is_large(model: onnx.ModelProto) -> bool:
     return model.ByteSize() >= LIMIT
+
+
+def to_wire(model: onnx.ModelProto) -> Wire:
+    if not is_large(model):
+        return model.SerializeToString()
+    skeleton = onnx.ModelProto()
+    _copy_without_weights(model, skeleton)
+    weights = {t.name: t.raw_data for t in model.graph.initializer if len(t.raw_data) > SMALL}
+    return skeleton.SerializeToString(), weights
+
+
+def from_wire(wire: Wire) -> onnx.ModelProto:
+    if isinstance(wire, bytes):
+        return onnx.load_from_string(wire)
+    skeleton, weights = wire
+    model = onnx.load_from_string(skeleton)
+    for tensor in model.graph.initializer:
+        if tensor.name in weights:
+            tensor.raw_data = weights[tensor.name]
+    return model
 
 
 def uses_external_data(path: str | Path) -> bool:
@@ -43,23 +67,33 @@ def streamed_hash(model: onnx.ModelProto) -> str:
     return digest.hexdigest()[:16]
 
 
+#: Weights up to this size stay in the graph message (shape tensors, scales): small, and
+#: shape inference wants them.
+SMALL = 1024
+
+
+def _copy_fields(src, dst, skip: str) -> None:
+    for fd, value in src.ListFields():
+        if fd.name == skip:
+            continue
+        if hasattr(value, "extend"):  # a repeated field
+            getattr(dst, fd.name).extend(value)
+        elif fd.message_type is not None:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
+
+
 def _copy_without_weights(model: onnx.ModelProto, into: onnx.ModelProto) -> None:
-    """A copy with every tensor's raw bytes left out (each copied tensor is small)."""
-    into.ir_version, into.producer_name = model.ir_version, model.producer_name
-    into.opset_import.extend(model.opset_import)
-    into.metadata_props.extend(model.metadata_props)
-    into.functions.extend(model.functions)
-    graph = model.graph
-    into.graph.name = graph.name
-    into.graph.input.extend(graph.input)
-    into.graph.output.extend(graph.output)
-    into.graph.value_info.extend(graph.value_info)
-    for tensor in graph.initializer:
+    """A copy in which every initializer over SMALL bytes has no raw bytes (each tensor is
+    copied alone, so no message over 2 GB is ever made)."""
+    _copy_fields(model, into, skip="graph")
+    _copy_fields(model.graph, into.graph, skip="initializer")
+    for tensor in model.graph.initializer:
         t = into.graph.initializer.add()
-        t.name, t.data_type, t.data_location = tensor.name, tensor.data_type, tensor.data_location
-        t.dims.extend(tensor.dims)
-    for node in graph.node:  # node attributes (If branches, Constant values) may hold weights
-        into.graph.node.add().CopyFrom(node)
+        t.CopyFrom(tensor)
+        if len(t.raw_data) > SMALL:
+            t.ClearField("raw_data")
 
 
 def save_model(model: onnx.ModelProto, path: str | Path, external: bool | None = None) -> None:

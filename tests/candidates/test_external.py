@@ -86,3 +86,32 @@ def test_check_runs_on_an_external_data_model(saved_external, monkeypatch):
     monkeypatch.setattr(external, "LIMIT", 1000)
     assert main(["check", str(saved_external), "--device", "cpu", "--keep", "mm2",
                  "--atol", "0.5", "--rtol", "0.05", "--iterations", "2"]) == 0
+
+
+def test_large_model_travels_in_pieces_and_evaluates(saved_external, monkeypatch):
+    """The evaluator's whole path with the large-model branch forced: the Setup holds the
+    graph and the weights apart (as the object store gets them), the evaluator joins them,
+    and ONNX Runtime loads each candidate from a file with external data."""
+    import pickle
+
+    from distprec.candidates.backends import OrtBackend
+    from distprec.checks import CheckSpec
+    from distprec.data import input_specs, random_feeds
+    from distprec.evaluator import Evaluator, Setup
+    from distprec.search import reference_outputs
+
+    monkeypatch.setattr(external, "LIMIT", 1000)
+    model = prepare_model(load_model(saved_external))
+    wire = external.to_wire(model)
+    assert isinstance(wire, tuple) and set(wire[1]) == {"w1", "w2"}
+    assert len(wire[0]) < 1000  # no weights in the graph message
+    assert external.from_wire(pickle.loads(pickle.dumps(wire))) == model
+    feeds = random_feeds(input_specs(model), {}, seed=0, samples=2)
+    check = CheckSpec(atol=(("", 0.5),), rtol=(("", 0.05),))
+    setup = Setup(wire, "fp16", ("mm1", "relu", "mm2"), feeds, reference_outputs(model, feeds),
+                  check)
+    evaluator = Evaluator(setup, OrtBackend("cpu", threads=1))
+    evaluator.warm_up()
+    assert evaluator.evaluate(frozenset({"mm1", "relu", "mm2"})).verdict.passed
+    low = evaluator.evaluate(frozenset())
+    assert low.verdict.value in ("pass", "fail") and low.figures
