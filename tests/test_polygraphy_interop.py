@@ -276,3 +276,21 @@ def test_val_range_and_folder_of_per_iteration_files(saved, tmp_path):
     golden = load_outputs(folder / "outs", ["y"], 2, "h")
     sess = ort.InferenceSession(str(saved / "m.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(golden[1]["y"], sess.run(None, got[1])[0], rtol=1e-6)
+
+
+def test_float64_inputs_cast_and_dynamic_dims_warned(saved, tmp_path):
+    """As Polygraphy: float64 data is cast to the model's float type with a warning, and a
+    dynamic dimension left unset becomes 1 with a warning."""
+    from distprec.data import random_feeds
+    from distprec.exports import write_polygraphy_inputs
+
+    specs = input_specs(onnx.load(saved / "m.onnx"))
+    x = np.random.default_rng(0).standard_normal((2, 8))  # float64
+    write_polygraphy_inputs(tmp_path / "in64.json", [{"x": x}])
+    with pytest.warns(UserWarning, match="float64; cast to float32"):
+        feeds = load_feeds(tmp_path / "in64.json", specs)
+    assert feeds[0]["x"].dtype == np.float32
+    np.testing.assert_allclose(feeds[0]["x"], x, rtol=1e-6)
+    dyn = input_specs(_model(0, batch=-1))
+    with pytest.warns(UserWarning, match="dynamic dimensions"):
+        assert random_feeds(dyn, {})[0]["x"].shape == (1, 8)
