@@ -6,9 +6,10 @@ import platform
 import shlex
 from pathlib import Path
 
+import onnx
+
 from distprec import __version__
 from distprec.candidates.external import save_model
-from distprec.candidates.model import load_model
 from distprec.candidates.rewrites import mixed_model
 from distprec.exports import commands, tensorrt_names, trtexec_layer_precisions
 from distprec.plan import Plan
@@ -17,7 +18,9 @@ from distprec.search import SearchConfig, SearchReport
 
 def _exports(cfg: SearchConfig, prep, exported: list[str]) -> dict:
     """Hand-off strings under the names TensorRT sees (see exports.py), with notes."""
-    names, notes = tensorrt_names(load_model(cfg.model), prep.model, exported)
+    # names only: the nodes, never the weights (a large model's are external)
+    source = onnx.load(str(cfg.model), load_external_data=False)
+    names, notes = tensorrt_names(source, prep.model, exported)
     cmds, refused = commands(str(cfg.model), cfg.precision, names, cfg.check)
     value, _ = trtexec_layer_precisions(names)
     return {"tensorrt_layers": names, "export_notes": [*notes, *refused],
