@@ -196,7 +196,8 @@ def _check_golden(golden: list[Feed], reference: Feed, origin: str) -> None:
 
 
 def _check_tolerance_names(check: CheckSpec, outputs: list[str]) -> None:
-    for flag, table in (("--atol", check.atol), ("--rtol", check.rtol)):
+    for flag, table in (("--atol", check.atol), ("--rtol", check.rtol),
+                        ("--check-error-stat", check.stats)):
         for name, _ in table:
             if name and name not in outputs:
                 raise InputError(f"{flag} names {name!r}, which is not a model output "

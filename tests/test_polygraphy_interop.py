@@ -294,3 +294,16 @@ def test_float64_inputs_cast_and_dynamic_dims_warned(saved, tmp_path):
     dyn = input_specs(_model(0, batch=-1))
     with pytest.warns(UserWarning, match="dynamic dimensions"):
         assert random_feeds(dyn, {})[0]["x"].shape == (1, 8)
+
+
+def test_per_output_flags_name_real_outputs(saved, capsys):
+    from distprec.cli import main
+
+    args = ["check", str(saved / "m.onnx"), "--device", "cpu", "--keep", "act"]
+    assert main([*args, "--check-error-stat", "max", "y:mean", "--atol", "1", "y:0.5"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--check-error-stat", "z:mean"]) == 2
+    assert "--check-error-stat names 'z'" in capsys.readouterr().err
+    assert main([*args, "--check-error-stat", "avg"]) == 2
+    err = capsys.readouterr().err
+    assert "'avg' is not one of" in err and err.count("\n") == 1
