@@ -14,6 +14,9 @@ from distprec.data import Feed, load_user_function
 from distprec.errors import InputError
 
 STATS = ("elemwise", "max", "mean", "median", "quantile")
+#: iteration: each sample judged alone, a plan passes only if all pass (``polygraphy run``);
+#: pooled: one statistic over all samples together.
+POOLING = ("iteration", "pooled")
 
 
 @dataclass(frozen=True)
@@ -27,13 +30,20 @@ class CheckSpec:
     cosine_min: float | None = None
     top_k: int | None = None
     check_func: str | None = None  # FILE.py:FUNC, called as func(golden, outputs)
+    pooling: str = "iteration"
+    stats: tuple[tuple[str, str], ...] = ()  # per-output stat, e.g. (("out", "max"),)
+
+    def stat_of(self, output: str) -> str:
+        return dict(self.stats).get(output, self.stat)
 
     def tol(self, which: str, output: str) -> float:
         table = dict(self.atol if which == "atol" else self.rtol)
         return table.get(output, table.get("", 0.0))
 
     def describe(self) -> str:
-        parts = [f"atol {_fmt_tol(self.atol)}", f"rtol {_fmt_tol(self.rtol)}", self.stat]
+        stat = ",".join([self.stat, *(f"{k}:{v}" for k, v in self.stats)])
+        parts = [f"atol {_fmt_tol(self.atol)}", f"rtol {_fmt_tol(self.rtol)}", stat,
+                 "per iteration (Polygraphy)" if self.pooling == "iteration" else "pooled"]
         if self.cosine_min is not None:
             parts.append(f"cosine >= {self.cosine_min}")
         if self.top_k:
@@ -54,9 +64,13 @@ class CheckResult:
 
 
 
-def parse_tolerances(text: str | None, flag: str, default: float) -> tuple[tuple[str, float], ...]:
-    """``1e-3`` or ``out0:1e-3,out1:1e-2`` (bare value = default for all outputs)."""
+def parse_tolerances(text: str | list | None, flag: str,
+                     default: float) -> tuple[tuple[str, float], ...]:
+    """``1e-3`` or ``out0:1e-3,out1:1e-2`` or Polygraphy's space-separated ``1e-3 out:1e-4``
+    (bare value = default for all outputs)."""
     table: dict[str, float] = {"": default}
+    if isinstance(text, (list, tuple)):
+        text = " ".join(text)
     for item in (text or "").replace(" ", ",").split(","):
         if not item:
             continue
@@ -71,6 +85,22 @@ def parse_tolerances(text: str | None, flag: str, default: float) -> tuple[tuple
     return tuple(table.items())
 
 
+def parse_stats(text: str | list | None) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """``--check-error-stat mean`` or Polygraphy's ``max out:mean`` -> (default, per output)."""
+    if isinstance(text, (list, tuple)):
+        text = " ".join(text)
+    default, per = "elemwise", {}
+    for item in (text or "").replace(",", " ").split():
+        name, _, stat = item.rpartition(":")
+        if stat not in STATS:
+            raise InputError(f"--check-error-stat: {stat!r} is not one of {', '.join(STATS)}")
+        if name:
+            per[name] = stat
+        else:
+            default = stat
+    return default, tuple(per.items())
+
+
 def make_check(spec: CheckSpec):
     user_func = load_user_function(spec.check_func, "check") if spec.check_func else None
 
@@ -80,6 +110,8 @@ def make_check(spec: CheckSpec):
             want = np.concatenate([np.asarray(g[name], np.float64).ravel() for g in golden])
             got = np.concatenate([np.asarray(o[name], np.float64).ravel() for o in outputs])
             figures, reason = _compare(spec, name, want, got)
+            if spec.pooling == "iteration" and len(golden) > 1:
+                figures, reason = _per_iteration(spec, name, golden, outputs, figures)
             if spec.top_k:
                 agree = _top_k_agree(golden, outputs, name, spec.top_k)
                 figures["top_k_agree"] = float(agree)
@@ -131,32 +163,47 @@ def error_arrays(want, got) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     return absdiff, reldiff, figures
 
 
+def _per_iteration(spec: CheckSpec, name: str, golden, outputs, pooled: dict):
+    """Judge each sample alone, as ``polygraphy run`` does; the pooled figures stay for
+    reporting, with the number of failing iterations and the first failure's reason."""
+    failed, first = 0, ""
+    for i, (g, o) in enumerate(zip(golden, outputs)):
+        _, reason = _compare(spec, name, np.asarray(g[name], np.float64).ravel(),
+                             np.asarray(o[name], np.float64).ravel())
+        if reason:
+            failed += 1
+            first = first or f"iteration {i}: {reason}"
+    pooled["failed_iterations"] = failed
+    return pooled, (f"{first} ({failed} of {len(golden)} iterations fail)" if failed else "")
+
+
 def _compare(spec: CheckSpec, name: str, want: np.ndarray, got: np.ndarray):
     absdiff, reldiff, figures = error_arrays(want, got)
     nonfinite, cosine = figures["nonfinite"], figures["cosine"]
     atol, rtol = spec.tol("atol", name), spec.tol("rtol", name)
     if nonfinite:
         return figures, f"{name}: {nonfinite} NaN/Inf values"
-    if spec.stat == "elemwise":
+    stat = spec.stat_of(name)
+    if stat == "elemwise":
         bad = int(((absdiff > atol) & (reldiff > rtol)).sum())
         figures["mismatched"] = bad
         if bad:
             return figures, f"{name}: {bad} elements exceed atol {atol:g} and rtol {rtol:g}"
     else:
-        a, r = _stat(spec, absdiff), _stat(spec, reldiff)
-        figures[f"{spec.stat}_abs"], figures[f"{spec.stat}_rel"] = a, r
+        a, r = _stat(spec, stat, absdiff), _stat(spec, stat, reldiff)
+        figures[f"{stat}_abs"], figures[f"{stat}_rel"] = a, r
         if a > atol and r > rtol:
-            return figures, f"{name}: {spec.stat} error {a:.3g} abs / {r:.3g} rel over tolerance"
+            return figures, f"{name}: {stat} error {a:.3g} abs / {r:.3g} rel over tolerance"
     if spec.cosine_min is not None and cosine < spec.cosine_min:
         return figures, f"{name}: cosine {cosine:.6f} < {spec.cosine_min}"
     return figures, ""
 
 
-def _stat(spec: CheckSpec, values: np.ndarray) -> float:
+def _stat(spec: CheckSpec, stat: str, values: np.ndarray) -> float:
     if not values.size:
         return 0.0
     reduce = {"max": np.max, "mean": np.mean, "median": np.median}.get(
-        spec.stat, lambda v: np.quantile(v, spec.quantile))
+        stat, lambda v: np.quantile(v, spec.quantile))
     with np.errstate(all="ignore"):  # relative errors are inf where the golden value is 0
         return float(reduce(values))
 

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from distprec.checks import STATS, CheckSpec, parse_tolerances
+from distprec.checks import POOLING, STATS, CheckSpec, parse_stats, parse_tolerances
 from distprec.devices import KINDS, MODEL_FILE
 from distprec.errors import InputError, SearchError
 from distprec.plan import PRECISIONS
@@ -26,25 +26,35 @@ class _Parser(argparse.ArgumentParser):
 # -- argument groups ----------------------------------------------------------------------
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inputs and reference outputs")
-    g.add_argument("--inputs", help=".npz (one array per input; a leading axis = samples) "
+    g.add_argument("--inputs", "--load-inputs", nargs="+",
+                   help=".npz (one array per input; a leading axis = samples) "
                    "or Polygraphy --save-inputs JSON")
-    g.add_argument("--input-shapes", help="shapes for dynamic inputs: name:1x3x224x224,...")
+    g.add_argument("--input-shapes", help="shapes for dynamic inputs: name:1x3x224x224,... "
+                   "or Polygraphy's name:[1,3,224,224]")
     g.add_argument("--data-loader-script", dest="data_loader",
                    help="FILE.py[:FUNC] yielding feed dicts (Polygraphy's convention)")
-    g.add_argument("--samples", type=int, default=1, help="random samples when no inputs given")
+    g.add_argument("--samples", "--iterations", type=int, default=1,
+                   help="random samples when no inputs given")
     g.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    g.add_argument("--val-range", nargs="+", help="range of the random inputs: [-1,1] or "
+                   "x:[0,255] (Polygraphy's form; default [0,1))")
 
 
 def _add_check_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("checks (Polygraphy semantics)")
-    g.add_argument("--golden", help="reference outputs: distprec .npz or Polygraphy "
+    g.add_argument("--golden", "--load-outputs", nargs="+",
+                   help="reference outputs: distprec .npz or Polygraphy "
                    "--save-outputs JSON (default: computed with ONNX Runtime in FP32)")
-    g.add_argument("--atol", help="absolute tolerance: 1e-2 or out0:1e-3,out1:1e-2 "
+    g.add_argument("--atol", nargs="+", help="absolute tolerance: 1e-2 or out0:1e-3,out1:1e-2 "
                    "(default 1e-2)")
-    g.add_argument("--rtol", help="relative tolerance, same form (default 1e-2)")
-    g.add_argument("--check-error-stat", choices=STATS, default="elemwise",
-                   help="elemwise: fail where both atol and rtol are exceeded; otherwise the "
-                   "statistic of the errors is compared")
+    g.add_argument("--rtol", nargs="+", help="relative tolerance, same form (default 1e-2)")
+    g.add_argument("--check-error-stat", nargs="+", default=["elemwise"],
+                   help=f"{'/'.join(STATS)}, or per output (max out:mean). elemwise: fail "
+                   "where both atol and rtol are exceeded; otherwise the statistic of the "
+                   "errors is compared")
+    g.add_argument("--check-pooling", choices=POOLING, default="iteration",
+                   help="iteration: every sample must pass alone, as polygraphy run judges "
+                   "(default); pooled: one statistic over all samples")
     g.add_argument("--error-quantile", type=float, default=0.99)
     g.add_argument("--cosine-min", type=float, help="fail when an output's cosine "
                    "similarity to the golden one is below this")
@@ -195,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- commands -----------------------------------------------------------------------------
+def _one(paths: list[str] | None):
+    """One file as a plain path, several (Polygraphy's --load-inputs a b) as a list."""
+    return paths[0] if paths and len(paths) == 1 else paths
+
+
 def _check_spec(a: argparse.Namespace) -> CheckSpec:
     if not 0 < a.error_quantile <= 1:
         raise InputError(f"--error-quantile must be in (0, 1], got {a.error_quantile}")
@@ -202,10 +217,11 @@ def _check_spec(a: argparse.Namespace) -> CheckSpec:
         raise InputError(f"--cosine-min must be between -1 and 1, got {a.cosine_min}")
     if a.top_k is not None and a.top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {a.top_k}")
+    stat, stats = parse_stats(a.check_error_stat)
     return CheckSpec(atol=parse_tolerances(a.atol, "--atol", 1e-2),
-                     rtol=parse_tolerances(a.rtol, "--rtol", 1e-2), stat=a.check_error_stat,
+                     rtol=parse_tolerances(a.rtol, "--rtol", 1e-2), stat=stat, stats=stats,
                      quantile=a.error_quantile, cosine_min=a.cosine_min, top_k=a.top_k,
-                     check_func=a.check_func)
+                     check_func=a.check_func, pooling=a.check_pooling)
 
 
 def _config(a: argparse.Namespace):
@@ -214,10 +230,11 @@ def _config(a: argparse.Namespace):
     return SearchConfig(
         model=a.model, precision=a.precision, strategy=getattr(a, "strategy", DEFAULT_STRATEGY),
         direction=getattr(a, "direction", "forward"), workers=getattr(a, "workers", None),
-        device=getattr(a, "device", "auto"), inputs=a.inputs, input_shapes=a.input_shapes,
+        device=getattr(a, "device", "auto"), inputs=_one(a.inputs), input_shapes=a.input_shapes,
         data_loader=a.data_loader, calib_data=a.calib_data,
-        calibration_cache=a.calibration_cache, golden=a.golden, check=_check_spec(a),
+        calibration_cache=a.calibration_cache, golden=_one(a.golden), check=_check_spec(a),
         address=getattr(a, "address", None), seed=a.seed, samples=a.samples,
+        val_range=" ".join(a.val_range or ()) or None,
         top=getattr(a, "top", 1), start=getattr(a, "start", None),
         sensitivity=getattr(a, "sensitivity", "lower"),
         layer_errors=getattr(a, "layer_errors", "final"),
@@ -253,8 +270,9 @@ def cmd_golden(a: argparse.Namespace) -> int:
     from distprec.search import SearchConfig, reference_outputs, validation_feeds
 
     _check_output_path(a.output)
-    cfg = SearchConfig(model=a.model, inputs=a.inputs, input_shapes=a.input_shapes,
-                       data_loader=a.data_loader, seed=a.seed, samples=a.samples)
+    cfg = SearchConfig(model=a.model, inputs=_one(a.inputs), input_shapes=a.input_shapes,
+                       data_loader=a.data_loader, seed=a.seed, samples=a.samples,
+                       val_range=" ".join(a.val_range or ()) or None)
     cfg.validate()
     source = load_model(a.model)
     model = prepare_model(source)
@@ -267,6 +285,7 @@ def cmd_golden(a: argparse.Namespace) -> int:
 
 def cmd_search(a: argparse.Namespace) -> int:
     from distprec.atomic import write_json
+    from distprec.exports import write_exports
     from distprec.result import build_result, save_mixed_model
     from distprec.search import run_search
     from distprec.view.console import SearchConsole
@@ -287,6 +306,9 @@ def cmd_search(a: argparse.Namespace) -> int:
         result["device_kind"] = a.kind
     result["exports"] = [a.output]
     write_json(a.output, result)  # first: a failing export must not lose the search
+    prep = report.prepared  # Polygraphy inputs/golden (and INT8 calib cache) beside it
+    result["exports"] += write_exports(a.output, result, str(cfg.model), cfg.precision,
+                                       cfg.check, prep.feeds, prep.golden, prep.ranges_json)
     if a.save_model and report.outcome.passed:
         save_mixed_model(a.save_model, report, cfg.precision)
         result["exports"].append(a.save_model)

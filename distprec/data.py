@@ -11,6 +11,7 @@ import importlib.util
 import io
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +43,9 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     specs = []
     for vi in graph_inputs(model):
         tt = vi.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                     for d in tt.shape.dim)
+        # -1 (as some exporters write), ?, a symbolic name: all accept any size
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0
+                     else (d.dim_param or None) for d in tt.shape.dim)
         specs.append(InputSpec(vi.name, np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)),
                                dims))
     return specs
@@ -53,7 +55,10 @@ def parse_input_shapes(text: str | None, specs: list[InputSpec]) -> dict[str, tu
     """``name:1x3x224x224[,name2:...]`` (Polygraphy's ``--input-shapes`` form)."""
     shapes: dict[str, tuple[int, ...]] = {}
     known = {s.name for s in specs}
-    for item in (text or "").replace(" ", ",").split(","):
+    # Polygraphy's name:[1,3,224,224] -> name:1x3x224x224 (commas inside brackets)
+    text = re.sub(r"\[([\d,\s]*)\]",
+                  lambda m: "x".join(d.strip() for d in m.group(1).split(",")), text or "")
+    for item in text.replace(" ", ",").split(","):
         if not item:
             continue
         name, _, dims = item.rpartition(":")
@@ -66,45 +71,118 @@ def parse_input_shapes(text: str | None, specs: list[InputSpec]) -> dict[str, tu
     return shapes
 
 
+def parse_val_range(text: str | list | None,
+                    specs: list[InputSpec]) -> dict[str, tuple[float, float]]:
+    """Polygraphy's ``--val-range [-1,1] x:[0,255]`` ("" = every input not named)."""
+    if isinstance(text, (list, tuple)):
+        text = " ".join(text)
+    known = {s.name for s in specs}
+    ranges: dict[str, tuple[float, float]] = {}
+    for name, lo, hi in re.findall(r"(?:(\S+?):)?\[\s*([^,\]]+?)\s*,\s*([^\]]+?)\s*\]",
+                                   text or ""):
+        try:
+            low, high = float(lo), float(hi)
+        except ValueError:
+            raise InputError(f"--val-range: [{lo},{hi}] is not a pair of numbers") from None
+        if not low <= high:
+            raise InputError(f"--val-range: [{lo},{hi}] has its low end above its high end")
+        if name and name not in known:
+            raise InputError(f"--val-range names {name!r}, which is not a model input "
+                             f"(inputs: {', '.join(sorted(known))})")
+        ranges[name] = (low, high)
+    if text and text.strip() and not ranges:
+        raise InputError(f"bad --val-range {text!r}: expected [low,high] or name:[low,high]")
+    return ranges
+
+
 def random_feeds(specs: list[InputSpec], shapes: dict[str, tuple[int, ...]],
-                 seed: int = 0, samples: int = 1) -> list[Feed]:
-    """Seeded random data: uniform [0, 1) floats, small non-negative integers."""
+                 seed: int = 0, samples: int = 1,
+                 ranges: dict[str, tuple[float, float]] | None = None) -> list[Feed]:
+    """Seeded random data: uniform [0, 1) floats, small non-negative integers, unless
+    ``ranges`` (``--val-range``) gives an input's [low, high]."""
     rng = np.random.default_rng(seed)
+    ranges = ranges or {}
     feeds = []
     for _ in range(samples):
         feed = {}
         for spec in specs:
-            shape = shapes.get(spec.name) or tuple(
-                d if isinstance(d, int) and d > 0 else 1 for d in spec.shape)
+            shape = shapes.get(spec.name)
+            if shape is None:
+                shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in spec.shape)
+                if shape != spec.shape and not feeds:
+                    warnings.warn(f"input {spec.name!r} has dynamic dimensions "
+                                  f"{_fmt(spec.shape)}: set to {_fmt(shape)} (as Polygraphy "
+                                  "does); give --input-shapes to choose", stacklevel=2)
             if not spec.matches(shape):
                 raise InputError(f"--input-shapes {spec.name}:{'x'.join(map(str, shape))} "
                                  f"does not fit the model's shape {_fmt(spec.shape)}")
+            span = ranges.get(spec.name, ranges.get(""))
             if np.issubdtype(spec.dtype, np.floating):
-                feed[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
+                values = rng.random(shape, dtype=np.float32)
+                if span is not None:
+                    values = span[0] + values * np.float32(span[1] - span[0])
+                feed[spec.name] = values.astype(spec.dtype)
             elif spec.dtype == np.bool_:
                 feed[spec.name] = rng.integers(0, 2, shape).astype(np.bool_)
             else:
-                feed[spec.name] = rng.integers(0, 4, shape).astype(spec.dtype)
+                low, high = (int(np.ceil(span[0])), int(np.floor(span[1]))) if span else (0, 3)
+                feed[spec.name] = rng.integers(low, high + 1, shape).astype(spec.dtype)
         feeds.append(feed)
     return feeds
 
 
-def load_feeds(path: str | Path, specs: list[InputSpec]) -> list[Feed]:
-    """Read ``--inputs``: .npz (leading batch axis = several samples) or Polygraphy JSON."""
+def load_feeds(path: str | Path | list, specs: list[InputSpec]) -> list[Feed]:
+    """Read ``--inputs``: .npz (leading batch axis = several samples) or Polygraphy JSON.
+
+    Several files (Polygraphy's ``--load-inputs a.json b.json``) are read in order and
+    their samples joined.
+    """
+    if isinstance(path, (list, tuple)):
+        feeds = [f for one in path for f in load_feeds(one, specs)]
+        return check_feeds(feeds, specs, ", ".join(map(str, path)))
     path = Path(path)
+    if path.is_dir():
+        return load_feeds(_files_in(path), specs)
     if not path.is_file():
         raise InputError(f"inputs file not found: {path}")
     if path.suffix == ".json":
         data = _read_polygraphy_json(path)
+        if isinstance(data, dict) and "lst" in data:
+            raise InputError(f"{path} holds outputs (polygraphy --save-outputs), not inputs")
         if isinstance(data, dict):
             data = [data]
         if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
             raise InputError(f"{path}: expected a list of feed dicts (polygraphy --save-inputs)")
-        feeds = data
+        feeds = [_cast_float64(d, specs, path) for d in data]
     else:
         arrays = _read_npz(path)
         feeds = _split_samples(arrays, specs, path)
     return check_feeds(feeds, specs, str(path))
+
+
+def _files_in(folder: Path) -> list[Path]:
+    """A folder of per-iteration files: its .json/.npz files in natural order (2 before 10)."""
+    files = [p for p in folder.iterdir() if p.suffix in (".json", ".npz") and p.is_file()]
+    if not files:
+        raise InputError(f"{folder} is a directory with no .json or .npz files in it")
+    return sorted(files, key=lambda p: [int(t) if t.isdigit() else t
+                                        for t in re.split(r"(\d+)", p.name)])
+
+
+def _cast_float64(feed: Feed, specs: list[InputSpec], origin) -> Feed:
+    """Polygraphy casts a float64 array to the model's float type, with a warning."""
+    want = {s.name: s.dtype for s in specs}
+    out = {}
+    for name, value in feed.items():
+        arr = np.asarray(value)
+        target = want.get(name)
+        if (arr.dtype == np.float64 and target is not None and target != np.float64
+                and np.issubdtype(target, np.floating)):
+            warnings.warn(f"{origin}: input {name!r} is float64; cast to {target} as "
+                          "Polygraphy does", stacklevel=2)
+            arr = arr.astype(target)
+        out[name] = arr
+    return out
 
 
 def feeds_from_script(spec: str, specs: list[InputSpec]) -> list[Feed]:
@@ -151,22 +229,18 @@ def save_outputs(path: str | Path, outputs: list[Feed], model_hash: str) -> None
     write_bytes(path, buf.getvalue())
 
 
-def load_outputs(path: str | Path, output_names: list[str], samples: int,
-                 model_hash: str) -> list[Feed]:
-    """Read ``--golden``: distprec's .npz or Polygraphy's ``--save-outputs`` JSON."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"golden outputs file not found: {path}")
-    if path.suffix == ".json":
-        outputs = _polygraphy_run_results(_read_polygraphy_json(path), path)
+def load_outputs(path: str | Path | list, output_names: list[str], samples: int,
+                 model_hash: str, runner: str | None = None) -> list[Feed]:
+    """Read ``--golden``: distprec's .npz or Polygraphy's ``--save-outputs`` JSON.
+
+    Several files (``--load-outputs a.json b.json``) are joined in order, as their
+    iterations; ``runner`` picks a runner of a ``--save-results`` file by name.
+    """
+    if isinstance(path, (list, tuple)):
+        outputs = [o for one in path for o in _read_outputs(Path(one), model_hash, runner)]
+        path = ", ".join(map(str, path))
     else:
-        arrays = _read_npz(path)
-        saved_hash = arrays.pop(HASH_KEY, None)
-        if saved_hash is not None and str(saved_hash) != model_hash:
-            raise InputError(f"{path}: golden outputs were made for another model")
-        if any(a.ndim == 0 for a in arrays.values()):
-            raise InputError(f"{path}: golden arrays need a leading sample axis")
-        outputs = _by_sample(arrays, path, "outputs")
+        outputs = _read_outputs(Path(path), model_hash, runner)
     if not outputs or set(outputs[0]) != set(output_names):
         got = sorted(outputs[0]) if outputs else []
         raise InputError(f"{path}: golden outputs {got} do not match the model's outputs "
@@ -174,6 +248,22 @@ def load_outputs(path: str | Path, output_names: list[str], samples: int,
     if len(outputs) != samples:
         raise InputError(f"{path}: {len(outputs)} golden samples for {samples} input samples")
     return outputs
+
+
+def _read_outputs(path: Path, model_hash: str, runner: str | None) -> list[Feed]:
+    if path.is_dir():
+        return [o for one in _files_in(path) for o in _read_outputs(one, model_hash, runner)]
+    if not path.is_file():
+        raise InputError(f"golden outputs file not found: {path}")
+    if path.suffix == ".json":
+        return _polygraphy_run_results(_read_polygraphy_json(path), path, runner)
+    arrays = _read_npz(path)
+    saved_hash = arrays.pop(HASH_KEY, None)
+    if saved_hash is not None and str(saved_hash) != model_hash:
+        raise InputError(f"{path}: golden outputs were made for another model")
+    if any(a.ndim == 0 for a in arrays.values()):
+        raise InputError(f"{path}: golden arrays need a leading sample axis")
+    return _by_sample(arrays, path, "outputs")
 
 
 def read_layer_names(path: str | Path, model_hash: str) -> list[str]:
@@ -249,11 +339,20 @@ def _by_sample(arrays: dict[str, np.ndarray], path: Path, what: str) -> list[Fee
 
 
 def _read_polygraphy_json(path: Path):
+    """Polygraphy's JSON: ndarrays as base64 .npy (never pickles), LazyArray wrappers."""
     def decode(pairs):
         d = dict(pairs)
-        if d.get("polygraphy_class") == "ndarray" or "__polygraphy_encoded_ndarray" in d:
+        kind = d.get("polygraphy_class")
+        if kind == "ndarray" or "__polygraphy_encoded_ndarray" in d:
             raw = base64.b64decode(d["array"].encode(), validate=True)
             return np.load(io.BytesIO(raw), allow_pickle=False)
+        if kind in ("LazyArray", "LazyNumpyArray"):
+            if not isinstance(d.get("values"), np.ndarray):
+                raise ValueError(f"{kind} without an array in it")
+            return d["values"]
+        if kind is not None and kind not in ("IterationResult", "RunResults", "TensorMetadata",
+                                             "MetadataTuple", "BoundedShape", "Shape"):
+            raise ValueError(f"unsupported Polygraphy object {kind!r}")
         return d
 
     try:
@@ -263,13 +362,31 @@ def _read_polygraphy_json(path: Path):
                          f"{exc}") from None
 
 
-def _polygraphy_run_results(data, path: Path) -> list[Feed]:
-    """RunResults: {"lst": [[runner, [IterationResult, ...]], ...]}; the first runner is used."""
+def _polygraphy_run_results(data, path: Path, runner: str | None = None) -> list[Feed]:
+    """RunResults: {"lst": [[runner, [IterationResult, ...]], ...]}; the first runner unless
+    ``runner`` names one (a name or a prefix such as ``onnxrt``)."""
+    if isinstance(data, dict) and "lst" in data:
+        runs = data["lst"]
+        names = [r[0] for r in runs if isinstance(r, list) and r]
+        if runner is not None:
+            runs = [r for r in runs if r[0] == runner] or [
+                r for r in runs if str(r[0]).startswith(runner)]
+            if not runs:
+                raise InputError(f"{path}: no runner {runner!r} (runners: {', '.join(names)})")
+        if not runs:
+            raise InputError(f"{path}: no runner results in it")
+        iterations = runs[0][1]
+    else:
+        iterations = data
     try:
-        iterations = data["lst"][0][1] if isinstance(data, dict) and "lst" in data else data
-        return [dict(it.get("outputs", it)) for it in iterations]
+        outputs = [dict(it.get("outputs", it)) for it in iterations]
     except Exception:
         raise InputError(f"{path}: not Polygraphy --save-outputs JSON") from None
+    for i, out in enumerate(outputs):
+        bad = [k for k, v in out.items() if not isinstance(v, np.ndarray)]
+        if bad:
+            raise InputError(f"{path}: iteration {i} output {bad[0]!r} is not an array")
+    return outputs
 
 
 def _fmt(shape) -> str:

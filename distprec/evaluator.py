@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 from distprec.candidates.backends import OrtBackend
+from distprec.candidates.external import Wire, from_wire
 from distprec.candidates.model import graph_inputs
 from distprec.candidates.rewrites import mixed_model
 from distprec.candidates.switchboard import Switchboard, build_switchboard
@@ -79,7 +80,7 @@ class Evaluation:
 class Setup:
     """What every evaluator of one search shares; put in the object store once."""
 
-    model_bytes: bytes
+    model_bytes: Wire  # bytes, or pieces above 2 GB (candidates/external.py)
     precision: str
     searchable: tuple[str, ...]
     feeds: list[Feed]
@@ -105,7 +106,7 @@ class Evaluator:
         self.worker = worker
         self.node = socket.gethostname()
         self.node_id = node_id
-        self.model = onnx.load_from_string(setup.model_bytes)
+        self.model = from_wire(setup.model_bytes)  # large models come in pieces
         self.searchable = frozenset(setup.searchable)
         self.check = make_check(setup.check)
         self.emulate = backend.emulates and setup.precision != "int8"

@@ -6,33 +6,27 @@ import platform
 import shlex
 from pathlib import Path
 
+import onnx
+
 from distprec import __version__
-from distprec.atomic import write_bytes
+from distprec.candidates.external import save_model
 from distprec.candidates.rewrites import mixed_model
+from distprec.exports import commands, tensorrt_names, trtexec_layer_precisions
 from distprec.plan import Plan
 from distprec.search import SearchConfig, SearchReport
 
-TRT_FLAG = {"fp16": "--fp16", "bf16": "--bf16", "int8": "--int8"}
 
-
-def layer_precisions(names) -> dict[str, str]:
-    """The per-layer strings for TensorRT 8.4-10.x (weakly typed builds) and Polygraphy."""
-    return {
-        "trtexec": ",".join(f"{n}:fp32" for n in names),
-        "polygraphy": " ".join(shlex.quote(f"{n}:float32") for n in names),
-    }
-
-
-def commands(model: str, precision: str, names) -> dict[str, str]:
-    strings = layer_precisions(names)
-    flag = TRT_FLAG[precision]
-    trt = f"trtexec --onnx={shlex.quote(model)} {flag}"
-    poly = f"polygraphy run {shlex.quote(model)} --trt {flag}"
-    if names:
-        trt += " --precisionConstraints=obey " + shlex.quote(
-            f"--layerPrecisions={strings['trtexec']}")
-        poly += f" --precision-constraints obey --layer-precisions {strings['polygraphy']}"
-    return {"trtexec_command": trt, "polygraphy_command": poly}
+def _exports(cfg: SearchConfig, prep, exported: list[str]) -> dict:
+    """Hand-off strings under the names TensorRT sees (see exports.py), with notes."""
+    # names only: the nodes, never the weights (a large model's are external)
+    source = onnx.load(str(cfg.model), load_external_data=False)
+    names, notes = tensorrt_names(source, prep.model, exported)
+    cmds, refused = commands(str(cfg.model), cfg.precision, names, cfg.check)
+    value, _ = trtexec_layer_precisions(names)
+    return {"tensorrt_layers": names, "export_notes": [*notes, *refused],
+            "trtexec_layer_precisions": value or "",
+            "polygraphy_layer_precisions": " ".join(shlex.quote(f"{n}:float32") for n in names),
+            **cmds}
 
 
 def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
@@ -68,14 +62,13 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         "device": report.device,
         "emulated": report.device == "cpu" and cfg.precision != "int8",
         "check": cfg.check.describe(),
+        "check_pooling": cfg.check.pooling,
         "samples": len(prep.feeds),
         "wall_s": report.wall_s,
         "search_s": loop.wall_s,
         "driver_s": loop.driver_s,
         "always_fp32_layers": forced,
-        **{f"{tool}_layer_precisions": text for tool, text in
-           layer_precisions(exported).items()},
-        **commands(str(cfg.model), cfg.precision, exported),
+        **_exports(cfg, prep, exported),
         "history": [
             {**e.record(), "depth": loop.depth.get(e.keep, 0),
              "t_start": e.start - t0, "t_end": e.end - t0}
@@ -104,4 +97,4 @@ def save_mixed_model(path: str | Path, report: SearchReport, precision: str) -> 
     keep = frozenset(report.outcome.keep or ())
     model = mixed_model(prep.model, Plan(precision, keep), prep.searchable, emulate=False,
                         ranges_json=prep.ranges_json)
-    write_bytes(path, model.SerializeToString())
+    save_model(model, path)  # weights in <path>.data when over protobuf's 2 GB

@@ -19,6 +19,7 @@ from distprec.actors.loop import EventSink, LoopResult, drive
 from distprec.actors.pool import Worker, connect, placement, start_workers, stop_workers
 from distprec.cache import calibration
 from distprec.candidates.backends import OrtBackend
+from distprec.candidates.external import to_wire
 from distprec.candidates.model import Layer, layer_table, load_model, model_hash, prepare_model
 from distprec.candidates.rewrites import not_low
 from distprec.checks import CheckSpec
@@ -30,6 +31,7 @@ from distprec.data import (
     load_feeds,
     load_outputs,
     parse_input_shapes,
+    parse_val_range,
     random_feeds,
     read_layer_names,
 )
@@ -68,6 +70,7 @@ class SearchConfig:
     address: str | None = None
     seed: int = 0
     samples: int = 1
+    val_range: str | None = None  # Polygraphy's --val-range for random inputs
     top: int = 1  # worst-first: layers marked per iteration
     start: str | None = None  # minimize: result.json (or a names file) to start from
     sensitivity: str = "lower"  # sensitivity scan: lower, raise or both
@@ -124,7 +127,7 @@ class Prepared:
     calibration: dict = field(default_factory=dict)
 
     def setup(self, cfg: SearchConfig) -> Setup:
-        return Setup(self.model.SerializeToString(), cfg.precision, self.searchable,
+        return Setup(to_wire(self.model), cfg.precision, self.searchable,
                      self.feeds, self.golden, cfg.check, self.ranges_json, cfg.evaluate,
                      cfg.plans_per_run)
 
@@ -196,7 +199,8 @@ def _check_golden(golden: list[Feed], reference: Feed, origin: str) -> None:
 
 
 def _check_tolerance_names(check: CheckSpec, outputs: list[str]) -> None:
-    for flag, table in (("--atol", check.atol), ("--rtol", check.rtol)):
+    for flag, table in (("--atol", check.atol), ("--rtol", check.rtol),
+                        ("--check-error-stat", check.stats)):
         for name, _ in table:
             if name and name not in outputs:
                 raise InputError(f"{flag} names {name!r}, which is not a model output "
@@ -212,7 +216,7 @@ def validation_feeds(cfg: SearchConfig, specs) -> list[Feed]:
     if cfg.data_loader:
         return feeds_from_script(cfg.data_loader, specs)
     return random_feeds(specs, parse_input_shapes(cfg.input_shapes, specs), cfg.seed,
-                        cfg.samples)
+                        cfg.samples, parse_val_range(cfg.val_range, specs))
 
 
 def reference_outputs(model: onnx.ModelProto, feeds: list[Feed],

@@ -47,8 +47,10 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     if not path.is_file():
         raise InputError(f"model file not found: {path}")
     try:
+        # by path: the checker reads external data itself, and a model over 2 GB cannot be
+        # checked as one in-memory message
+        onnx.checker.check_model(str(path))
         model = onnx.load(str(path))
-        onnx.checker.check_model(model)
     except Exception as exc:  # onnx raises DecodeError, ValidationError, ValueError...
         raise InputError(f"not a valid ONNX model: {path} ({first_line(exc, 200)})") from None
     if not model.graph.node:
@@ -57,6 +59,10 @@ def load_model(path: str | Path) -> onnx.ModelProto:
 
 
 def model_hash(model: onnx.ModelProto) -> str:
+    from distprec.candidates.external import is_large, streamed_hash
+
+    if is_large(model):  # no single 2 GB message
+        return streamed_hash(model)
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()[:16]
 
 

@@ -98,7 +98,8 @@ class SearchConsole:
             self.console.print(f"Layers to keep in FP32: {shown}{more}", highlight=False,
                                markup=False, soft_wrap=True)
             if len(keep) <= SHOW_LAYERS:
-                self.console.print(f"trtexec: {result['trtexec_command']}", highlight=False,
+                tool = "trtexec" if result.get("trtexec_command") else "polygraphy"
+                self.console.print(f"{tool}: {result[f'{tool}_command']}", highlight=False,
                                    markup=False, soft_wrap=True)
 
 
@@ -135,7 +136,7 @@ def summary_table(result: dict) -> Table:
                   + (", FP16/BF16 emulated" if result.get("emulated") else "") + ")")
     table.add_row("worker utilisation", f"{share:.0%}" if share is not None else "-")
     table.add_row("exports written", "\n".join(result.get("exports", [])) or "-")
-    for note in result.get("notes", []):
+    for note in [*result.get("notes", []), *result.get("export_notes", [])]:
         table.add_row("note", note)
     return table
 

@@ -394,7 +394,8 @@ def _worst_layers(layer_errors: Mapping, keep: set[str], n: int = 20) -> str:
 
 
 def _commands(result: Mapping) -> str:
-    rows = [(k, result.get(k)) for k in ("trtexec_command", "polygraphy_command")
+    rows = [(k, result.get(k)) for k in
+            ("trtexec_command", "polygraphy_command", "modelopt_command")
             if result.get(k)]
     exports = result.get("exports") or []
     body = "".join(f"<tr><th>{_e(k.replace('_command', ''))}</th><td><code>{_e(v)}</code>"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import onnx
 
+from distprec.candidates.external import is_large, save_model
 from distprec.data import Feed
 from distprec.errors import InputError
 
@@ -69,8 +71,16 @@ class OrtBackend:
             providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
-        session = self._ort.InferenceSession(model.SerializeToString(), opts,
-                                             providers=providers)
+        if is_large(model):
+            # over protobuf's 2 GB: ONNX Runtime reads it from a file with external data.
+            # The folder goes once the session exists (on Linux a mapped file outlives it).
+            with tempfile.TemporaryDirectory(prefix="distprec-") as folder:
+                path = os.path.join(folder, "candidate.onnx")
+                save_model(model, path, external=True)
+                session = self._ort.InferenceSession(path, opts, providers=providers)
+        else:
+            session = self._ort.InferenceSession(model.SerializeToString(), opts,
+                                                 providers=providers)
         if self.device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
             # ONNX Runtime falls back to the CPU silently, where FP16 would run in FP32.
             raise RuntimeError("the CUDA provider did not load (ONNX Runtime fell back to CPU)")

@@ -1,0 +1,195 @@
+"""Hand-offs to the tools users deploy with: trtexec, Polygraphy, ModelOpt, onnxconverter-common.
+
+Layer names are the ones TensorRT's ONNX parser gives: a node's own name, or
+``node_of_<first output>`` for an unnamed one (distprec's own ``MatMul_0`` names would match
+nothing, and trtexec ignores names that match no layer, silently). Commands point at the
+user's original model, where those names hold.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shlex
+import struct
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from distprec.atomic import write_bytes
+from distprec.checks import CheckSpec
+from distprec.data import Feed
+
+TRT_FLAG = {"fp16": "--fp16", "bf16": "--bf16", "int8": "--int8"}
+#: characters trtexec's --layerPrecisions cannot carry in a name: it splits on commas first,
+#: counts quotes, and reads * as a wildcard.
+TRTEXEC_UNSAFE = (",", "'", '"', "*")
+
+
+def tensorrt_names(source: onnx.ModelProto, prepared: onnx.ModelProto,
+                   names) -> tuple[list[str], list[str]]:
+    """(names TensorRT will see, notes) for distprec layer names of the prepared model.
+
+    Nodes are matched by their first output, which preparation keeps; a layer that
+    preparation made (a lowered legacy op) keeps its distprec name, with a note.
+    """
+    by_output = {n.output[0]: n for n in source.graph.node if n.output}
+    prepared_nodes = {n.name: n for n in prepared.graph.node}
+    out, notes = [], []
+    for name in names:
+        node = prepared_nodes.get(name)
+        original = by_output.get(node.output[0]) if node is not None and node.output else None
+        if original is None:
+            out.append(name)
+            notes.append(f"layer {name!r} is not in the original model (made when preparing "
+                         "it); TensorRT may name it differently")
+        else:
+            out.append(original.name or f"node_of_{original.output[0]}")
+    return out, notes
+
+
+def trtexec_layer_precisions(names) -> tuple[str | None, list[str]]:
+    """``--layerPrecisions`` value, or None with one note per name it cannot express."""
+    bad = [n for n in names if any(c in n for c in TRTEXEC_UNSAFE)]
+    if bad:
+        return None, [f"trtexec --layerPrecisions cannot name layer {n!r} (it contains "
+                      f"{' '.join(c for c in TRTEXEC_UNSAFE if c in n)}); no trtexec "
+                      "command written: use the Polygraphy or ModelOpt command" for n in bad]
+    return ",".join(f"'{n}':fp32" if ":" in n else f"{n}:fp32" for n in names), []
+
+
+def polygraphy_check_flags(check: CheckSpec) -> list[str]:
+    """The same tolerances in ``polygraphy run``'s flags (space-separated, per output)."""
+    def table(items):
+        return [f"{k}:{v!r}" if k else repr(v) for k, v in items]
+
+    flags = []
+    if check.cosine_min is not None:
+        flags += ["--compare-func", "cosine_similarity",
+                  "--cosine-similarity-threshold", repr(check.cosine_min)]
+    else:
+        flags += ["--atol", *table(check.atol), "--rtol", *table(check.rtol),
+                  "--check-error-stat", check.stat, *(f"{k}:{v}" for k, v in check.stats)]
+        if "quantile" in (check.stat, *dict(check.stats).values()):
+            flags += ["--error-quantile", repr(check.quantile)]
+    return flags
+
+
+def commands(model: str, precision: str, names, check: CheckSpec | None = None,
+             inputs_json: str | None = None, golden_json: str | None = None,
+             calib_cache: str | None = None) -> tuple[dict[str, str], list[str]]:
+    """Every hand-off string for the layers ``names`` (TensorRT's names) kept in FP32."""
+    q = shlex.quote
+    flag = TRT_FLAG[precision]
+    out: dict[str, str] = {}
+    value, notes = trtexec_layer_precisions(names)
+    trt = f"trtexec --onnx={q(model)} {flag}"
+    if calib_cache and precision == "int8":
+        trt += f" --calib={q(calib_cache)}"
+    if names and value is not None:
+        trt += " --precisionConstraints=obey " + q(f"--layerPrecisions={value}")
+    out["trtexec_command"] = trt if value is not None else ""
+    poly = [f"polygraphy run {q(model)} --trt {flag}"]
+    if names:
+        poly.append("--precision-constraints obey --layer-precisions "
+                    + " ".join(q(f"{n}:float32") for n in names))
+    if calib_cache and precision == "int8":
+        poly.append(f"--calibration-cache {q(calib_cache)}")
+    if inputs_json:
+        poly.append(f"--load-inputs {q(inputs_json)}")
+    if golden_json:
+        poly.append(f"--load-outputs {q(golden_json)}")
+    if check is not None and golden_json:
+        poly.append(" ".join(q(f) for f in polygraphy_check_flags(check)))
+    out["polygraphy_command"] = " ".join(poly)
+    exclude = " ".join(q(n) for n in names)
+    stem = Path(model).stem
+    if precision in ("fp16", "bf16"):
+        out["modelopt_command"] = (
+            f"python -m modelopt.onnx.autocast --onnx_path {q(model)} --output_path "
+            f"{q(stem + '.' + precision + '.onnx')} --low_precision_type {precision}"
+            + (f" --nodes_to_exclude {exclude}" if names else ""))
+    else:
+        out["modelopt_command"] = (
+            f"python -m modelopt.onnx.quantization --onnx_path {q(model)} --output_path "
+            f"{q(stem + '.int8.onnx')} --quantize_mode int8"
+            + (f" --nodes_to_exclude {exclude}" if names else ""))
+    out["node_block_list"] = list(names)
+    return out, notes
+
+
+# -- files Polygraphy and TensorRT read --------------------------------------------------
+def _ndarray(arr: np.ndarray) -> dict:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return {"array": base64.b64encode(buf.getvalue()).decode(), "polygraphy_class": "ndarray"}
+
+
+def write_polygraphy_inputs(path: str | Path, feeds: list[Feed]) -> None:
+    """``--save-inputs`` form: a list of feed dicts, one per iteration."""
+    data = [{k: _ndarray(np.asarray(v)) for k, v in f.items()} for f in feeds]
+    write_bytes(path, json.dumps(data).encode())
+
+
+def write_polygraphy_outputs(path: str | Path, outputs: list[Feed],
+                             runner: str = "distprec-fp32-reference") -> None:
+    """``--save-outputs`` form of Polygraphy 0.53: RunResults of LazyArray-wrapped arrays."""
+    iterations = [{"outputs": {k: {"values": _ndarray(np.asarray(v)),
+                                   "polygraphy_class": "LazyArray"} for k, v in o.items()},
+                   "runtime": 0.0, "runner_name": runner,
+                   "polygraphy_class": "IterationResult"}
+                  for o in outputs]
+    data = {"lst": [[runner, iterations]], "polygraphy_class": "RunResults"}
+    write_bytes(path, json.dumps(data).encode())
+
+
+def tensorrt_calibration_cache(ranges: dict[str, tuple[float, float]],
+                               header: str = "TRT-8601-EntropyCalibration2") -> str:
+    """TensorRT's calibration cache text: ``tensor: <scale as big-endian float32 hex>``.
+
+    The scale is max(|min|, |max|) / 127 (symmetric INT8, as TensorRT's implicit
+    quantization uses); trtexec 8.x-10.x reads it with ``--calib``.
+    """
+    lines = [header]
+    for name, (lo, hi) in ranges.items():
+        scale = max(abs(float(lo)), abs(float(hi))) / 127.0
+        lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
+    return "\n".join(lines) + "\n"
+
+
+def ort_ranges(ranges_json: str) -> dict[str, tuple[float, float]]:
+    """ONNX Runtime's calibration (TensorsData JSON) -> {tensor: (lowest, highest)}."""
+    data = json.loads(ranges_json)
+    data = data.get("data", data)
+    out = {}
+    for name, t in data.items():
+        lo, hi = t["lowest"], t["highest"]
+        lo = lo["data"] if isinstance(lo, dict) else lo
+        hi = hi["data"] if isinstance(hi, dict) else hi
+        out[name] = (float(np.asarray(lo).ravel()[0]), float(np.asarray(hi).ravel()[0]))
+    return out
+
+
+def write_exports(result_path: str | Path, result: dict, source_model: str, precision: str,
+                  check: CheckSpec, feeds: list[Feed], golden: list[Feed],
+                  ranges_json: str | None) -> list[str]:
+    """Files beside result.json so the commands reproduce the test: Polygraphy inputs and
+    golden outputs, and for INT8 TensorRT's calibration cache. Updates the commands."""
+    base = Path(result_path)
+    stem = base.with_suffix("")
+    inputs, outputs = Path(f"{stem}.inputs.json"), Path(f"{stem}.golden.json")
+    write_polygraphy_inputs(inputs, feeds)
+    write_polygraphy_outputs(outputs, golden)
+    files = [str(inputs), str(outputs)]
+    calib = None
+    if precision == "int8" and ranges_json:
+        calib = Path(f"{stem}.calib.cache")
+        write_bytes(calib, tensorrt_calibration_cache(ort_ranges(ranges_json)).encode())
+        files.append(str(calib))
+    names = result.get("tensorrt_layers", [])
+    cmds, _ = commands(source_model, precision, names, check, str(inputs), str(outputs),
+                       str(calib) if calib else None)
+    result.update(cmds)
+    return files
