@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from distprec.candidates.backends import BACKENDS
 from distprec.checks import STATS, CheckSpec, parse_tolerances
 from distprec.devices import KINDS, MODEL_FILE
 from distprec.errors import InputError, SearchError
@@ -58,6 +59,11 @@ def _add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp16", help=f"one of {', '.join(PRECISIONS)}")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="cuda: real low-precision kernels; cpu: FP16/BF16 storage emulation")
+    p.add_argument("--backend", default="ort", choices=BACKENDS, help="runtime: ort (ONNX "
+                   "Runtime, default) or trt (TensorRT engines; pip install 'distprec[trt]', "
+                   "docs/TENSORRT.md)")
+    p.add_argument("--build-timeout", type=float, help="trt: seconds an engine build may take; "
+                   "a longer one is an error verdict")
     _add_calib_args(p)
     _add_data_args(p)
     _add_check_args(p)
@@ -219,7 +225,8 @@ def _config(a: argparse.Namespace):
         top=getattr(a, "top", 1), start=getattr(a, "start", None),
         sensitivity=getattr(a, "sensitivity", "lower"),
         layer_errors=getattr(a, "layer_errors", "final"),
-        evaluate=getattr(a, "evaluate", "auto"), plans_per_run=getattr(a, "plans_per_run", None))
+        evaluate=getattr(a, "evaluate", "auto"), plans_per_run=getattr(a, "plans_per_run", None),
+        backend=getattr(a, "backend", "ort"), build_timeout=getattr(a, "build_timeout", None))
 
 
 def cmd_layers(a: argparse.Namespace) -> int:
@@ -335,7 +342,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     precisions = [p.strip() for p in a.precision.split(",") if p.strip()]
     if not devices or not precisions:
         raise InputError("--devices and --precision need at least one entry each")
-    base = replace(_config(a), precision=precisions[0], device=a.backend)
+    base = replace(_config(a), precision=precisions[0], device=a.backend, backend="ort")
     base.validate()
     console = Console(highlight=False)
     labels = [f"{d}/{p}" for d in dict.fromkeys(devices) for p in dict.fromkeys(precisions)]

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from distprec.candidates.backends import OrtBackend
+from distprec.candidates.backends import OrtBackend, make_backend
+from distprec.candidates.backends.trt_state import annotate_plan
 from distprec.candidates.model import graph_inputs
 from distprec.candidates.rewrites import mixed_model
 from distprec.candidates.switchboard import Switchboard, build_switchboard
@@ -88,6 +89,12 @@ class Setup:
     ranges_json: str | None = None  # ONNX Runtime calibration cache (INT8)
     evaluate: str = "candidate"  # EVALUATE_MODES: how search verdicts are made
     plans_per_run: int | None = None  # switchboard plans per run; None: chosen by timing
+    backend: str = "ort"  # BACKENDS: ort or trt
+    build_timeout: float | None = None  # seconds an engine build may take (trt)
+
+    def make_backend(self, device: str, **ort_options):
+        return make_backend(self.backend, device, self.precision, self.ranges_json,
+                            self.build_timeout, **ort_options)
 
 
 #: candidate: every plan rewritten and built; switchboard: plans as inputs of one model
@@ -303,6 +310,8 @@ class Evaluator:
         return self._profiler
 
     def candidate(self, keep: Keep) -> onnx.ModelProto:
+        if getattr(self.backend, "per_layer", False):  # TensorRT's legacy path pins layers
+            return annotate_plan(self.model, keep, self.setup.precision)
         return mixed_model(self.model, Plan(self.setup.precision, keep), self.searchable,
                            emulate=self.emulate, ranges_json=self.setup.ranges_json)
 
