@@ -283,7 +283,7 @@ class TrtBackend:
 def _widen(new: dict[str, tuple], old: dict[str, tuple]) -> dict[str, tuple]:
     """A profile covering both: rebuilding for a new batch keeps the shapes seen before."""
     out = dict(new)
-    for name, (lo, opt, hi) in old.items():
+    for name, (lo, _opt, hi) in old.items():
         if name in out and len(out[name][0]) == len(lo):
             nlo, nopt, nhi = out[name]
             out[name] = (tuple(map(min, lo, nlo)), nopt, tuple(map(max, hi, nhi)))

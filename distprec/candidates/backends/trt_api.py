@@ -23,7 +23,8 @@ PATHS = (STRONG, LEGACY)
 
 def parse_version(text: str) -> tuple[int, ...]:
     """'10.3.0.26' -> (10, 3, 0, 26); a suffix such as '8.6.1.post1' keeps its numbers."""
-    parts = re.findall(r"\d+", text.split("+")[0])
+    m = re.match(r"\d+(?:\.\d+)+", text.strip())
+    parts = m.group(0).split(".") if m else []
     if len(parts) < 2:
         raise ValueError(f"not a TensorRT version: {text!r}")
     return tuple(int(p) for p in parts[:4])
