@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_routing_args(p)
     p.add_argument("-o", "--output", default="result.json", help="result JSON")
     p.add_argument("--save-model", help="write the mixed-precision ONNX model here")
+    p.add_argument("--save-engine", help="--backend trt: write the answer's TensorRT engine "
+                   "here (built again in this process; engines are otherwise never written)")
     p.add_argument("--no-live", action="store_true", help="plain log lines, no live view")
     p.add_argument("--report", metavar="HTML", help="also write the HTML report (and its PNG "
                    "figures next to it) at the end; needs matplotlib")
@@ -277,8 +279,10 @@ def cmd_search(a: argparse.Namespace) -> int:
 
     cfg = _config(a)
     cfg.validate()
-    for path in (a.output, a.save_model):
+    for path in (a.output, a.save_model, a.save_engine):
         _check_output_path(path)
+    if a.save_engine and cfg.backend != "trt":
+        raise InputError("--save-engine needs --backend trt")
     if a.workers is not None and a.workers < 1:
         raise InputError(f"--workers must be at least 1, got {a.workers}")
     _check_report_path(a.report)
@@ -294,11 +298,19 @@ def cmd_search(a: argparse.Namespace) -> int:
     if a.save_model and report.outcome.passed:
         save_mixed_model(a.save_model, report, cfg.precision)
         result["exports"].append(a.save_model)
+    if cfg.backend == "trt" and report.outcome.passed:
+        from distprec.candidates.backends import trt_export
+
+        keep = report.outcome.keep or ()
+        result["trtexec"] = trt_export.trtexec_line(cfg, keep, a.save_engine, a.save_model)
+        if a.save_engine:
+            trt_export.save_engine(a.save_engine, cfg, report)
+            result["exports"].append(a.save_engine)
     if a.report:
         from distprec.view.report import write_report
 
         result["exports"] += [str(p) for p in write_report(result, a.report)]
-    if len(result["exports"]) > 1:
+    if len(result["exports"]) > 1 or "trtexec" in result:
         write_json(a.output, result)
     console.summary(result)
     return 0 if report.outcome.passed else 1

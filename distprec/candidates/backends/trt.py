@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from distprec.atomic import write_bytes
 from distprec.candidates.backends.trt_api import LEGACY, STRONG, _import_cudart, require_trt
 from distprec.candidates.backends.trt_layers import (
     NetworkLayer,
@@ -124,8 +125,7 @@ class TrtBackend:
     def save_engine(self, session: TrtSession, path: str) -> None:
         if session.serialized is None:
             raise RuntimeError("the engine was not kept (TrtBackend(keep_engines=True))")
-        with open(path, "xb") as fh:  # never overwrite
-            fh.write(session.serialized)
+        write_bytes(path, session.serialized)  # atomic: a failed write leaves no half engine
 
     # -- build --------------------------------------------------------------------------------
     def _build(self, session: TrtSession, feeds: list[Feed]) -> None:
