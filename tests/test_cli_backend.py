@@ -28,3 +28,11 @@ def test_bad_backend_arguments_exit_2(small_planted_path, capsys, args, message)
     code = main(["check", str(small_planted_path), "--keep", "", *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0]
+
+
+def test_save_engine_needs_the_trt_backend(small_planted_path, tmp_path, capsys):
+    code = main(["search", str(small_planted_path), "--save-engine", str(tmp_path / "m.engine"),
+                 "-o", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["distprec: error: --save-engine needs --backend trt"]
+    assert not (tmp_path / "r.json").exists()

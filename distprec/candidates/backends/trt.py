@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,7 @@ from distprec.candidates.backends.trt_layers import (
 )
 from distprec.candidates.backends.trt_state import (
     bind_feed,
+    engine_key,
     profile_shapes,
     ranges_to_cache,
     read_plan,
@@ -39,6 +41,9 @@ from distprec.data import Feed
 from distprec.errors import InputError
 
 WORKSPACE = 4 << 30  # bytes of scratch a build may use
+#: Engines kept in memory per actor, by engine_key: the confirmation and replays ask for
+#: plans built before. Never written to disk unless asked (save_engine).
+ENGINES_KEPT = 8
 
 
 @dataclass
@@ -47,6 +52,8 @@ class TrtSession:
 
     model: onnx.ModelProto
     engine: object = None
+    runtime: object = None  # outlives its engine (older bindings do not keep it alive)
+    calibrator: object = None  # alive for the build (the config does not own it)
     context: object = None
     serialized: bytes | None = None  # kept only when the backend is asked to keep engines
     profile: dict[str, tuple[tuple, ...]] = field(default_factory=dict)
@@ -89,6 +96,9 @@ class TrtBackend:
         self.builds = 0
         self._log = _make_logger(trt)
         self._stream = _cuda(self.cudart.cudaStreamCreate())
+        self.gpu = _gpu_name(self.cudart)
+        self._engines: OrderedDict[str, tuple[bytes, list[str], list[str]]] = OrderedDict()
+        self.reused = 0  # builds skipped because the engine was in memory
 
     # -- interface --------------------------------------------------------------------------
     def load(self, model: onnx.ModelProto) -> TrtSession:
@@ -131,6 +141,16 @@ class TrtBackend:
     def _build(self, session: TrtSession, feeds: list[Feed]) -> None:
         trt, api = self.trt, self.api
         self._log.errors.clear()
+        if session.dynamic:
+            session.profile = _widen(profile_shapes(feeds, session.dynamic), session.profile)
+        key = engine_key(session.model.SerializeToString(), path=self.path,
+                         trt_version=api.text, device=self.gpu, profile=session.profile)
+        if key in self._engines:
+            self._engines.move_to_end(key)
+            serialized, session.unmapped, session.fused = self._engines[key]
+            self.reused += 1
+            self._deserialize(session, serialized)
+            return
         builder = trt.Builder(self._log)
         flags = 0
         if api.explicit_batch_flag:
@@ -153,8 +173,6 @@ class TrtBackend:
         cache = config.create_timing_cache(self.timing_cache)
         config.set_timing_cache(cache, False)
         if session.dynamic:
-            old = session.profile
-            session.profile = _widen(profile_shapes(feeds, session.dynamic), old)
             profile = builder.create_optimization_profile()
             for name, (lo, opt, hi) in session.profile.items():
                 profile.set_shape(name, lo, opt, hi)
@@ -178,17 +196,24 @@ class TrtBackend:
                                f"--build-timeout {self.build_timeout:g} s")
         self.timing_cache = bytes(config.get_timing_cache().serialize())
         self.builds += 1
-        runtime = trt.Runtime(self._log)
-        session.engine = runtime.deserialize_cuda_engine(serialized)
-        if session.engine is None:
-            raise RuntimeError("TensorRT could not deserialize the engine it built: "
-                               + "; ".join(self._log.errors[-3:]))
-        session.context = session.engine.create_execution_context()
-        session.serialized = bytes(serialized) if self.keep_engines else None
+        serialized = bytes(serialized)
+        self._deserialize(session, serialized)
         if pinned:
             inspector = session.engine.create_engine_inspector()
             info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
             session.fused = fused_away(pinned, engine_layer_names(info))
+        self._engines[key] = (serialized, session.unmapped, session.fused)
+        while len(self._engines) > ENGINES_KEPT:
+            self._engines.popitem(last=False)
+
+    def _deserialize(self, session: TrtSession, serialized: bytes) -> None:
+        session.runtime = self.trt.Runtime(self._log)
+        session.engine = session.runtime.deserialize_cuda_engine(serialized)
+        if session.engine is None:
+            raise RuntimeError("TensorRT could not deserialize the engine: "
+                               + "; ".join(self._log.errors[-3:]))
+        session.context = session.engine.create_execution_context()
+        session.serialized = serialized if self.keep_engines else None
 
     def _constrain(self, session: TrtSession, network, config) -> list[str]:
         """Legacy path: builder flag for the plan's precision, kept layers pinned to FP32."""
@@ -206,8 +231,9 @@ class TrtBackend:
         if precision == "int8":
             if self.ranges_json is None:
                 raise RuntimeError("INT8 on the legacy path needs the search's calibration")
-            config.int8_calibrator = _make_calibrator(
+            session.calibrator = _make_calibrator(
                 trt, ranges_to_cache(self.ranges_json, self.api.version))
+            config.int8_calibrator = session.calibrator
         layers = [network.get_layer(i) for i in range(network.num_layers)]
         recorded = [NetworkLayer(layer.name, getattr(layer, "metadata", "") or "")
                     for layer in layers]
@@ -288,6 +314,13 @@ def _widen(new: dict[str, tuple], old: dict[str, tuple]) -> dict[str, tuple]:
             nlo, nopt, nhi = out[name]
             out[name] = (tuple(map(min, lo, nlo)), nopt, tuple(map(max, hi, nhi)))
     return out
+
+
+def _gpu_name(cudart) -> str:
+    """The GPU's name: engines are built for one GPU model (part of the engine key)."""
+    props = _cuda(cudart.cudaGetDeviceProperties(0))
+    name = props.name
+    return (name.split(b"\0")[0].decode() if isinstance(name, bytes) else str(name)).strip()
 
 
 def _cuda(result):
