@@ -302,7 +302,9 @@ def cmd_search(a: argparse.Namespace) -> int:
         from distprec.candidates.backends import trt_export
 
         keep = report.outcome.keep or ()
-        result["trtexec"] = trt_export.trtexec_line(cfg, keep, a.save_engine, a.save_model)
+        # the line for the TensorRT at hand replaces the generic one (result.commands)
+        result["trtexec_command"] = trt_export.trtexec_line(cfg, keep, a.save_engine,
+                                                            a.save_model)
         if a.save_engine:
             trt_export.save_engine(a.save_engine, cfg, report)
             result["exports"].append(a.save_engine)
@@ -310,7 +312,7 @@ def cmd_search(a: argparse.Namespace) -> int:
         from distprec.view.report import write_report
 
         result["exports"] += [str(p) for p in write_report(result, a.report)]
-    if len(result["exports"]) > 1 or "trtexec" in result:
+    if len(result["exports"]) > 1 or cfg.backend == "trt":
         write_json(a.output, result)
     console.summary(result)
     return 0 if report.outcome.passed else 1

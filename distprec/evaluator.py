@@ -218,6 +218,8 @@ class Evaluator:
             outputs = self.backend.run(session, self.setup.feeds)
             ev.build_s, ev.run_s = t1 - t0, time.perf_counter() - t1
             self._judge(ev, outputs)
+            if getattr(session, "note", ""):  # TensorRT's legacy path: pins that did not hold
+                ev.reason = "; ".join(filter(None, (ev.reason, session.note)))
         except Exception as exc:  # a candidate that does not build or run is a verdict
             ev.reason = f"{type(exc).__name__}: {first_line(exc)}"
         else:

@@ -62,6 +62,16 @@ class TrtSession:
     fused: list[str] = field(default_factory=list)  # pinned layers fused into others
     build_s: float = 0.0
 
+    @property
+    def note(self) -> str:
+        """Kept nodes the legacy path could not pin, or whose pins TensorRT fused away."""
+        parts = []
+        if self.unmapped:
+            parts.append(f"no TensorRT layer for kept {', '.join(self.unmapped)}")
+        if self.fused:
+            parts.append(f"pinned layers fused by TensorRT: {', '.join(self.fused)}")
+        return "; ".join(parts)
+
     def covers(self, feed: Feed) -> bool:
         for name, (lo, _, hi) in self.profile.items():
             shape = feed[name].shape

@@ -50,3 +50,11 @@ def test_fused_layers_are_reported():
     assert engine_layer_names(info) == ["a + a_1", "c", "d"]
     assert fused_away(["a", "a_1", "c"], engine_layer_names(info)) == ["a", "a_1"]
     assert engine_layer_names({"Layers": ["x", "y"]}) == ["x", "y"]
+
+
+def test_session_note_names_what_the_pins_missed():
+    from distprec.candidates.backends.trt import TrtSession
+
+    s = TrtSession(model=None, unmapped=["id0"], fused=["a", "a_1"])
+    assert s.note == "no TensorRT layer for kept id0; pinned layers fused by TensorRT: a, a_1"
+    assert TrtSession(model=None).note == ""
