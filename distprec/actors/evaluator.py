@@ -20,7 +20,13 @@ class EvaluatorActor:
 
     def __init__(self, setup: Setup, device: str, worker: str) -> None:
         node_id = ray.get_runtime_context().get_node_id()
-        self.evaluator = Evaluator(setup, setup.make_backend(device), worker, node_id)
+        backend = setup.make_backend(device)
+        if setup.backend == "trt":  # timing caches shared through the object store
+            from distprec.actors.timing import TimingShare, store_name
+
+            backend.share = TimingShare.for_search(
+                store_name(setup.model_bytes, backend.gpu, backend.api.text), worker)
+        self.evaluator = Evaluator(setup, backend, worker, node_id)
         self.evaluator.warm_up()
 
     def ready(self) -> dict[str, str]:

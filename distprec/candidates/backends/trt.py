@@ -109,6 +109,7 @@ class TrtBackend:
         self.gpu = _gpu_name(self.cudart)
         self._engines: OrderedDict[str, tuple[bytes, list[str], list[str]]] = OrderedDict()
         self.reused = 0  # builds skipped because the engine was in memory
+        self.share = None  # actors/timing.TimingShare: timing caches of the other actors
 
     # -- interface --------------------------------------------------------------------------
     def load(self, model: onnx.ModelProto) -> TrtSession:
@@ -161,6 +162,9 @@ class TrtBackend:
             self.reused += 1
             self._deserialize(session, serialized)
             return
+        if self.share is not None:
+            for blob in self.share.pull():
+                self.merge_timing_cache(blob)
         builder = trt.Builder(self._log)
         flags = 0
         if api.explicit_batch_flag:
@@ -206,6 +210,8 @@ class TrtBackend:
                                f"--build-timeout {self.build_timeout:g} s")
         self.timing_cache = bytes(config.get_timing_cache().serialize())
         self.builds += 1
+        if self.share is not None:
+            self.share.push(self.timing_cache)
         serialized = bytes(serialized)
         self._deserialize(session, serialized)
         if pinned:
