@@ -37,6 +37,7 @@ from distprec.candidates.backends.trt_state import (
     ranges_to_cache,
     read_plan,
 )
+from distprec.candidates.switchboard import PLAN_INPUT
 from distprec.data import Feed
 from distprec.errors import InputError
 
@@ -236,7 +237,7 @@ class TrtBackend:
         trt = self.trt
         plan = read_plan(session.model)
         if plan is None:
-            if any(i.name == "distprec_plan" for i in session.model.graph.input):
+            if any(i.name == PLAN_INPUT for i in session.model.graph.input):
                 raise RuntimeError("the legacy TensorRT path pins layers per engine: it "
                                    "cannot build the switchboard (use --evaluate candidate)")
             return []  # the FP32 model (warm-up, golden, profiling)
@@ -257,11 +258,16 @@ class TrtBackend:
         c = plan_constraints(keep, map_layers(nodes, recorded))
         session.unmapped = c.unmapped
         pinned = set(c.fp32_layers)
+        floats = {trt.float32, trt.float16} | ({trt.bfloat16} if self.api.bf16 else set())
         for layer in layers:
-            if layer.name in pinned:
+            # shape and index layers (INT32/bool outputs) of a kept node have no precision
+            if layer.name in pinned and all(layer.get_output(j).dtype in floats
+                                            for j in range(layer.num_outputs)):
                 layer.precision = trt.float32
                 for j in range(layer.num_outputs):
                     layer.set_output_type(j, trt.float32)
+            else:
+                pinned.discard(layer.name)
         return sorted(pinned)
 
     # -- run ----------------------------------------------------------------------------------
@@ -284,8 +290,8 @@ class TrtBackend:
                 if any(d < 0 for d in shape):
                     raise RuntimeError(f"output {name!r} has a data-dependent shape {shape}")
                 outs[name] = np.empty(shape, trt.nptype(engine.get_tensor_dtype(name)))
-                ctx.set_tensor_address(name, buf.alloc(outs[name].nbytes))
-            if not ctx.execute_async_v3(self._stream):
+                ctx.set_tensor_address(name, buf.alloc(outs[name].nbytes, name))
+            if not ctx.execute_async_v3(_handle(self._stream)):
                 raise RuntimeError("execute_async_v3 failed: " + "; ".join(self._log.errors[-3:]))
             for name, arr in outs.items():
                 buf.download(arr, name)
@@ -337,6 +343,11 @@ def _gpu_name(cudart) -> str:
     props = _cuda(cudart.cudaGetDeviceProperties(0))
     name = props.name
     return (name.split(b"\0")[0].decode() if isinstance(name, bytes) else str(name)).strip()
+
+
+def _handle(stream) -> int:
+    """The raw cudaStream_t that TensorRT's execute_async_v3 takes."""
+    return int(stream.getPtr()) if hasattr(stream, "getPtr") else int(stream)
 
 
 def _cuda(result):
