@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from distprec.candidates.backends import BACKENDS
 from distprec.checks import POOLING, STATS, CheckSpec, parse_stats, parse_tolerances
 from distprec.devices import KINDS, MODEL_FILE
 from distprec.errors import InputError, SearchError
@@ -68,6 +69,11 @@ def _add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp16", help=f"one of {', '.join(PRECISIONS)}")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="cuda: real low-precision kernels; cpu: FP16/BF16 storage emulation")
+    p.add_argument("--backend", default="ort", choices=BACKENDS, help="runtime: ort (ONNX "
+                   "Runtime, default) or trt (TensorRT engines; pip install 'distprec[trt]', "
+                   "docs/TENSORRT.md)")
+    p.add_argument("--build-timeout", type=float, help="trt: seconds an engine build may take; "
+                   "a longer one is an error verdict")
     _add_calib_args(p)
     _add_data_args(p)
     _add_check_args(p)
@@ -145,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_routing_args(p)
     p.add_argument("-o", "--output", default="result.json", help="result JSON")
     p.add_argument("--save-model", help="write the mixed-precision ONNX model here")
+    p.add_argument("--save-engine", help="--backend trt: write the answer's TensorRT engine "
+                   "here (built again in this process; engines are otherwise never written)")
     p.add_argument("--no-live", action="store_true", help="plain log lines, no live view")
     p.add_argument("--report", metavar="HTML", help="also write the HTML report (and its PNG "
                    "figures next to it) at the end; needs matplotlib")
@@ -239,7 +247,8 @@ def _config(a: argparse.Namespace):
         sensitivity=getattr(a, "sensitivity", "lower"),
         layer_errors=getattr(a, "layer_errors", "final"),
         evaluate=getattr(a, "evaluate", "auto"), plans_per_run=getattr(a, "plans_per_run", None),
-        workers_per_gpu=getattr(a, "workers_per_gpu", 1))
+        workers_per_gpu=getattr(a, "workers_per_gpu", 1),
+        backend=getattr(a, "backend", "ort"), build_timeout=getattr(a, "build_timeout", None))
 
 
 def cmd_layers(a: argparse.Namespace) -> int:
@@ -292,8 +301,10 @@ def cmd_search(a: argparse.Namespace) -> int:
 
     cfg = _config(a)
     cfg.validate()
-    for path in (a.output, a.save_model):
+    for path in (a.output, a.save_model, a.save_engine):
         _check_output_path(path)
+    if a.save_engine and cfg.backend != "trt":
+        raise InputError("--save-engine needs --backend trt")
     if a.workers is not None and a.workers < 1:
         raise InputError(f"--workers must be at least 1, got {a.workers}")
     _check_report_path(a.report)
@@ -312,11 +323,21 @@ def cmd_search(a: argparse.Namespace) -> int:
     if a.save_model and report.outcome.passed:
         save_mixed_model(a.save_model, report, cfg.precision)
         result["exports"].append(a.save_model)
+    if cfg.backend == "trt" and report.outcome.passed:
+        from distprec.candidates.backends import trt_export
+
+        keep = report.outcome.keep or ()
+        # the line for the TensorRT at hand replaces the generic one (result.commands)
+        result["trtexec_command"] = trt_export.trtexec_line(cfg, keep, a.save_engine,
+                                                            a.save_model)
+        if a.save_engine:
+            trt_export.save_engine(a.save_engine, cfg, report)
+            result["exports"].append(a.save_engine)
     if a.report:
         from distprec.view.report import write_report
 
         result["exports"] += [str(p) for p in write_report(result, a.report)]
-    if len(result["exports"]) > 1:
+    if len(result["exports"]) > 1 or cfg.backend == "trt":
         write_json(a.output, result)
     console.summary(result)
     return 0 if report.outcome.passed else 1
@@ -360,7 +381,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     precisions = [p.strip() for p in a.precision.split(",") if p.strip()]
     if not devices or not precisions:
         raise InputError("--devices and --precision need at least one entry each")
-    base = replace(_config(a), precision=precisions[0], device=a.backend)
+    base = replace(_config(a), precision=precisions[0], device=a.backend, backend="ort")
     base.validate()
     console = Console(highlight=False)
     labels = [f"{d}/{p}" for d in dict.fromkeys(devices) for p in dict.fromkeys(precisions)]

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from distprec.candidates.backends import OrtBackend
+from distprec.candidates.backends import OrtBackend, make_backend
+from distprec.candidates.backends.trt_state import annotate_plan
 from distprec.candidates.external import Wire, from_wire
 from distprec.candidates.model import graph_inputs
 from distprec.candidates.rewrites import mixed_model
@@ -89,6 +90,12 @@ class Setup:
     ranges_json: str | None = None  # ONNX Runtime calibration cache (INT8)
     evaluate: str = "candidate"  # EVALUATE_MODES: how search verdicts are made
     plans_per_run: int | None = None  # switchboard plans per run; None: chosen by timing
+    backend: str = "ort"  # BACKENDS: ort or trt
+    build_timeout: float | None = None  # seconds an engine build may take (trt)
+
+    def make_backend(self, device: str, **ort_options):
+        return make_backend(self.backend, device, self.precision, self.ranges_json,
+                            self.build_timeout, **ort_options)
 
 
 #: candidate: every plan rewritten and built; switchboard: plans as inputs of one model
@@ -238,6 +245,8 @@ class Evaluator:
             outputs = self.backend.run(session, self.setup.feeds)
             ev.build_s, ev.run_s = t1 - t0, time.perf_counter() - t1
             self._judge(ev, outputs)
+            if getattr(session, "note", ""):  # TensorRT's legacy path: pins that did not hold
+                ev.reason = "; ".join(filter(None, (ev.reason, session.note)))
         except Exception as exc:  # a candidate that does not build or run is a verdict
             ev.reason = f"{type(exc).__name__}: {first_line(exc)}"
         else:
@@ -330,6 +339,8 @@ class Evaluator:
         return self._profiler
 
     def candidate(self, keep: Keep) -> onnx.ModelProto:
+        if getattr(self.backend, "per_layer", False):  # TensorRT's legacy path pins layers
+            return annotate_plan(self.model, keep, self.setup.precision)
         return mixed_model(self.model, Plan(self.setup.precision, keep), self.searchable,
                            emulate=self.emulate, ranges_json=self.setup.ranges_json,
                            weights=self._weights)

@@ -18,7 +18,7 @@ import ray
 from distprec.actors.loop import EventSink, LoopResult, drive
 from distprec.actors.pool import Worker, connect, placement, start_workers, stop_workers
 from distprec.cache import calibration
-from distprec.candidates.backends import OrtBackend
+from distprec.candidates.backends import OrtBackend, check_backend
 from distprec.candidates.external import to_wire
 from distprec.candidates.model import Layer, layer_table, load_model, model_hash, prepare_model
 from distprec.candidates.rewrites import not_low
@@ -78,6 +78,8 @@ class SearchConfig:
     evaluate: str = "auto"  # EVALUATE_MODES: switchboard (confirmed on candidates) or candidate
     plans_per_run: int | None = None  # switchboard plans per run; None: chosen by timing
     workers_per_gpu: int = 1  # evaluators sharing each GPU
+    backend: str = "ort"  # BACKENDS: ort or trt (TensorRT, distprec[trt])
+    build_timeout: float | None = None  # seconds an engine build may take (trt)
 
     @property
     def strategy_name(self) -> str:
@@ -111,6 +113,7 @@ class SearchConfig:
             raise InputError(f"--workers-per-gpu must be at least 1, got {self.workers_per_gpu}")
         if self.plans_per_run is not None and self.plans_per_run < 1:
             raise InputError(f"--plans-per-run must be at least 1, got {self.plans_per_run}")
+        check_backend(self.backend, self.build_timeout, self.device)
 
 
 @dataclass
@@ -129,7 +132,7 @@ class Prepared:
     def setup(self, cfg: SearchConfig) -> Setup:
         return Setup(to_wire(self.model), cfg.precision, self.searchable,
                      self.feeds, self.golden, cfg.check, self.ranges_json, cfg.evaluate,
-                     cfg.plans_per_run)
+                     cfg.plans_per_run, cfg.backend, cfg.build_timeout)
 
 
 @dataclass
@@ -266,6 +269,7 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     cfg.validate()
     connect(cfg.address)
     device = resolve_device(cfg.device)
+    check_backend(cfg.backend, cfg.build_timeout, device)
     own = workers is None
     if own:
         # refuse before anything is computed
@@ -369,5 +373,5 @@ def check_plan(cfg: SearchConfig, keep: frozenset[str], prepared: Prepared | Non
     """Evaluate one plan in this process (no Ray): a user's way to confirm an answer."""
     prep = prepared or prepare(cfg)
     _refuse_unknown(keep, prep)
-    evaluator = Evaluator(prep.setup(cfg), OrtBackend(device, threads=0))
+    evaluator = Evaluator(prep.setup(cfg), prep.setup(cfg).make_backend(device, threads=0))
     return evaluator.evaluate(keep & set(prep.searchable)), evaluator.emulate

@@ -28,3 +28,23 @@ def small_planted_path(tmp_path, small_planted):
     path = tmp_path / "planted.onnx"
     path.write_bytes(small_planted.model.SerializeToString())
     return path
+
+
+
+_TRT_TESTS: set[str] = set()
+
+
+def pytest_collection_modifyitems(items):
+    _TRT_TESTS.update(i.nodeid for i in items if i.get_closest_marker("trt"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """CI says how many TensorRT tests ran (they skip, with the reason, without TensorRT)."""
+    counts = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        counts[outcome] = sum(1 for r in terminalreporter.stats.get(outcome, [])
+                              if getattr(r, "nodeid", None) in _TRT_TESTS
+                              and getattr(r, "when", "call") in ("call", "setup"))
+    if _TRT_TESTS:
+        terminalreporter.write_line("TensorRT tests: " + ", ".join(
+            f"{n} {k}" for k, n in counts.items() if n))

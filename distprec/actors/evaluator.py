@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ray
 
-from distprec.candidates.backends import OrtBackend
 from distprec.evaluator import Evaluation, Evaluator, Setup
 from distprec.strategies.base import Keep
 
@@ -21,7 +20,13 @@ class EvaluatorActor:
 
     def __init__(self, setup: Setup, device: str, worker: str) -> None:
         node_id = ray.get_runtime_context().get_node_id()
-        self.evaluator = Evaluator(setup, OrtBackend(device), worker, node_id)
+        backend = setup.make_backend(device)
+        if setup.backend == "trt":  # timing caches shared through the object store
+            from distprec.actors.timing import TimingShare, store_name
+
+            backend.share = TimingShare.for_search(
+                store_name(setup.model_bytes, backend.gpu, backend.api.text), worker)
+        self.evaluator = Evaluator(setup, backend, worker, node_id)
         self.evaluator.warm_up()
 
     def ready(self) -> dict[str, str]:
