@@ -158,7 +158,8 @@ class Evaluator:
         single = build_switchboard(*args, **build)
         self.switchboard, self._switch_session = single, self.backend.load(single.model)
         self.switch_note = "switchboard: one plan per run"
-        if self.backend.device == "cuda" and self._use_cuda_graph(single):
+        if hasattr(self.backend, "load_graph") and self.backend.device == "cuda" \
+                and self._use_cuda_graph(single):
             return
         if want == 1 or self.setup.precision == "int8" or not _free_batch_axis(self.model):
             return
