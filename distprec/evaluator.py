@@ -136,7 +136,14 @@ class Evaluator:
         that cannot run the model fails at start-up instead of as a verdict.
         """
         self.backend.run(self.backend.load(self.model), self.setup.feeds[:1])
-        if self.setup.evaluate != "candidate":
+        if self.setup.evaluate == "auto" and self.setup.precision == "int8" \
+                and getattr(self.backend, "device", "cpu") == "cuda":
+            # Measured on an H200: the INT8 switchboard was stricter than the CUDA
+            # candidates on 9 of 87 confirmations of ultraface (they pass, it fails), and
+            # the search ended on candidates alone, slower than candidates from the start.
+            self.switch_note = ("INT8 on CUDA: plans evaluated as candidates (--evaluate "
+                                "switchboard to use it; docs/BENCHMARKS.md)")
+        elif self.setup.evaluate != "candidate":
             try:
                 self._set_up_switchboard()
             except Exception as exc:
