@@ -100,11 +100,13 @@ class OrtBackend:
             raise ValueError("CUDA graphs need the CUDA provider")
         opts = self._ort.SessionOptions()
         opts.log_severity_level = 3
-        # Built once per search, so cuDNN's heuristic kernel choice is worth its start-up
-        # cost: DEFAULT's fixed algorithm, right for candidates built per plan, ran
-        # ultraface's FP32 convs 60x slower on an H200 (176 ms against 2.9 ms a run).
+        # The conv algorithm search must match the plain session's: the graph is used only
+        # where its outputs match that session's (measured on an H200: with HEURISTIC here
+        # and DEFAULT there, ultraface's outputs differed and no graph was used). DEFAULT
+        # is slow for ultraface's FP32 convs (176 ms a run against 2.9 ms with HEURISTIC);
+        # a HEURISTIC switchboard on both sides was not measured.
         cuda = {"device_id": 0, "use_tf32": 0, "enable_cuda_graph": 1,
-                "cudnn_conv_algo_search": "HEURISTIC"}
+                "cudnn_conv_algo_search": self.conv_search}
         session = self._ort.InferenceSession(model.SerializeToString(), opts,
                                              providers=[("CUDAExecutionProvider", cuda)])
         return GraphSession(self._ort, session, feed, outputs)
