@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from distprec.actors.loop import EventSink, LoopResult, drive
+from distprec.actors.loop import EventSink, Faults, LoopResult, drive
 from distprec.actors.pool import Worker
 from distprec.strategies.base import Info, Keep, Outcome, Strategy, Verdict
 from distprec.strategies.replay import EachOnce, Replay
@@ -59,9 +59,10 @@ SWITCH_PASSES = 3
 Run = Callable[[Strategy, str], LoopResult]
 
 
-def on_workers(workers: list[Worker], on_event: EventSink | None = None) -> Run:
+def on_workers(workers: list[Worker], on_event: EventSink | None = None,
+               faults: Faults | None = None) -> Run:
     """The Ray driver loop as a ``Run``."""
-    return lambda strategy, via: drive(strategy, workers, on_event, via=via)
+    return lambda strategy, via: drive(strategy, workers, on_event, via=via, faults=faults)
 
 
 def confirmed_search(make: Callable[[], Strategy], run: Run,
@@ -121,4 +122,8 @@ def _merge(total: LoopResult, part: LoopResult) -> None:
     total.driver_s += part.driver_s
     total.wall_s += part.wall_s
     total.lost_workers += part.lost_workers
+    total.gone += part.gone
+    total.restarts += part.restarts
+    total.requeued += part.requeued
+    total.timeouts += part.timeouts
     total.stalled = total.stalled or part.stalled

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import ray
 
-from distprec.actors.loop import EventSink, LoopResult, drive
+from distprec.actors.loop import EventSink, Faults, LoopResult, drive
 from distprec.actors.pool import Worker, connect, placement, start_workers, stop_workers
 from distprec.cache import calibration
 from distprec.candidates.backends import OrtBackend
@@ -74,6 +74,8 @@ class SearchConfig:
     layer_errors: str = "final"  # per-layer profile in result.json: final, all-low or none
     evaluate: str = "auto"  # EVALUATE_MODES: switchboard (confirmed on candidates) or candidate
     plans_per_run: int | None = None  # switchboard plans per run; None: chosen by timing
+    eval_timeout: float | None = 600.0  # seconds a plan may run before it is retried
+    max_restarts: int = 3  # restarts of each evaluator actor (docs/RELIABILITY.md)
 
     @property
     def strategy_name(self) -> str:
@@ -105,6 +107,11 @@ class SearchConfig:
             raise InputError(f"--evaluate must be one of {', '.join(EVALUATE_MODES)}")
         if self.plans_per_run is not None and self.plans_per_run < 1:
             raise InputError(f"--plans-per-run must be at least 1, got {self.plans_per_run}")
+        if self.eval_timeout is not None and not self.eval_timeout > 0:
+            raise InputError(f"--eval-timeout must be a positive number of seconds, got "
+                             f"{self.eval_timeout}")
+        if self.max_restarts < 0:
+            raise InputError(f"--max-restarts must be 0 or more, got {self.max_restarts}")
 
 
 @dataclass
@@ -270,7 +277,8 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     if own:
         setup_ref = ray.put(prep.setup(cfg))
         workers = start_workers(setup_ref, device, cfg.workers, resources=resources,
-                                label_selector=label_selector, timeout=wait)
+                                label_selector=label_selector, timeout=wait,
+                                max_restarts=cfg.max_restarts)
     if on_event:
         on_event("workers", {"workers": [(w.name, w.node, w.device) for w in workers],
                              "device": device, "cluster": cluster_summary()})
@@ -279,15 +287,16 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
         return make_strategy(cfg.strategy_name, prep.searchable, cfg.direction, top=cfg.top,
                              start=start, sensitivity=cfg.sensitivity)
 
+    faults = Faults(cfg.eval_timeout)
     try:
         confirmation = None
         if all(w.via == "switchboard" for w in workers):
             outcome, loop, confirmation = confirmed_search(
-                strategy, on_workers(workers, on_event), on_event)
+                strategy, on_workers(workers, on_event, faults), on_event)
             notes.append(workers[0].switch_note)
         else:
             first = strategy()
-            loop = drive(first, workers, on_event, via="candidate")
+            loop = drive(first, workers, on_event, via="candidate", faults=faults)
             outcome = first.result()
             notes += sorted({w.switch_note for w in workers if w.switch_note})
         report = SearchReport(outcome, loop, workers, device, 0.0, prep, notes=notes,
@@ -312,7 +321,7 @@ def _profile_answer(cfg: SearchConfig, report: SearchReport,
     final = cfg.layer_errors == "final" and outcome.passed and outcome.keep is not None
     keep = frozenset(outcome.keep) if final else frozenset()
     report.layer_errors_plan = "final" if final else "all-low"
-    live = [w for w in report.workers if w.name not in report.loop.lost_workers]
+    live = [w for w in report.workers if w.name not in report.loop.gone]
     if not live:
         report.notes.append("no live worker left to profile the layers")
         return

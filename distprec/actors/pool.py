@@ -24,6 +24,7 @@ class Worker:
     plans_per_run: int = 1  # plans one call evaluates at once (the switchboard's batch)
     via: str = "candidate"  # how the worker evaluates by default: candidate or switchboard
     switch_note: str = ""  # how its switchboard was set up, or why it has none
+    pid: int = 0  # the actor's process when it started (tests kill it)
 
 
 def connect(address: str | None = None, resources: dict | None = None,
@@ -92,13 +93,15 @@ def placement(device: str, count: int | None,
 
 def start_workers(setup_ref, device: str, count: int | None, *, resources: dict | None = None,
                   label_selector: dict | None = None, timeout: float = 120.0,
-                  prefix: str = "w", backend: str | None = None) -> list[Worker]:
+                  prefix: str = "w", backend: str | None = None,
+                  max_restarts: int = 0) -> list[Worker]:
     """One actor per GPU (``num_gpus=1, num_cpus=0``), or ``count`` single-CPU actors.
 
     A GPU actor must not hold a CPU for life: on a small host the CPUs run out before the
     GPUs and the remaining actors would wait forever without an error. ``device`` decides
     the placement, ``backend`` (default: the same) the runtime inside the actor: GPU slots
-    with the CPU backend let tests fake any number of GPUs.
+    with the CPU backend let tests fake any number of GPUs. ``max_restarts``: how often
+    Ray restarts a dead actor in its slot (actors/loop.py requeues its plans).
     """
     count, opts = placement(device, count, resources)
     extra = dict(resources or {})
@@ -106,6 +109,7 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
         opts["resources"] = extra
     if label_selector:
         opts["label_selector"] = label_selector
+    opts["max_restarts"] = max_restarts
     handles = [EvaluatorActor.options(**opts).remote(setup_ref, backend or device,
                                                      f"{prefix}{i}") for i in range(count)]
     try:
@@ -119,7 +123,7 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
         raise InputError(f"an evaluator actor failed to start: {cause(exc)}") from None
     return [Worker(i["worker"], h, i["node"], i["device"], i.get("node_id", ""),
                    tuple(i.get("gpus", ())), i.get("plans_per_run", 1),
-                   i.get("via", "candidate"), i.get("switch_note", ""))
+                   i.get("via", "candidate"), i.get("switch_note", ""), i.get("pid", 0))
             for h, i in zip(handles, info)]
 
 
