@@ -1,13 +1,15 @@
 """Command line: layers, golden, search, sweep, node-args, check, demo, report.
 
 Exit codes: 0 a passing plan was found (or the command succeeded), 1 no plan passes,
-2 bad input (one line on stderr, nothing written).
+2 bad input (one line on stderr, nothing written), 130/143 stopped by SIGINT/SIGTERM
+(a search writes its partial result, "complete": false).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from distprec.checks import STATS, CheckSpec, parse_tolerances
 from distprec.devices import KINDS, MODEL_FILE
 from distprec.errors import InputError, SearchError
 from distprec.plan import PRECISIONS
+from distprec.signals import Interrupted, interruptible
 from distprec.strategies import DEFAULT_STRATEGY, SENSITIVITY_MODES, strategy_names
 
 
@@ -102,6 +105,23 @@ def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
                    "where the batch axis is free (default: chosen by timing)")
 
 
+def _add_fault_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("faults and resume (docs/RELIABILITY.md)")
+    g.add_argument("--eval-timeout", type=float, default=600.0, metavar="S",
+                   help="seconds a plan may run before its worker is replaced and the plan "
+                   "retried elsewhere (twice; then it counts as an error)")
+    g.add_argument("--max-restarts", type=int, default=3,
+                   help="restarts of each lost evaluator actor")
+    g.add_argument("--journal", metavar="FILE", help="verdict journal, appended as verdicts "
+                   "arrive (default: next to -o, OUTPUT.journal.jsonl)")
+    g.add_argument("--resume", action="store_true", help="replay the journal's verdicts and "
+                   "evaluate only the plans it lacks")
+
+
+def journal_path(output: str, journal: str | None) -> str:
+    return journal or str(Path(output).with_suffix("")) + ".journal.jsonl"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distprec", description="Parallel per-layer precision search for "
                      "ONNX models: which layers must stay FP32 under FP16, BF16 or INT8.")
@@ -136,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-live", action="store_true", help="plain log lines, no live view")
     p.add_argument("--report", metavar="HTML", help="also write the HTML report (and its PNG "
                    "figures next to it) at the end; needs matplotlib")
+    _add_fault_args(p)
 
     p = sub.add_parser("sweep", help="one search per (device kind, precision), side by side")
     p.add_argument("model", help="FP32 ONNX model")
@@ -219,7 +240,10 @@ def _config(a: argparse.Namespace):
         top=getattr(a, "top", 1), start=getattr(a, "start", None),
         sensitivity=getattr(a, "sensitivity", "lower"),
         layer_errors=getattr(a, "layer_errors", "final"),
-        evaluate=getattr(a, "evaluate", "auto"), plans_per_run=getattr(a, "plans_per_run", None))
+        evaluate=getattr(a, "evaluate", "auto"), plans_per_run=getattr(a, "plans_per_run", None),
+        **({"eval_timeout": a.eval_timeout, "max_restarts": a.max_restarts,
+            "journal": journal_path(a.output, a.journal), "resume": a.resume}
+           if hasattr(a, "resume") else {}))
 
 
 def cmd_layers(a: argparse.Namespace) -> int:
@@ -277,9 +301,19 @@ def cmd_search(a: argparse.Namespace) -> int:
     _check_report_path(a.report)
     route = _route(cfg, a.kind, a.wait) if a.kind else {"wait": _wait(a.wait)}
     console = SearchConsole(cfg, live=not a.no_live)
-    with console:
+    with interruptible(), console:
         report = run_search(cfg, console.on_event, **route)
     result = build_result(cfg, report)
+    result["complete"] = not report.interrupted
+    result["journal"] = cfg.journal
+    if report.interrupted:
+        import ray
+
+        ray.shutdown()
+        write_json(a.output, result)
+        print(f"distprec: interrupted by {report.interrupted}: partial result in {a.output} "
+              f"(complete: false); continue with --resume", file=sys.stderr)
+        return 128 + signal.Signals[report.interrupted].value
     if a.kind:
         result["device_kind"] = a.kind
     result["exports"] = [a.output]
@@ -456,9 +490,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distprec: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
               file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("distprec: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Interrupted) as exc:
+        stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+        if "ray" in sys.modules:
+            sys.modules["ray"].shutdown()
+        print(f"distprec: interrupted by {stop.name}", file=sys.stderr)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from distprec.actors.loop import EventSink, Faults, LoopResult, drive
 from distprec.actors.pool import Worker
 from distprec.strategies.base import Info, Keep, Outcome, Strategy, Verdict
-from distprec.strategies.replay import EachOnce, Replay
+from distprec.strategies.replay import EachOnce, Known, Replay
 
 
 @dataclass
@@ -66,16 +66,18 @@ def on_workers(workers: list[Worker], on_event: EventSink | None = None,
 
 
 def confirmed_search(make: Callable[[], Strategy], run: Run,
-                     on_event: EventSink | None = None) -> tuple[Outcome, LoopResult,
-                                                                   Confirmation]:
+                     on_event: EventSink | None = None,
+                     seed: tuple[Known, Known] | None = None) -> tuple[Outcome, LoopResult,
+                                                                       Confirmation]:
     """Search on the switchboard, confirm on candidates, repeat until they agree.
 
     ``make`` builds a fresh strategy (each pass replays the verdicts known so far into a
-    new one); ``run`` evaluates (``on_workers`` on Ray; an oracle in tests).
+    new one); ``run`` evaluates (``on_workers`` on Ray; an oracle in tests). ``seed``:
+    switchboard and candidate verdicts known before (a journal being resumed).
     """
     emit = on_event or (lambda kind, data: None)
-    switch: dict[Keep, tuple[Verdict, Info | None]] = {}
-    real: dict[Keep, tuple[Verdict, Info | None]] = {}
+    switch: dict[Keep, tuple[Verdict, Info | None]] = dict(seed[0]) if seed else {}
+    real: dict[Keep, tuple[Verdict, Info | None]] = dict(seed[1]) if seed else {}
     total, conf = LoopResult(), Confirmation()
     while True:
         via = "switchboard" if conf.passes < SWITCH_PASSES else "candidate"

@@ -35,7 +35,10 @@ from distprec.data import (
 )
 from distprec.errors import InputError, cause, first_line
 from distprec.evaluator import EVALUATE_MODES, Evaluator, Setup
+from distprec.journal import Journal, search_key, tap
+from distprec.partial import collect, partial_outcome
 from distprec.plan import PRECISIONS
+from distprec.signals import Interrupted
 from distprec.strategies import (
     SENSITIVITY_MODES,
     Outcome,
@@ -44,6 +47,7 @@ from distprec.strategies import (
     make_strategy,
     resolve_strategy,
 )
+from distprec.strategies.replay import Replay
 
 #: Which plan result.json's ``layer_errors`` profiles.
 LAYER_ERRORS = ("final", "all-low", "none")
@@ -76,6 +80,8 @@ class SearchConfig:
     plans_per_run: int | None = None  # switchboard plans per run; None: chosen by timing
     eval_timeout: float | None = 600.0  # seconds a plan may run before it is retried
     max_restarts: int = 3  # restarts of each evaluator actor (docs/RELIABILITY.md)
+    journal: str | None = None  # verdict journal (distprec/journal.py); None: none kept
+    resume: bool = False  # replay the journal's verdicts instead of evaluating them
 
     @property
     def strategy_name(self) -> str:
@@ -110,6 +116,8 @@ class SearchConfig:
         if self.eval_timeout is not None and not self.eval_timeout > 0:
             raise InputError(f"--eval-timeout must be a positive number of seconds, got "
                              f"{self.eval_timeout}")
+        if self.resume and not self.journal:
+            raise InputError("--resume needs a journal (--journal FILE)")
         if self.max_restarts < 0:
             raise InputError(f"--max-restarts must be 0 or more, got {self.max_restarts}")
 
@@ -145,6 +153,7 @@ class SearchReport:
     layer_errors_plan: str = ""  # which plan: "final" or "all-low"
     notes: list[str] = field(default_factory=list)  # the driver's own remarks
     confirmation: Confirmation | None = None  # switchboard searches: how verdicts were made
+    interrupted: str = ""  # the signal that stopped the search (a partial result)
 
 
 def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
@@ -272,6 +281,12 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     prep = prepared or prepare(cfg, on_event)
     notes: list[str] = []
     start = read_start(cfg.start, prep, notes) if cfg.start else None
+    journal = Journal(cfg.journal, search_key(cfg, prep), cfg.resume) if cfg.journal else None
+    if journal:
+        on_event = tap(journal, on_event)
+        if cfg.resume:
+            notes.append(f"resumed from {cfg.journal}: {len(journal.entries)} verdict(s) "
+                         "replayed, not evaluated again")
     if on_event:
         on_event("phase", {"name": "cluster", "address": cfg.address or "local"})
     if own:
@@ -288,14 +303,18 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
                              start=start, sensitivity=cfg.sensitivity)
 
     faults = Faults(cfg.eval_timeout)
+    seen: list = []
+    on_event = collect(seen, on_event)
     try:
         confirmation = None
         if all(w.via == "switchboard" for w in workers):
             outcome, loop, confirmation = confirmed_search(
-                strategy, on_workers(workers, on_event, faults), on_event)
+                strategy, on_workers(workers, on_event, faults), on_event,
+                seed=(journal.known("switchboard"), journal.known("candidate"))
+                if journal else None)
             notes.append(workers[0].switch_note)
         else:
-            first = strategy()
+            first = Replay(strategy(), journal.known("candidate")) if journal else strategy()
             loop = drive(first, workers, on_event, via="candidate", faults=faults)
             outcome = first.result()
             notes += sorted({w.switch_note for w in workers if w.switch_note})
@@ -303,7 +322,14 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
                               confirmation=confirmation)
         if cfg.layer_errors != "none":
             _profile_answer(cfg, report, on_event)
+    except Interrupted as stop:
+        known = journal.known() if journal else {}
+        report = SearchReport(partial_outcome(seen, known, stop.name),
+                              LoopResult(evaluations=seen), workers, device, 0.0, prep,
+                              notes=notes, interrupted=stop.name)
     finally:
+        if journal:
+            journal.close()
         if own:
             stop_workers(workers)
     report.wall_s = time.perf_counter() - t0

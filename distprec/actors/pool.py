@@ -11,6 +11,7 @@ import ray
 
 from distprec.actors.evaluator import EvaluatorActor
 from distprec.errors import InputError, cause, first_line
+from distprec.signals import rearm
 
 
 @dataclass
@@ -52,6 +53,7 @@ def connect(address: str | None = None, resources: dict | None = None,
         where = "a local instance" if address == "local" else address
         raise InputError(f"cannot start or reach Ray at {where}: "
                          f"{first_line(exc)}") from None
+    rearm()  # ray.init replaces the SIGTERM handler
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:
