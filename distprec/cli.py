@@ -16,6 +16,7 @@ from pathlib import Path
 from distprec.checks import STATS, CheckSpec, parse_tolerances
 from distprec.devices import KINDS, MODEL_FILE
 from distprec.errors import InputError, SearchError
+from distprec.paths import check_outputs
 from distprec.plan import PRECISIONS
 from distprec.signals import Interrupted, interruptible
 from distprec.strategies import DEFAULT_STRATEGY, SENSITIVITY_MODES, strategy_names
@@ -274,6 +275,7 @@ def cmd_golden(a: argparse.Namespace) -> int:
     from distprec.search import SearchConfig, reference_outputs, validation_feeds
 
     _check_output_path(a.output)
+    check_outputs({"-o": a.output}, _inputs(a))
     cfg = SearchConfig(model=a.model, inputs=a.inputs, input_shapes=a.input_shapes,
                        data_loader=a.data_loader, seed=a.seed, samples=a.samples)
     cfg.validate()
@@ -296,6 +298,12 @@ def cmd_search(a: argparse.Namespace) -> int:
     cfg.validate()
     for path in (a.output, a.save_model):
         _check_output_path(path)
+    check_outputs({"-o": a.output, "--save-model": a.save_model, "--report": a.report,
+                   "--journal": cfg.journal},
+                  {**_inputs(a), "--start": a.start,
+                   "--calibration-cache": a.calibration_cache})
+    if cfg.resume and not Path(cfg.journal).is_file():
+        raise InputError(f"--resume: no journal at {cfg.journal} (give --journal FILE)")
     if a.workers is not None and a.workers < 1:
         raise InputError(f"--workers must be at least 1, got {a.workers}")
     _check_report_path(a.report)
@@ -441,11 +449,19 @@ def cmd_report(a: argparse.Namespace) -> int:
     from distprec.view.report import load_result, write_report
 
     _check_report_path(a.output)
+    check_outputs({"-o": a.output}, {"result": a.result})
     written = write_report(load_result(a.result), a.output)
     print(f"wrote {written[0]}" + (f" and {len(written) - 1} figure(s): "
                                    + ", ".join(str(p) for p in written[1:])
                                    if len(written) > 1 else ""))
     return 0
+
+
+def _inputs(a: argparse.Namespace) -> dict[str, str | None]:
+    """The input files a command reads, by flag (outputs must not land on them)."""
+    flags = {"inputs": "--inputs", "data_loader": "--data-loader-script", "golden": "--golden",
+             "calib_data": "--calib-data", "check_func": "--check-func"}
+    return {"model": a.model, **{flag: getattr(a, f, None) for f, flag in flags.items()}}
 
 
 def _check_output_path(path: str | None) -> None:
