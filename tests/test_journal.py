@@ -109,6 +109,13 @@ def _judged(path: Path) -> list[frozenset]:
     return [frozenset(json.loads(x)["keep"]) for x in lines if x.endswith("}")]
 
 
+def _gone_within(marker: str, limit: float) -> list[int]:
+    deadline = time.time() + limit
+    while _marked(marker) and time.time() < deadline:
+        time.sleep(0.5)
+    return _marked(marker)
+
+
 def _reap(marker):
     for pid in _marked(marker):
         try:
@@ -126,8 +133,10 @@ def test_sigkill_then_resume_repeats_nothing(cli_case):
         _wait_lines(journal, 6, proc)
         proc.kill()
         proc.wait()
+        left = _gone_within(marker, 20)
     finally:
-        _reap(marker)  # Ray's helpers of a SIGKILLed driver (docs/RELIABILITY.md)
+        _reap(marker)
+    assert not left, f"{len(left)} process(es) outlived the SIGKILLed driver"
     before = _judged(journal)
     assert len(before) >= 6
     again = subprocess.run(_args(d, "killed.json", "--resume"), capture_output=True,
@@ -161,9 +170,6 @@ def test_signal_writes_a_partial_result_and_leaves_no_process(cli_case, sig, cod
     result = json.loads((d / out).read_text())
     assert result["complete"] is False and result["minimal"] == "none"
     assert result["evaluations"] >= 4
-    deadline = time.time() + 15
-    while _marked(marker) and time.time() < deadline:
-        time.sleep(0.5)
-    left = _marked(marker)
+    left = _gone_within(marker, 20)
     _reap(marker)
     assert not left, f"{len(left)} process(es) outlived the driver"

@@ -6,11 +6,13 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 
 from distprec.actors.evaluator import EvaluatorActor
 from distprec.errors import InputError, cause, first_line
+from distprec.reaper import watch
 from distprec.signals import rearm
 
 
@@ -54,6 +56,20 @@ def connect(address: str | None = None, resources: dict | None = None,
         raise InputError(f"cannot start or reach Ray at {where}: "
                          f"{first_line(exc)}") from None
     rearm()  # ray.init replaces the SIGTERM handler
+    if address == "local" and os.environ.get("DISTPREC_NO_REAPER") != "1":
+        watch(ray._private.worker._global_node.get_session_dir_path())
+    _private_token()
+
+
+def _private_token() -> None:
+    """Ray writes its auth token 0644 (issue 13): make it 0600 in a 0700 folder."""
+    token = Path.home() / ".ray" / "auth_token"
+    try:
+        if token.is_file():
+            os.chmod(token.parent, 0o700)
+            os.chmod(token, 0o600)
+    except OSError:
+        pass
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:
