@@ -38,6 +38,7 @@ from distprec.evaluator import EVALUATE_MODES, Evaluator, Setup
 from distprec.journal import Journal, search_key, tap
 from distprec.partial import collect, partial_outcome
 from distprec.plan import PRECISIONS
+from distprec.sanity import refuse_empty, refuse_nonfinite
 from distprec.signals import Interrupted
 from distprec.strategies import (
     SENSITIVITY_MODES,
@@ -96,6 +97,8 @@ class SearchConfig:
             check_strategy_name(self.strategy)
         except ValueError as exc:
             raise InputError(str(exc)) from None
+        if self.seed < 0:
+            raise InputError(f"--seed must be 0 or more, got {self.seed}")
         if self.top < 1:
             raise InputError(f"--top must be at least 1, got {self.top}")
         if self.start is not None and self.strategy_name != "minimize":
@@ -167,11 +170,15 @@ def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
         raise InputError(f"{cfg.model}: no layer can run in {cfg.precision}")
     specs = input_specs(model)
     feeds = validation_feeds(cfg, specs)
+    origin = cfg.inputs or cfg.data_loader or "--input-shapes"
+    refuse_empty(feeds, origin)
+    refuse_nonfinite(feeds, origin, "input")
     emit("phase", {"name": "golden", "total": len(feeds), "done": 0})
     outputs = [o.name for o in model.graph.output]
     _check_tolerance_names(cfg.check, outputs)
     if cfg.golden:
         golden = load_outputs(cfg.golden, outputs, len(feeds), model_hash(source))
+        refuse_nonfinite(golden, cfg.golden, "golden output")
         _check_golden(golden, reference_outputs(model, feeds[:1])[0], cfg.golden)
         emit("phase", {"name": "golden", "total": len(feeds), "done": len(feeds),
                        "source": cfg.golden})
@@ -302,7 +309,7 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
         return make_strategy(cfg.strategy_name, prep.searchable, cfg.direction, top=cfg.top,
                              start=start, sensitivity=cfg.sensitivity)
 
-    faults = Faults(cfg.eval_timeout)
+    faults = Faults(cfg.eval_timeout, restart_wait=wait)  # a lost worker may take --wait
     seen: list = []
     on_event = collect(seen, on_event)
     try:

@@ -63,3 +63,35 @@ def test_refused_before_any_work(model_file, capsys, name, argv, message):
     assert model_file.read_bytes() == before
     assert sorted(p.name for p in d.iterdir()) == listing  # nothing written
     assert ray.is_initialized() == ray_before
+
+
+def _npz(path, **arrays):
+    import numpy as np
+
+    np.savez(path, **arrays)
+    return path
+
+
+def test_bad_data_is_refused_before_the_search(ray_session, model_file, tmp_path, capsys):
+    """NaN/Inf inputs or golden outputs, and a negative seed: exit 2, one line, no search."""
+    import numpy as np
+
+    x = np.random.default_rng(0).random((2, 8, 32), dtype=np.float32)
+    x[1, 3, 4] = np.nan
+    x[0, 0, 0] = np.inf
+    bad_in = _npz(tmp_path / "in.npz", input=x)
+    y = np.zeros((1, 8, 10), np.float32)  # one sample
+    y[0, 0, 0] = np.nan
+    bad_golden = _npz(tmp_path / "golden.npz", logits=y)
+    out = tmp_path / "r.json"
+    cases = [
+        (["--inputs", str(bad_in)], f"{bad_in}: input 'input' holds 2 NaN/Inf value(s)"),
+        (["--golden", str(bad_golden)], "golden output 'logits' holds 1 NaN/Inf value(s)"),
+        (["--seed", "-1"], "--seed must be 0 or more, got -1"),
+    ]
+    for extra, message in cases:
+        code = main(["search", str(model_file), "--device", "cpu", "--workers", "1",
+                     "--no-live", "-o", str(out), *extra])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and message in err, (extra, err)
+        assert not out.exists()

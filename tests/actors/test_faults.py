@@ -146,3 +146,22 @@ def test_a_hung_evaluation_times_out_and_runs_elsewhere(ray_session, planted, tm
     assert loop.timeouts == 1 and loop.requeued == 1 and loop.lost_workers and not loop.gone
     assert all(e.verdict.value != "error" for e in loop.evaluations)
     assert s.result().passed
+
+
+def test_a_plan_out_of_timeouts_is_an_error_verdict(ray_session, planted, tmp_path):
+    model, path = planted
+    func = tmp_path / "hang.py"
+    arm = tmp_path / "arm"
+    func.write_text(f"ARM = {str(arm)!r}\n{HANG}")
+    prep, setup_ref = _setup(path, check_func=f"{func}:check")
+    workers = start_workers(setup_ref, "cpu", 2, max_restarts=2)
+    arm.touch()
+    s = make_strategy("bisect", prep.searchable, "forward")
+    try:
+        loop = drive(s, workers, None, via="candidate",
+                     faults=Faults(eval_timeout=3.0, max_timeouts=1))
+    finally:
+        stop_workers(workers)
+    errors = [e for e in loop.evaluations if e.verdict.value == "error"]
+    assert loop.timeouts == 1 and loop.requeued == 0 and len(errors) == 1
+    assert errors[0].reason.startswith("timeout: ran past --eval-timeout 3 s")
