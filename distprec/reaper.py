@@ -27,9 +27,13 @@ def watch(session_dir: str) -> None:
 
 
 def _holds(proc: Path, name: str) -> bool:
-    """Names the session on its command line, or holds a file in its folder open (the
-    agents rename themselves ``ray::DashboardAgent`` but keep their logs open)."""
-    if name.encode() in (proc / "cmdline").read_bytes():
+    """A Ray process that names the session on its command line, or holds a file in its
+    folder open (the agents rename themselves ``ray::DashboardAgent`` but keep their logs
+    open). A user's ``less`` of a session log is not a Ray process and is left alone."""
+    cmd = (proc / "cmdline").read_bytes()
+    if not (cmd.startswith(b"ray::") or b"site-packages/ray/" in cmd):
+        return False
+    if name.encode() in cmd:
         return True
     for fd in (proc / "fd").iterdir():
         try:
