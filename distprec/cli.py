@@ -1,13 +1,15 @@
 """Command line: layers, golden, search, sweep, node-args, check, demo, report.
 
 Exit codes: 0 a passing plan was found (or the command succeeded), 1 no plan passes,
-2 bad input (one line on stderr, nothing written).
+2 bad input (one line on stderr, nothing written), 130/143 stopped by SIGINT/SIGTERM
+(a search writes its partial result, "complete": false).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -15,7 +17,9 @@ from distprec.candidates.backends import BACKENDS
 from distprec.checks import POOLING, STATS, CheckSpec, parse_stats, parse_tolerances
 from distprec.devices import KINDS, MODEL_FILE
 from distprec.errors import InputError, SearchError
+from distprec.paths import check_outputs
 from distprec.plan import PRECISIONS
+from distprec.signals import Interrupted, interruptible
 from distprec.strategies import DEFAULT_STRATEGY, SENSITIVITY_MODES, strategy_names
 
 
@@ -120,6 +124,23 @@ def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="evaluators sharing each GPU (default 1)")
 
 
+def _add_fault_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("faults and resume (docs/RELIABILITY.md)")
+    g.add_argument("--eval-timeout", type=float, default=600.0, metavar="S",
+                   help="seconds a plan may run before its worker is replaced and the plan "
+                   "retried elsewhere (twice; then it counts as an error)")
+    g.add_argument("--max-restarts", type=int, default=3,
+                   help="restarts of each lost evaluator actor")
+    g.add_argument("--journal", metavar="FILE", help="verdict journal, appended as verdicts "
+                   "arrive (default: next to -o, OUTPUT.journal.jsonl)")
+    g.add_argument("--resume", action="store_true", help="replay the journal's verdicts and "
+                   "evaluate only the plans it lacks")
+
+
+def journal_path(output: str, journal: str | None) -> str:
+    return journal or str(Path(output).with_suffix("")) + ".journal.jsonl"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distprec", description="Parallel per-layer precision search for "
                      "ONNX models: which layers must stay FP32 under FP16, BF16 or INT8.")
@@ -156,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-live", action="store_true", help="plain log lines, no live view")
     p.add_argument("--report", metavar="HTML", help="also write the HTML report (and its PNG "
                    "figures next to it) at the end; needs matplotlib")
+    _add_fault_args(p)
 
     p = sub.add_parser("sweep", help="one search per (device kind, precision), side by side")
     p.add_argument("model", help="FP32 ONNX model")
@@ -248,7 +270,10 @@ def _config(a: argparse.Namespace):
         layer_errors=getattr(a, "layer_errors", "final"),
         evaluate=getattr(a, "evaluate", "auto"), plans_per_run=getattr(a, "plans_per_run", None),
         workers_per_gpu=getattr(a, "workers_per_gpu", 1),
-        backend=getattr(a, "backend", "ort"), build_timeout=getattr(a, "build_timeout", None))
+        backend=getattr(a, "backend", "ort"), build_timeout=getattr(a, "build_timeout", None),
+        **({"eval_timeout": a.eval_timeout, "max_restarts": a.max_restarts,
+            "journal": journal_path(a.output, a.journal), "resume": a.resume}
+           if hasattr(a, "resume") else {}))
 
 
 def cmd_layers(a: argparse.Namespace) -> int:
@@ -279,6 +304,7 @@ def cmd_golden(a: argparse.Namespace) -> int:
     from distprec.search import SearchConfig, reference_outputs, validation_feeds
 
     _check_output_path(a.output)
+    check_outputs({"-o": a.output}, _inputs(a))
     cfg = SearchConfig(model=a.model, inputs=_one(a.inputs), input_shapes=a.input_shapes,
                        data_loader=a.data_loader, seed=a.seed, samples=a.samples,
                        val_range=" ".join(a.val_range or ()) or None)
@@ -305,14 +331,30 @@ def cmd_search(a: argparse.Namespace) -> int:
         _check_output_path(path)
     if a.save_engine and cfg.backend != "trt":
         raise InputError("--save-engine needs --backend trt")
+    check_outputs({"-o": a.output, "--save-model": a.save_model, "--report": a.report,
+                   "--journal": cfg.journal},
+                  {**_inputs(a), "--start": a.start,
+                   "--calibration-cache": a.calibration_cache})
+    if cfg.resume and not Path(cfg.journal).is_file():
+        raise InputError(f"--resume: no journal at {cfg.journal} (give --journal FILE)")
     if a.workers is not None and a.workers < 1:
         raise InputError(f"--workers must be at least 1, got {a.workers}")
     _check_report_path(a.report)
     route = _route(cfg, a.kind, a.wait) if a.kind else {"wait": _wait(a.wait)}
     console = SearchConsole(cfg, live=not a.no_live)
-    with console:
+    with interruptible(), console:
         report = run_search(cfg, console.on_event, **route)
     result = build_result(cfg, report)
+    result["complete"] = not report.interrupted
+    result["journal"] = cfg.journal
+    if report.interrupted:
+        import ray
+
+        ray.shutdown()
+        write_json(a.output, result)
+        print(f"distprec: interrupted by {report.interrupted}: partial result in {a.output} "
+              f"(complete: false); continue with --resume", file=sys.stderr)
+        return 128 + signal.Signals[report.interrupted].value
     if a.kind:
         result["device_kind"] = a.kind
     result["exports"] = [a.output]
@@ -453,11 +495,24 @@ def cmd_report(a: argparse.Namespace) -> int:
     from distprec.view.report import load_result, write_report
 
     _check_report_path(a.output)
+    check_outputs({"-o": a.output}, {"result": a.result})
     written = write_report(load_result(a.result), a.output)
     print(f"wrote {written[0]}" + (f" and {len(written) - 1} figure(s): "
                                    + ", ".join(str(p) for p in written[1:])
                                    if len(written) > 1 else ""))
     return 0
+
+
+def _inputs(a: argparse.Namespace) -> dict[str, str | None]:
+    """The input files a command reads, by flag (outputs must not land on them)."""
+    flags = {"inputs": "--inputs", "data_loader": "--data-loader-script", "golden": "--golden",
+             "calib_data": "--calib-data", "check_func": "--check-func"}
+    out: dict[str, str | None] = {"model": a.model}
+    for f, flag in flags.items():
+        value = getattr(a, f, None)
+        for i, path in enumerate(value if isinstance(value, list) else [value]):
+            out[flag if i == 0 else f"{flag} #{i + 1}"] = path  # Polygraphy: several files
+    return out
 
 
 def _check_output_path(path: str | None) -> None:
@@ -502,9 +557,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distprec: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
               file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("distprec: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Interrupted) as exc:
+        stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+        if "ray" in sys.modules:
+            sys.modules["ray"].shutdown()
+        print(f"distprec: interrupted by {stop.name}", file=sys.stderr)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

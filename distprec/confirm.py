@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from distprec.actors.loop import EventSink, LoopResult, drive
+from distprec.actors.loop import EventSink, Faults, LoopResult, drive
 from distprec.actors.pool import Worker
 from distprec.strategies.base import Info, Keep, Outcome, Strategy, Verdict
-from distprec.strategies.replay import EachOnce, Replay
+from distprec.strategies.replay import EachOnce, Known, Replay
 
 
 @dataclass
@@ -59,22 +59,25 @@ SWITCH_PASSES = 3
 Run = Callable[[Strategy, str], LoopResult]
 
 
-def on_workers(workers: list[Worker], on_event: EventSink | None = None) -> Run:
+def on_workers(workers: list[Worker], on_event: EventSink | None = None,
+               faults: Faults | None = None) -> Run:
     """The Ray driver loop as a ``Run``."""
-    return lambda strategy, via: drive(strategy, workers, on_event, via=via)
+    return lambda strategy, via: drive(strategy, workers, on_event, via=via, faults=faults)
 
 
 def confirmed_search(make: Callable[[], Strategy], run: Run,
-                     on_event: EventSink | None = None) -> tuple[Outcome, LoopResult,
-                                                                   Confirmation]:
+                     on_event: EventSink | None = None,
+                     seed: tuple[Known, Known] | None = None) -> tuple[Outcome, LoopResult,
+                                                                       Confirmation]:
     """Search on the switchboard, confirm on candidates, repeat until they agree.
 
     ``make`` builds a fresh strategy (each pass replays the verdicts known so far into a
-    new one); ``run`` evaluates (``on_workers`` on Ray; an oracle in tests).
+    new one); ``run`` evaluates (``on_workers`` on Ray; an oracle in tests). ``seed``:
+    switchboard and candidate verdicts known before (a journal being resumed).
     """
     emit = on_event or (lambda kind, data: None)
-    switch: dict[Keep, tuple[Verdict, Info | None]] = {}
-    real: dict[Keep, tuple[Verdict, Info | None]] = {}
+    switch: dict[Keep, tuple[Verdict, Info | None]] = dict(seed[0]) if seed else {}
+    real: dict[Keep, tuple[Verdict, Info | None]] = dict(seed[1]) if seed else {}
     total, conf = LoopResult(), Confirmation()
     while True:
         via = "switchboard" if conf.passes < SWITCH_PASSES else "candidate"
@@ -121,4 +124,8 @@ def _merge(total: LoopResult, part: LoopResult) -> None:
     total.driver_s += part.driver_s
     total.wall_s += part.wall_s
     total.lost_workers += part.lost_workers
+    total.gone += part.gone
+    total.restarts += part.restarts
+    total.requeued += part.requeued
+    total.timeouts += part.timeouts
     total.stalled = total.stalled or part.stalled

@@ -56,6 +56,8 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         "evaluations": len(loop.evaluations),
         "rounds": loop.rounds,
         "cancelled": loop.cancelled,
+        "faults": {"lost_workers": loop.lost_workers, "restarts": loop.restarts,
+                   "gone": loop.gone, "requeued": loop.requeued, "timeouts": loop.timeouts},
         "workers": len(report.workers),
         "worker_nodes": {w.name: {"node": w.node, "device": w.device, "node_id": w.node_id}
                          for w in report.workers},

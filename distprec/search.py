@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import ray
 
-from distprec.actors.loop import EventSink, LoopResult, drive
+from distprec.actors.loop import EventSink, Faults, LoopResult, drive
 from distprec.actors.pool import Worker, connect, placement, start_workers, stop_workers
 from distprec.cache import calibration
 from distprec.candidates.backends import OrtBackend, check_backend
@@ -37,7 +37,11 @@ from distprec.data import (
 )
 from distprec.errors import InputError, cause, first_line
 from distprec.evaluator import EVALUATE_MODES, Evaluator, Setup
+from distprec.journal import Journal, search_key, tap
+from distprec.partial import collect, partial_outcome
 from distprec.plan import PRECISIONS
+from distprec.sanity import refuse_empty, refuse_nonfinite
+from distprec.signals import Interrupted
 from distprec.strategies import (
     SENSITIVITY_MODES,
     Outcome,
@@ -46,6 +50,7 @@ from distprec.strategies import (
     make_strategy,
     resolve_strategy,
 )
+from distprec.strategies.replay import Replay
 
 #: Which plan result.json's ``layer_errors`` profiles.
 LAYER_ERRORS = ("final", "all-low", "none")
@@ -80,6 +85,10 @@ class SearchConfig:
     workers_per_gpu: int = 1  # evaluators sharing each GPU
     backend: str = "ort"  # BACKENDS: ort or trt (TensorRT, distprec[trt])
     build_timeout: float | None = None  # seconds an engine build may take (trt)
+    eval_timeout: float | None = 600.0  # seconds a plan may run before it is retried
+    max_restarts: int = 3  # restarts of each evaluator actor (docs/RELIABILITY.md)
+    journal: str | None = None  # verdict journal (distprec/journal.py); None: none kept
+    resume: bool = False  # replay the journal's verdicts instead of evaluating them
 
     @property
     def strategy_name(self) -> str:
@@ -94,6 +103,8 @@ class SearchConfig:
             check_strategy_name(self.strategy)
         except ValueError as exc:
             raise InputError(str(exc)) from None
+        if self.seed < 0:
+            raise InputError(f"--seed must be 0 or more, got {self.seed}")
         if self.top < 1:
             raise InputError(f"--top must be at least 1, got {self.top}")
         if self.start is not None and self.strategy_name != "minimize":
@@ -114,6 +125,13 @@ class SearchConfig:
         if self.plans_per_run is not None and self.plans_per_run < 1:
             raise InputError(f"--plans-per-run must be at least 1, got {self.plans_per_run}")
         check_backend(self.backend, self.build_timeout, self.device)
+        if self.eval_timeout is not None and not self.eval_timeout > 0:
+            raise InputError(f"--eval-timeout must be a positive number of seconds, got "
+                             f"{self.eval_timeout}")
+        if self.resume and not self.journal:
+            raise InputError("--resume needs a journal (--journal FILE)")
+        if self.max_restarts < 0:
+            raise InputError(f"--max-restarts must be 0 or more, got {self.max_restarts}")
 
 
 @dataclass
@@ -147,6 +165,7 @@ class SearchReport:
     layer_errors_plan: str = ""  # which plan: "final" or "all-low"
     notes: list[str] = field(default_factory=list)  # the driver's own remarks
     confirmation: Confirmation | None = None  # switchboard searches: how verdicts were made
+    interrupted: str = ""  # the signal that stopped the search (a partial result)
 
 
 def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
@@ -160,11 +179,15 @@ def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
         raise InputError(f"{cfg.model}: no layer can run in {cfg.precision}")
     specs = input_specs(model)
     feeds = validation_feeds(cfg, specs)
+    origin = cfg.inputs or cfg.data_loader or "--input-shapes"
+    refuse_empty(feeds, origin)
+    refuse_nonfinite(feeds, origin, "input")
     emit("phase", {"name": "golden", "total": len(feeds), "done": 0})
     outputs = [o.name for o in model.graph.output]
     _check_tolerance_names(cfg.check, outputs)
     if cfg.golden:
         golden = load_outputs(cfg.golden, outputs, len(feeds), model_hash(source))
+        refuse_nonfinite(golden, cfg.golden, "golden output")
         _check_golden(golden, reference_outputs(model, feeds[:1])[0], cfg.golden)
         emit("phase", {"name": "golden", "total": len(feeds), "done": len(feeds),
                        "source": cfg.golden})
@@ -277,12 +300,18 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     prep = prepared or prepare(cfg, on_event)
     notes: list[str] = []
     start = read_start(cfg.start, prep, notes) if cfg.start else None
+    journal = Journal(cfg.journal, search_key(cfg, prep), cfg.resume) if cfg.journal else None
+    if journal:
+        on_event = tap(journal, on_event)
+        if cfg.resume:
+            notes.append(f"resumed from {cfg.journal}: {len(journal.entries)} verdict(s) "
+                         "replayed, not evaluated again")
     if on_event:
         on_event("phase", {"name": "cluster", "address": cfg.address or "local"})
     if own:
         setup_ref = ray.put(prep.setup(cfg))
         workers = start_workers(setup_ref, device, cfg.workers, resources=resources,
-                                per_gpu=cfg.workers_per_gpu,
+                                per_gpu=cfg.workers_per_gpu, max_restarts=cfg.max_restarts,
                                 label_selector=label_selector, timeout=wait)
     if on_event:
         on_event("workers", {"workers": [(w.name, w.node, w.device) for w in workers],
@@ -292,22 +321,34 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
         return make_strategy(cfg.strategy_name, prep.searchable, cfg.direction, top=cfg.top,
                              start=start, sensitivity=cfg.sensitivity)
 
+    faults = Faults(cfg.eval_timeout, restart_wait=wait)  # a lost worker may take --wait
+    seen: list = []
+    on_event = collect(seen, on_event)
     try:
         confirmation = None
         if all(w.via == "switchboard" for w in workers):
             outcome, loop, confirmation = confirmed_search(
-                strategy, on_workers(workers, on_event), on_event)
+                strategy, on_workers(workers, on_event, faults), on_event,
+                seed=(journal.known("switchboard"), journal.known("candidate"))
+                if journal else None)
             notes.append(workers[0].switch_note)
         else:
-            first = strategy()
-            loop = drive(first, workers, on_event, via="candidate")
+            first = Replay(strategy(), journal.known("candidate")) if journal else strategy()
+            loop = drive(first, workers, on_event, via="candidate", faults=faults)
             outcome = first.result()
             notes += sorted({w.switch_note for w in workers if w.switch_note})
         report = SearchReport(outcome, loop, workers, device, 0.0, prep, notes=notes,
                               confirmation=confirmation)
         if cfg.layer_errors != "none":
             _profile_answer(cfg, report, on_event)
+    except Interrupted as stop:
+        known = journal.known() if journal else {}
+        report = SearchReport(partial_outcome(seen, known, stop.name),
+                              LoopResult(evaluations=seen), workers, device, 0.0, prep,
+                              notes=notes, interrupted=stop.name)
     finally:
+        if journal:
+            journal.close()
         if own:
             stop_workers(workers)
     report.wall_s = time.perf_counter() - t0
@@ -325,7 +366,7 @@ def _profile_answer(cfg: SearchConfig, report: SearchReport,
     final = cfg.layer_errors == "final" and outcome.passed and outcome.keep is not None
     keep = frozenset(outcome.keep) if final else frozenset()
     report.layer_errors_plan = "final" if final else "all-low"
-    live = [w for w in report.workers if w.name not in report.loop.lost_workers]
+    live = [w for w in report.workers if w.name not in report.loop.gone]
     if not live:
         report.notes.append("no live worker left to profile the layers")
         return

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import ray
 
 from distprec.evaluator import Evaluation, Evaluator, Setup
 from distprec.strategies.base import Keep
 
 
-# No restarts: a dead actor's plan comes back as an error verdict and the loop goes on
-# with the others (actors/loop.py); a restarted actor would also need its setup again.
-@ray.remote(num_cpus=0, max_restarts=0)
+# Restarts are set per search (``start_workers(max_restarts=)``): Ray re-runs __init__ with
+# the same setup reference, and the loop requeues the plans a dead actor held.
+@ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)
 class EvaluatorActor:
     """Loads the model, inputs, golden outputs and calibration once; receives only plans.
 
@@ -30,7 +32,7 @@ class EvaluatorActor:
         self.evaluator.warm_up()
 
     def ready(self) -> dict[str, str]:
-        return {"worker": self.evaluator.worker, "node": self.evaluator.node,
+        return {"worker": self.evaluator.worker, "pid": os.getpid(), "node": self.evaluator.node,
                 "device": self.evaluator.backend.device_name(),
                 "node_id": self.evaluator.node_id, "gpus": [str(g) for g in ray.get_gpu_ids()],
                 "plans_per_run": self.evaluator.plans_per_run,

@@ -2,6 +2,14 @@
 
 A ``ray.wait`` loop rather than ``ray.util.ActorPool``: it controls retries, cancellation
 and progress, and ActorPool never resubmits work of a dead actor.
+
+Faults (docs/RELIABILITY.md): a lost worker is never a verdict. The plans it held go back
+to the queue, one plan a call (a batch that killed its worker does not take its neighbours
+down again), and the slot waits for Ray to restart the actor (``max_restarts``). A call
+that runs past ``eval_timeout`` seconds a plan is killed and its plans requeued; a plan
+that times out ``max_timeouts`` times is told as an error, and one whose workers died
+``max_losses`` times ends the search: the check or the runtime crashes on it, which is not
+a property of the model.
 """
 
 from __future__ import annotations
@@ -20,6 +28,21 @@ from distprec.strategies.base import Keep, Strategy, Verdict
 
 EventSink = Callable[[str, dict], None]
 
+#: Longest single ``ray.wait``: Python signal handlers (SIGINT, SIGTERM) run between them.
+WAIT_SLICE_S = 0.5
+#: Pause between ``ready`` pings of an actor Ray is restarting (they fail while it is).
+RETRY_PING_S = 0.2
+
+
+@dataclass(frozen=True)
+class Faults:
+    """How the loop treats hung and lost workers."""
+
+    eval_timeout: float | None = None  # seconds a plan; None: no limit
+    max_timeouts: int = 2  # a plan timing out this often is told as an error
+    max_losses: int = 3  # a plan whose worker died this often ends the search
+    restart_wait: float = 120.0  # seconds a lost worker may take to come back
+
 
 @dataclass
 class LoopResult:
@@ -29,12 +52,16 @@ class LoopResult:
     cancelled: int = 0
     driver_s: float = 0.0  # time the loop itself spent (not waiting for workers)
     wall_s: float = 0.0
-    lost_workers: list[str] = field(default_factory=list)
+    lost_workers: list[str] = field(default_factory=list)  # one entry per loss (or kill)
+    gone: list[str] = field(default_factory=list)  # workers that did not come back
+    restarts: int = 0  # lost workers that came back
+    requeued: int = 0  # plans sent again because their worker died or hung
+    timeouts: int = 0  # calls killed for running past the timeout
     stalled: bool = False  # the strategy stopped asking before it was done (a bug)
 
 
 def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None = None,
-          via: str | None = None) -> LoopResult:
+          via: str | None = None, faults: Faults | None = None) -> LoopResult:
     """Run ``strategy`` to completion on ``workers``.
 
     No memo here: a strategy never asks for a keep-set it was told (``Strategy.ask``), and a
@@ -44,18 +71,57 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
     evaluate ("candidate" or "switchboard"; None: each worker's default).
     """
     emit = on_event or (lambda kind, data: None)
+    faults = faults or Faults()
     out = LoopResult()
     free = deque(workers)
-    in_flight: dict[ray.ObjectRef, tuple[tuple[Keep, ...], Worker, int]] = {}
+    # ref -> (plans, worker, depth, deadline)
+    in_flight: dict[ray.ObjectRef, tuple[tuple[Keep, ...], Worker, int, float]] = {}
     cancelling: set[ray.ObjectRef] = set()
+    retry: deque[tuple[Keep, int]] = deque()  # plans of lost or hung calls, with their depth
+    restarting: dict[ray.ObjectRef, tuple[Worker, float]] = {}  # ready() pings, lost at
+    later: list[tuple[float, Worker, float]] = []  # pings to send again: due, worker, lost at
+    losses: dict[Keep, int] = {}
+    timeouts: dict[Keep, int] = {}
     depth_now = 0
     t_start = time.perf_counter()
+    inf = float("inf")
 
     def capacity(w: Worker) -> int:
         return 1 if via == "candidate" else w.plans_per_run
 
+    def send(worker: Worker, batch: list[Keep], depth: int) -> None:
+        if strategy.wants_profile(batch[0]):
+            ref = worker.handle.evaluate.remote(batch[0], True, via)
+        else:
+            ref = worker.handle.evaluate_many.remote(batch, via)
+        limit = faults.eval_timeout
+        in_flight[ref] = (tuple(batch), worker, depth,
+                          time.perf_counter() + limit * len(batch) if limit else inf)
+        for keep in batch:
+            emit("start", {"worker": worker.name, "size": len(keep), "keep": keep,
+                           "depth": depth, "status": strategy.status()})
+
+    def restart(worker: Worker, since: float | None = None) -> None:
+        restarting[worker.handle.ready.remote()] = (worker, since or time.perf_counter())
+
+    def gone(worker: Worker, why: str) -> None:
+        out.gone.append(worker.name)
+        emit("worker_gone", {"worker": worker.name, "reason": why})
+
+    def requeue(keeps: tuple[Keep, ...], depth: int, why: str) -> None:
+        out.requeued += len(keeps)
+        for keep in keeps:
+            retry.append((keep, depth))
+            emit("requeued", {"size": len(keep), "keep": keep, "reason": why})
+
     while True:
         t0 = time.perf_counter()
+        while free and retry:  # lost plans first, one a call
+            keep, depth = retry.popleft()
+            if strategy.wanted(keep):
+                send(free.popleft(), [keep], depth)
+            else:
+                strategy.forget(keep)
         asked = True
         while free and asked:
             asked = False
@@ -64,30 +130,53 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
                 asked = True
                 worker = free.popleft()
                 batch = [plans.popleft()]
-                if strategy.wants_profile(batch[0]):
-                    ref = worker.handle.evaluate.remote(batch[0], True, via)
-                else:
+                if not strategy.wants_profile(batch[0]):
                     while plans and len(batch) < capacity(worker) and not strategy.wants_profile(
                             plans[0]):
                         batch.append(plans.popleft())
-                    ref = worker.handle.evaluate_many.remote(batch, via)
-                in_flight[ref] = (tuple(batch), worker, depth_now + 1)
-                for keep in batch:
-                    emit("start", {"worker": worker.name, "size": len(keep), "keep": keep,
-                                   "depth": depth_now + 1, "status": strategy.status()})
+                send(worker, batch, depth_now + 1)
             for keep in plans:  # more plans than free slots: asked again later
                 strategy.forget(keep)
-        if not in_flight:
+        now = time.perf_counter()
+        for item in [x for x in later if x[0] <= now]:
+            later.remove(item)
+            restart(item[1], item[2])
+        if not in_flight and not restarting and not later and not free and not strategy.done:
+            raise SearchError(f"every evaluator actor died (last: {out.lost_workers[-1]}); "
+                              "the search could not finish")
+        if not in_flight and not retry and (free or strategy.done):
             out.driver_s += time.perf_counter() - t0
             out.stalled = not strategy.done  # asked for nothing more, yet not finished
             break
         out.driver_s += time.perf_counter() - t0
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        ready += [r for r in ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0)[0]
-                  if r not in ready]
+        deadline = min([d for *_, d in in_flight.values()] + [d for d, *_ in later], default=inf)
+        refs = [*in_flight, *restarting]
+        timeout = max(0.0, min(WAIT_SLICE_S, deadline - time.perf_counter()))
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout) if refs else ([], [])
+        if not refs:
+            time.sleep(timeout)
+        if ready and len(refs) > 1:
+            ready += [r for r in ray.wait(refs, num_returns=len(refs), timeout=0)[0]
+                      if r not in ready]
         t0 = time.perf_counter()
         for ref in ready:
-            keeps, worker, depth = in_flight.pop(ref)
+            if ref in restarting:
+                worker, since = restarting.pop(ref)
+                try:
+                    ray.get(ref)
+                except ray.exceptions.ActorUnavailableError as exc:  # still restarting
+                    if time.perf_counter() - since < faults.restart_wait:
+                        later.append((time.perf_counter() + RETRY_PING_S, worker, since))
+                    else:
+                        gone(worker, f"not back after {faults.restart_wait:g} s: {cause(exc)}")
+                except ray.exceptions.RayActorError as exc:  # out of restarts, or killed
+                    gone(worker, cause(exc))
+                else:
+                    out.restarts += 1
+                    free.append(worker)
+                    emit("worker_restarted", {"worker": worker.name})
+                continue
+            keeps, worker, depth, _ = in_flight.pop(ref)
             cancelling.discard(ref)
             try:
                 evs = ray.get(ref)
@@ -101,13 +190,18 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
             except ray.exceptions.RayActorError as exc:
                 out.lost_workers.append(worker.name)
                 reason = f"worker {worker.name} died: {cause(exc)}"
-                evs = [Evaluation(keep, Verdict.ERROR, reason=reason, worker=worker.name,
-                                  node=worker.node, device=worker.device,
-                                  node_id=worker.node_id, start=time.time(), end=time.time())
-                       for keep in keeps]
                 emit("worker_lost", {"worker": worker.name, "reason": reason})
-            else:
-                free.append(worker)
+                restart(worker)
+                for keep in keeps:
+                    losses[keep] = losses.get(keep, 0) + 1
+                    if losses[keep] >= faults.max_losses:
+                        raise SearchError(
+                            f"a plan keeping {len(keep)} layer(s) killed {losses[keep]} "
+                            f"workers (last: {cause(exc)}): the check or the runtime crashes "
+                            "on it") from None
+                requeue(keeps, depth, reason)
+                continue
+            free.append(worker)
             for ev in evs if isinstance(evs, list) else [evs]:
                 out.evaluations.append(ev)
                 out.depth[ev.keep] = depth
@@ -116,13 +210,44 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
                 strategy.tell(ev.keep, ev.verdict, ev.info())
                 emit("done", {"worker": worker.name, "evaluation": ev, "depth": depth,
                               "status": strategy.status()})
-        for ref, (keeps, _, _) in in_flight.items():
+        if faults.eval_timeout:
+            now = time.perf_counter()
+            for ref in [r for r, v in in_flight.items() if v[3] <= now]:
+                keeps, worker, depth, _ = in_flight.pop(ref)
+                cancelling.discard(ref)
+                _timed_out(ref, keeps, worker, depth, faults, out, timeouts, emit, strategy)
+                restart(worker)
+                again = tuple(k for k in keeps if timeouts[k] < faults.max_timeouts)
+                if again:
+                    requeue(again, depth, f"worker {worker.name} timed out")
+        for ref, (keeps, *_) in in_flight.items():
             if ref not in cancelling and not any(strategy.wanted(k) for k in keeps):
                 ray.cancel(ref)
                 cancelling.add(ref)
-        if not free and not in_flight and not strategy.done:
-            raise SearchError(f"every evaluator actor died (last: {out.lost_workers[-1]}); "
-                              "the search could not finish")
         out.driver_s += time.perf_counter() - t0
     out.wall_s = time.perf_counter() - t_start
     return out
+
+
+def _timed_out(ref, keeps: tuple[Keep, ...], worker: Worker, depth: int, faults: Faults,
+               out: LoopResult, timeouts: dict[Keep, int], emit: EventSink,
+               strategy: Strategy) -> None:
+    """Kill a hung call's actor (Ray restarts it) and tell plans out of retries an error."""
+    out.timeouts += 1
+    out.lost_workers.append(worker.name)
+    ray.kill(worker.handle, no_restart=False)
+    emit("worker_lost", {"worker": worker.name,
+                         "reason": f"timed out after {faults.eval_timeout:g} s a plan"})
+    now = time.time()
+    for keep in keeps:
+        timeouts[keep] = timeouts.get(keep, 0) + 1
+        if timeouts[keep] >= faults.max_timeouts:
+            ev = Evaluation(keep, Verdict.ERROR, worker=worker.name, node=worker.node,
+                            device=worker.device, node_id=worker.node_id, start=now, end=now,
+                            reason=f"timeout: ran past --eval-timeout {faults.eval_timeout:g} s "
+                            f"{timeouts[keep]} times")
+            out.evaluations.append(ev)
+            out.depth[keep] = depth
+            strategy.tell(keep, ev.verdict, ev.info())
+            emit("done", {"worker": worker.name, "evaluation": ev, "depth": depth,
+                          "status": strategy.status()})

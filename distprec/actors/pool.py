@@ -6,11 +6,14 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 
 from distprec.actors.evaluator import EvaluatorActor
 from distprec.errors import InputError, cause, first_line
+from distprec.reaper import watch
+from distprec.signals import rearm
 
 
 @dataclass
@@ -24,6 +27,7 @@ class Worker:
     plans_per_run: int = 1  # plans one call evaluates at once (the switchboard's batch)
     via: str = "candidate"  # how the worker evaluates by default: candidate or switchboard
     switch_note: str = ""  # how its switchboard was set up, or why it has none
+    pid: int = 0  # the actor's process when it started (tests kill it)
 
 
 def connect(address: str | None = None, resources: dict | None = None,
@@ -51,6 +55,21 @@ def connect(address: str | None = None, resources: dict | None = None,
         where = "a local instance" if address == "local" else address
         raise InputError(f"cannot start or reach Ray at {where}: "
                          f"{first_line(exc)}") from None
+    rearm()  # ray.init replaces the SIGTERM handler
+    if address == "local" and os.environ.get("DISTPREC_NO_REAPER") != "1":
+        watch(ray._private.worker._global_node.get_session_dir_path())
+    _private_token()
+
+
+def _private_token() -> None:
+    """Ray writes its auth token 0644 (issue 13): make it 0600 in a 0700 folder."""
+    token = Path.home() / ".ray" / "auth_token"
+    try:
+        if token.is_file():
+            os.chmod(token.parent, 0o700)
+            os.chmod(token, 0o600)
+    except OSError:
+        pass
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:
@@ -98,13 +117,14 @@ def placement(device: str, count: int | None, resources: dict | None = None,
 def start_workers(setup_ref, device: str, count: int | None, *, resources: dict | None = None,
                   label_selector: dict | None = None, timeout: float = 120.0,
                   prefix: str = "w", backend: str | None = None,
-                  per_gpu: int = 1) -> list[Worker]:
+                  per_gpu: int = 1, max_restarts: int = 0) -> list[Worker]:
     """One actor per GPU (``num_gpus=1, num_cpus=0``), or ``count`` single-CPU actors.
 
     A GPU actor must not hold a CPU for life: on a small host the CPUs run out before the
     GPUs and the remaining actors would wait forever without an error. ``device`` decides
     the placement, ``backend`` (default: the same) the runtime inside the actor: GPU slots
-    with the CPU backend let tests fake any number of GPUs.
+    with the CPU backend let tests fake any number of GPUs. ``max_restarts``: how often
+    Ray restarts a dead actor in its slot (actors/loop.py requeues its plans).
     """
     share = per_gpu if device == "cuda" else 1
     count, opts = placement(device, count, resources, share)
@@ -113,6 +133,7 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
         opts["resources"] = extra
     if label_selector:
         opts["label_selector"] = label_selector
+    opts["max_restarts"] = max_restarts
     handles = [EvaluatorActor.options(**opts).remote(setup_ref, backend or device,
                                                      f"{prefix}{i}") for i in range(count)]
     try:
@@ -126,7 +147,7 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
         raise InputError(f"an evaluator actor failed to start: {cause(exc)}") from None
     return [Worker(i["worker"], h, i["node"], i["device"], i.get("node_id", ""),
                    tuple(i.get("gpus", ())), i.get("plans_per_run", 1),
-                   i.get("via", "candidate"), i.get("switch_note", ""))
+                   i.get("via", "candidate"), i.get("switch_note", ""), i.get("pid", 0))
             for h, i in zip(handles, info)]
 
 

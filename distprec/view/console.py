@@ -195,8 +195,12 @@ class PlainLog:
         elif kind == "cancelled" and s.cancelled <= self.per_eval:
             self._say(f"{data['worker']}: keep {data.get('size', '?')} cancelled "
                       "(no longer needed)", now)
-        elif kind == "worker_lost":
-            self._say(f"worker {data['worker']} lost: {data['reason']}", now)
+        elif kind in ("worker_lost", "worker_gone"):
+            self._say(f"worker {data['worker']} {kind[7:]}: {data['reason']}", now)
+        elif kind == "worker_restarted":
+            self._say(f"worker {data['worker']} restarted", now)
+        elif kind == "requeued":
+            self._say(f"keep {data.get('size', '?')} requeued ({data['reason']})", now)
 
     def _phase(self, data: dict, now: float) -> None:
         name = data.get("name", "")

@@ -186,6 +186,19 @@ class Dashboard:
         w.state, w.size = "lost", None
         self._log(clock, f"worker {w.name} lost: {data.get('reason', '')}", "magenta")
 
+    def _on_worker_restarted(self, data: dict, now: float, clock: str) -> None:
+        w = self._worker(data["worker"])
+        w.state, w.size = "idle", None
+        self._log(clock, f"worker {w.name} restarted", "magenta")
+
+    def _on_worker_gone(self, data: dict, now: float, clock: str) -> None:
+        self._log(clock, f"worker {data['worker']} gone for good: {data.get('reason', '')}",
+                  "magenta")
+
+    def _on_requeued(self, data: dict, now: float, clock: str) -> None:
+        self._log(clock, f"keep {data.get('size', '?')} requeued: {data.get('reason', '')}",
+                  "dim")
+
     # -- derived figures ----------------------------------------------------------------
     def busy_share(self, w: WorkerView, now: float) -> float | None:
         """Share of the time since the workers started that ``w`` spent evaluating."""

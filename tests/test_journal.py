@@ -1,0 +1,175 @@
+"""The verdict journal, and the CLI killed mid-search (SIGKILL, SIGTERM, SIGINT).
+
+The CLI runs as a real subprocess with its own Ray instance; a check function that sleeps
+makes each evaluation slow enough that the signal lands mid-search.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from planted_helpers import PLANTS
+
+from distprec.atomic import write_bytes
+from distprec.demo import planted_mlp
+from distprec.errors import InputError
+from distprec.evaluator import Evaluation
+from distprec.journal import Journal
+from distprec.strategies.base import Verdict
+
+KEY = {"model_hash": "abc", "precision": "fp16"}
+
+
+def _ev(keep, verdict, **figures):
+    return Evaluation(frozenset(keep), verdict, figures={"out": figures})
+
+
+def test_journal_round_trip_cut_line_and_foreign_key(tmp_path):
+    path = tmp_path / "j.jsonl"
+    j = Journal(path, KEY, resume=False)
+    j.record(_ev({"a"}, Verdict.PASS, max_abs=0.1))
+    j.record(_ev({"a", "b"}, Verdict.FAIL, max_abs=float("inf")))
+    j.close()
+    with open(path, "a") as f:
+        f.write('{"keep": ["c"], "verd')  # a kill cut the last line short
+    j = Journal(path, KEY, resume=True)
+    known = j.known()
+    assert known[frozenset({"a"})][0] is Verdict.PASS
+    assert known[frozenset({"a", "b"})][1].figures["out"]["max_abs"] == float("inf")
+    assert frozenset({"c"}) not in known
+    j.record(_ev({"c"}, Verdict.ERROR))  # appended on a clean line
+    j.close()
+    assert len(Journal(path, KEY, resume=True).known()) == 3
+    with pytest.raises(InputError, match="journal of another search \\(precision differ"):
+        Journal(path, {**KEY, "precision": "bf16"}, resume=True)
+    with pytest.raises(InputError, match="no journal"):
+        Journal(tmp_path / "none.jsonl", KEY, resume=True)
+
+
+SLOW = "import time\n\ndef check(golden, outputs):\n    time.sleep(0.3)\n    return True\n"
+
+
+@pytest.fixture(scope="module")
+def cli_case(tmp_path_factory):
+    d = tmp_path_factory.mktemp("resume")
+    model = planted_mlp(blocks=6, plants=PLANTS)
+    write_bytes(d / "planted.onnx", model.model.SerializeToString())
+    (d / "slow.py").write_text(SLOW)
+    return model, d
+
+
+def _args(d: Path, out: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "distprec.cli", "search", str(d / "planted.onnx"),
+            "--device", "cpu", "--workers", "2", "--samples", "2", "--atol", "0.3",
+            "--rtol", "0.03", "--strategy", "minimize", "--evaluate", "candidate",
+            "--layer-errors", "none", "--no-live", "--check-func", f"{d / 'slow.py'}:check",
+            "-o", str(d / out), *extra]
+
+
+def _start(args, marker):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]),
+           "DISTPREC_TEST_MARK": marker}
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def _marked(marker: str) -> list[int]:
+    """Processes still alive that carry this run's marker in their environment."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if f"DISTPREC_TEST_MARK={marker}".encode() in (p / "environ").read_bytes():
+                    pids.append(int(p.name))
+            except OSError:
+                pass
+    return pids
+
+
+def _wait_lines(path: Path, n: int, proc, limit=240.0) -> None:
+    t0 = time.time()
+    while time.time() - t0 < limit:
+        if path.exists() and len(path.read_text().splitlines()) > n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError(f"{path}: fewer than {n} verdicts after {limit} s")
+
+
+def _judged(path: Path) -> list[frozenset]:
+    lines = path.read_text().splitlines()[1:]
+    return [frozenset(json.loads(x)["keep"]) for x in lines if x.endswith("}")]
+
+
+def _gone_within(marker: str, limit: float) -> list[int]:
+    deadline = time.time() + limit
+    while _marked(marker) and time.time() < deadline:
+        time.sleep(0.5)
+    return _marked(marker)
+
+
+def _reap(marker):
+    for pid in _marked(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def test_sigkill_then_resume_repeats_nothing(cli_case):
+    model, d = cli_case
+    marker = uuid.uuid4().hex
+    proc = _start(_args(d, "killed.json"), marker)
+    journal = d / "killed.journal.jsonl"
+    try:
+        _wait_lines(journal, 6, proc)
+        proc.kill()
+        proc.wait()
+        left = _gone_within(marker, 20)
+    finally:
+        _reap(marker)
+    assert not left, f"{len(left)} process(es) outlived the SIGKILLed driver"
+    before = _judged(journal)
+    assert len(before) >= 6
+    again = subprocess.run(_args(d, "killed.json", "--resume"), capture_output=True,
+                           text=True, env={**os.environ,
+                                           "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert again.returncode == 0, again.stderr
+    result = json.loads((d / "killed.json").read_text())
+    assert set(result["high_precision_layers"]) == model.planted
+    assert result["minimal"] == "1-minimal" and result["complete"] is True
+    evaluated = {frozenset(e["keep"]) for e in result["history"]}
+    assert not evaluated & set(before)  # zero repeated evaluations
+    assert any(f"{len(before)} verdict(s) replayed" in n for n in result["notes"])
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_writes_a_partial_result_and_leaves_no_process(cli_case, sig, code):
+    model, d = cli_case
+    marker = uuid.uuid4().hex
+    out = f"sig{int(sig)}.json"
+    proc = _start(_args(d, out), marker)
+    try:
+        _wait_lines(d / f"sig{int(sig)}.journal.jsonl", 4, proc)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert lines[-1].startswith(f"distprec: interrupted by {sig.name}: partial result"), err
+    assert "Traceback" not in err
+    result = json.loads((d / out).read_text())
+    assert result["complete"] is False and result["minimal"] == "none"
+    assert result["evaluations"] >= 4
+    left = _gone_within(marker, 20)
+    _reap(marker)
+    assert not left, f"{len(left)} process(es) outlived the driver"
