@@ -8,7 +8,7 @@ import random
 import pytest
 from strategy_oracles import additive, any_of, coin, layers, needs
 
-from distprec.strategies import Bisect, Minimize, Verdict
+from distprec.strategies import Bisect, Minimize, Verdict, make_strategy
 from distprec.strategies.simulate import simulate
 
 N = 200
@@ -201,3 +201,26 @@ def test_four_workers_need_at_most_half_the_rounds_of_one(seed):
     four = _from_bisect(names, needs(bad), 4)
     assert one.outcome.keep == four.outcome.keep == bad
     assert four.rounds <= one.rounds / 2, (four.rounds, one.rounds)
+
+
+def test_a_sensitivity_ranking_gathers_needed_layers_and_costs_fewer_evaluations():
+    names = layers(64)
+    bad = {"L0003", "L0017", "L0029", "L0041", "L0058"}  # spread over the layer order
+    ranking = sorted(bad) + [x for x in names if x not in bad]  # most sensitive first
+    plain = simulate(Minimize(names), needs(bad))
+    ranked = simulate(Minimize(names, ranking=ranking), needs(bad))
+    assert plain.outcome.keep == ranked.outcome.keep == frozenset(bad)
+    assert ranked.outcome.minimal == "1-minimal"
+    assert ranked.evaluations < plain.evaluations
+
+
+def test_sensitivity_then_minimize_orders_chunks_by_the_scan():
+    names = layers(24)
+    bad = {"L0002", "L0013", "L0020"}
+    strategy = make_strategy("sensitivity+minimize", names)
+    sim = simulate(strategy, needs(bad))
+    assert sim.outcome.keep == frozenset(bad) and sim.outcome.minimal == "1-minimal"
+    minimize = strategy.active
+    assert isinstance(minimize, Minimize)
+    # the needed layers (lowering one alone fails) come last: least sensitive first
+    assert set(minimize._sorted(names)[-3:]) == bad

@@ -13,7 +13,7 @@ from distprec.strategies.chain import Chain
 from distprec.strategies.minimize import Minimize
 from distprec.strategies.prefix import Bisect, Linear
 from distprec.strategies.sensitivity import MODES as SENSITIVITY_MODES
-from distprec.strategies.sensitivity import Sensitivity
+from distprec.strategies.sensitivity import Sensitivity, SensitivityScan
 from distprec.strategies.worst_first import WorstFirst
 
 STRATEGIES = {"bisect": Bisect, "linear": Linear, "minimize": Minimize,
@@ -83,7 +83,9 @@ def _minimize_from(first: Strategy, layers: Sequence[str]) -> Strategy | None:
     outcome = first.result()
     if not outcome.passed or outcome.keep is None:
         return None
-    return Minimize(layers, start=outcome.keep)
+    scan = getattr(first, "stages", [None])[0]
+    ranking = scan.ranking() if isinstance(scan, SensitivityScan) else None
+    return Minimize(layers, start=outcome.keep, ranking=ranking)
 
 
 __all__ = ["CHAINS", "DEFAULT_STRATEGY", "SENSITIVITY_MODES", "STRATEGIES", "Chain", "Info",

@@ -60,8 +60,16 @@ class Minimize(Strategy):
     name = "minimize"
 
     def __init__(self, layers: Sequence[str], start: Iterable[str] | None = None,
-                 budget: int | None = None) -> None:
+                 budget: int | None = None, ranking: Sequence[str] | None = None) -> None:
         super().__init__(layers)
+        # Chunks follow the layer order, or a sensitivity ranking (most sensitive first)
+        # read backwards: the least sensitive layers then share chunks whose removal passes
+        # early, and the needed ones gather in few chunks (diffuse FP16 noise, where a
+        # topological chunk mixes harmless and needed layers).
+        self.chunk_order: dict[str, object] = dict(self.order)
+        if ranking is not None:
+            back = {name: -i for i, name in enumerate(ranking)}
+            self.chunk_order = {name: (back.get(name, 1), i) for name, i in self.order.items()}
         start = frozenset(self.layers if start is None else start)
         unknown = start - set(self.layers)
         if unknown:
@@ -242,7 +250,7 @@ class Minimize(Strategy):
         return True
 
     def _sorted(self, names: Iterable[str]) -> tuple[str, ...]:
-        return tuple(sorted(names, key=self.order.__getitem__))
+        return tuple(sorted(names, key=self.chunk_order.__getitem__))
 
 
 def _halves(chunk: tuple[str, ...]) -> list[tuple[str, ...]]:
