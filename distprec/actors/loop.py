@@ -16,7 +16,7 @@ import ray
 from distprec.actors.pool import Worker
 from distprec.errors import SearchError, cause
 from distprec.evaluator import Evaluation
-from distprec.strategies.base import Keep, Strategy, Verdict
+from distprec.strategies.base import Keep, Strategy
 
 EventSink = Callable[[str, dict], None]
 
@@ -99,15 +99,15 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
                 emit("cancelled", {"worker": worker.name, "size": len(keeps[0])})
                 continue
             except ray.exceptions.RayActorError as exc:
+                # A lost worker never decides a verdict: its plans go back to the strategy,
+                # to be asked again on the workers left (none left: SearchError below).
                 out.lost_workers.append(worker.name)
-                reason = f"worker {worker.name} died: {cause(exc)}"
-                evs = [Evaluation(keep, Verdict.ERROR, reason=reason, worker=worker.name,
-                                  node=worker.node, device=worker.device,
-                                  node_id=worker.node_id, start=time.time(), end=time.time())
-                       for keep in keeps]
-                emit("worker_lost", {"worker": worker.name, "reason": reason})
-            else:
-                free.append(worker)
+                for keep in keeps:
+                    strategy.forget(keep)
+                emit("worker_lost", {"worker": worker.name,
+                                     "reason": f"worker {worker.name} died: {cause(exc)}"})
+                continue
+            free.append(worker)
             for ev in evs if isinstance(evs, list) else [evs]:
                 out.evaluations.append(ev)
                 out.depth[ev.keep] = depth
