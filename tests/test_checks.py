@@ -30,6 +30,20 @@ def test_nan_and_inf_always_fail():
     assert not result and result.outputs["y"]["nonfinite"] == 1
 
 
+@pytest.mark.parametrize("stat", ["elemwise", "max", "mean", "median", "quantile"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_fail_under_every_statistic(stat, bad):
+    # 99 exact values and one non-finite one: the median and 0.5-quantile of the errors
+    # are 0, and NaN is dropped by max; only the NaN/Inf rule can fail this output.
+    spec = CheckSpec(atol=(("", 1e9),), rtol=(("", 1e9),), stat=stat, quantile=0.5)
+    want = np.linspace(1.0, 2.0, 100)
+    got = want.copy()
+    got[7] = bad
+    result = run(spec, want, got)
+    assert not result and "NaN/Inf" in result.reason
+    assert run(spec, want, want)  # the same output without it passes
+
+
 @pytest.mark.parametrize("stat, passes", [("max", False), ("mean", True), ("median", True),
                                           ("quantile", False)])
 def test_error_statistics(stat, passes):
