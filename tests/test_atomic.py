@@ -54,7 +54,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
 
 
 def test_written_files_are_ordinary_files_with_non_finite_figures_as_strings(tmp_path):
-    path = tmp_path / "sub" / "r.json"
+    path = tmp_path / "a" / "b" / "r.json"  # missing folders are made
     write_json(path, {"x": float("inf"), "y": [float("nan"), -float("inf"), 1.5]})
     assert json.loads(path.read_text()) == {"x": "inf", "y": ["nan", "-inf", 1.5]}
     mask = os.umask(0)
