@@ -97,8 +97,9 @@ def test_linear_reverse_and_all_high_failure(ray_session, small_planted_path, tm
     never.write_text("def check(golden, outputs):\n    return False, 1.0\n")
     code = main(["search", str(small_planted_path), "--strategy", "linear", "--direction",
                  "reverse", "--workers", "2", "--device", "cpu", "-o", str(out), "--no-live",
-                 "--check-func", f"{never}:check"])
+                 "--check-func", f"{never}:check", "--save-model", str(tmp_path / "m.onnx")])
     assert code == 1
+    assert not (tmp_path / "m.onnx").exists()  # no passing plan: no model to deploy
     result = json.loads(out.read_text())
     assert not result["passed"] and "all-high fails" in result["notes"][0]
     # Reverse: every plan asked keeps a suffix of the layer table (the last k layers).
@@ -203,3 +204,19 @@ def test_bad_input_is_one_line_and_exit_2(ray_session, small_planted_path, tmp_p
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()
+
+
+def test_bf16_end_to_end(ray_session, small_planted_path, tmp_path):
+    import onnx
+
+    out, model_out = tmp_path / "bf16.json", tmp_path / "bf16.onnx"
+    code = main(["search", str(small_planted_path), "--precision", "bf16", "--strategy",
+                 "bisect", "--workers", "2", "--device", "cpu", "--samples", "2", "-o",
+                 str(out), "--save-model", str(model_out), "--no-live", *TOL])
+    result = json.loads(out.read_text())
+    assert code == 0 and result["passed"] and result["precision"] == "bf16"
+    assert result["trtexec_command"].split()[2] == "--bf16"
+    assert " --trt --bf16" in result["polygraphy_command"]
+    casts = {a.i for n in onnx.load(model_out).graph.node if n.op_type == "Cast"
+             for a in n.attribute if a.name == "to"}
+    assert onnx.TensorProto.BFLOAT16 in casts and onnx.TensorProto.FLOAT16 not in casts
