@@ -254,6 +254,8 @@ def _read_polygraphy_json(path: Path):
         if d.get("polygraphy_class") == "ndarray" or "__polygraphy_encoded_ndarray" in d:
             raw = base64.b64decode(d["array"].encode(), validate=True)
             return np.load(io.BytesIO(raw), allow_pickle=False)
+        if d.get("polygraphy_class") == "LazyArray":  # Polygraphy >= 0.49 wraps outputs
+            return d["values"]
         return d
 
     try:
