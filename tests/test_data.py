@@ -11,6 +11,7 @@ import pytest
 
 from distprec.candidates.model import prepare_model
 from distprec.data import (
+    InputSpec,
     check_feeds,
     feeds_from_script,
     input_specs,
