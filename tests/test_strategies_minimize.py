@@ -209,3 +209,26 @@ def test_four_workers_need_at_most_half_the_rounds_of_one(seed):
     four = _from_bisect(names, needs(bad), 4)
     assert one.outcome.keep == four.outcome.keep == bad
     assert four.rounds <= one.rounds / 2, (four.rounds, one.rounds)
+
+
+def test_errors_are_noted_and_counted_as_failing_removals():
+    names = layers(12)
+    bad = frozenset(names[2:4])
+
+    def oracle(keep):  # plans of odd size that lack a bad layer do not build: ERROR
+        if bad <= keep:
+            return Verdict.PASS
+        return Verdict.ERROR if len(keep) % 2 else Verdict.FAIL
+
+    sim = simulate(Minimize(names), oracle, 2, max_rounds=5000)
+    out = sim.outcome
+    assert Verdict.ERROR in dict(sim.history).values()
+    assert out.keep == bad and out.minimal == "1-minimal"
+    assert "some plans did not build or run: counted as not passing" in out.notes
+    # An answer whose single removal errored: 1-minimal counts the error as failing.
+    sim = simulate(Minimize(names), lambda k: Verdict.ERROR if k == bad - {names[2]} else
+                   bad <= k, 3, max_rounds=5000)
+    assert sim.outcome.minimal == "1-minimal"
+    assert any(n.startswith("1 single-layer removal(s) did not build or run")
+               for n in sim.outcome.notes)
+    assert sim.outcome.keep == bad
