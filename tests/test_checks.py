@@ -108,6 +108,10 @@ def test_relative_l2_and_cosine_figures():
     assert figures["rel_l2"] == pytest.approx(0.5 / 5.0)
     assert figures["cosine"] == pytest.approx((9 + 18) / (5 * np.hypot(3, 4.5)))
     assert figures["max_abs"] == pytest.approx(0.5) and figures["mean_abs"] == pytest.approx(0.25)
+    small = run(CheckSpec(), [0.3, 0.4], [0.3, 0.45]).outputs["y"]  # norms below 1
+    assert small["rel_l2"] == pytest.approx(0.1, rel=1e-6)
+    assert small["cosine"] == pytest.approx((0.09 + 0.18) / (0.5 * np.hypot(0.3, 0.45)),
+                                            rel=1e-6)
     zero = run(CheckSpec(), [0.0, 0.0], [0.0, 0.0]).outputs["y"]
     assert zero["rel_l2"] == 0.0 and zero["cosine"] == 1.0  # equal zeros: no error
     off = run(CheckSpec(), [0.0, 0.0], [0.0, 1.0]).outputs["y"]
