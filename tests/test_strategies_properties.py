@@ -155,3 +155,29 @@ def test_minimize_answers_what_one_worker_answers_whatever_w_and_order(n, seed, 
     drive(strategy, oracle, workers, random.Random(seed), cancel)
     many = strategy.result()
     assert (many.passed, many.keep, many.minimal) == (one.passed, one.keep, one.minimal)
+
+
+@FAST
+@given(st.integers(1, 40), st.integers(0, 40), st.integers(1, 8),
+       st.sampled_from(["bisect", "linear"]))
+def test_prefix_searches_waste_no_work_on_monotone_verdicts(n, k, workers, name):
+    k = min(k, n)
+    names = layers(n)
+    strategy = make_strategy(name, names)
+    sim = simulate(strategy, lambda keep: len(keep) >= k, workers)
+    assert len(sim.outcome.keep) == k
+    assert not any("non-monotonic" in note for note in sim.outcome.notes)
+    counts = [len(keep) for keep, _ in sim.history]
+    assert len(counts) == len(set(counts)) and sim.evaluations <= workers * sim.rounds
+    if name == "linear":  # the ends, then 1, 2, ... at most W - 1 past the answer
+        assert all(c in (0, n) or c < k + workers for c in counts), counts
+
+
+def test_linear_no_longer_wants_counts_above_a_passing_one():
+    s = Linear(layers(10))
+    asked = s.ask(4)
+    assert [len(k) for k in asked] == [0, 10, 1, 2]
+    s.tell(asked[2], Verdict.PASS)  # k = 1 passes
+    assert not s.wanted(asked[3]) and s.wanted(asked[0]) and not s.done
+    s.tell(asked[0], Verdict.FAIL)
+    assert s.done and s.result().keep == asked[2] and s.result().minimal == "contiguous-minimal"
