@@ -113,7 +113,7 @@ def test_linear_reverse_and_all_high_failure(ray_session, small_planted_path, tm
     for h in result["history"]:
         assert h["keep"] == sorted(order[len(order) - h["size"]:]), h["size"]
         sizes.add(h["size"])
-    assert {0, len(order)} <= sizes  # how many more ran depends on timing
+    assert len(order) in sizes  # all-high settles it; what else ran depends on timing
 
 
 def test_int8_calibrates_once_and_reuses_its_cache(ray_session, small_planted_path, tmp_path):
