@@ -30,6 +30,20 @@ def test_nan_and_inf_always_fail():
     assert not result and result.outputs["y"]["nonfinite"] == 1
 
 
+@pytest.mark.parametrize("stat", ["elemwise", "max", "mean", "median", "quantile"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_fail_under_every_statistic(stat, bad):
+    # 99 exact values and one non-finite one: the median and 0.5-quantile of the errors
+    # are 0, and NaN is dropped by max; only the NaN/Inf rule can fail this output.
+    spec = CheckSpec(atol=(("", 1e9),), rtol=(("", 1e9),), stat=stat, quantile=0.5)
+    want = np.linspace(1.0, 2.0, 100)
+    got = want.copy()
+    got[7] = bad
+    result = run(spec, want, got)
+    assert not result and "NaN/Inf" in result.reason
+    assert run(spec, want, want)  # the same output without it passes
+
+
 @pytest.mark.parametrize("stat, passes", [("max", False), ("mean", True), ("median", True),
                                           ("quantile", False)])
 def test_error_statistics(stat, passes):
@@ -73,3 +87,50 @@ def test_check_func(tmp_path):
 def test_bad_tolerances(text):
     with pytest.raises(InputError):
         parse_tolerances(text, "--atol", 1e-2)
+
+
+def test_a_figure_exactly_at_tolerance_passes_as_in_polygraphy():
+    # Polygraphy fails an element only when it exceeds both tolerances (strictly).
+    for stat in ("elemwise", "max"):
+        assert run(CheckSpec(atol=(("", 0.5),), rtol=(("", 0.0),), stat=stat), [1.0], [1.5])
+        assert run(CheckSpec(atol=(("", 0.0),), rtol=(("", 0.5),), stat=stat), [1.0], [1.5])
+        assert not run(CheckSpec(atol=(("", 0.49),), rtol=(("", 0.49),), stat=stat),
+                       [1.0], [1.5])
+    exact = CheckSpec(atol=(("", 0.0),), rtol=(("", 0.0),), cosine_min=1.0)
+    assert run(exact, [1.0, 0.0], [1.0, 0.0])  # cosine 1.0 == the minimum
+    result = run(CheckSpec(atol=(("", 1.0),), rtol=(("", 1.0),), cosine_min=0.9999),
+                 [1.0, 0.0], [1.0, 0.5])
+    assert not result and "cosine" in result.reason
+
+
+def test_relative_l2_and_cosine_figures():
+    figures = run(CheckSpec(), [3.0, 4.0], [3.0, 4.5]).outputs["y"]
+    assert figures["rel_l2"] == pytest.approx(0.5 / 5.0)
+    assert figures["cosine"] == pytest.approx((9 + 18) / (5 * np.hypot(3, 4.5)))
+    assert figures["max_abs"] == pytest.approx(0.5) and figures["mean_abs"] == pytest.approx(0.25)
+    small = run(CheckSpec(), [0.3, 0.4], [0.3, 0.45]).outputs["y"]  # norms below 1
+    assert small["rel_l2"] == pytest.approx(0.1, rel=1e-6)
+    assert small["cosine"] == pytest.approx((0.09 + 0.18) / (0.5 * np.hypot(0.3, 0.45)),
+                                            rel=1e-6)
+    zero = run(CheckSpec(), [0.0, 0.0], [0.0, 0.0]).outputs["y"]
+    assert zero["rel_l2"] == 0.0 and zero["cosine"] == 1.0  # equal zeros: no error
+    off = run(CheckSpec(), [0.0, 0.0], [0.0, 1.0]).outputs["y"]
+    assert off["rel_l2"] == np.inf and off["cosine"] == 0.0
+
+
+def test_top_k_compares_index_sets_row_by_row():
+    spec = CheckSpec(atol=(("", 10.0),), rtol=(("", 10.0),), top_k=2)
+    want = [[0.9, 0.1, 0.5, 0.0], [0.0, 0.2, 0.3, 0.8]]
+    assert run(spec, want, [[0.6, 0.1, 0.9, 0.0], [0.0, 0.2, 0.7, 0.6]])  # order ignored
+    result = run(spec, want, [[0.9, 0.1, 0.5, 0.0], [0.0, 0.9, 0.3, 0.8]])
+    assert not result and "top-2 indices differ" in result.reason
+    assert result.outputs["y"]["top_k_agree"] == 0.0
+
+
+def test_describe_names_every_criterion(tmp_path):
+    func = tmp_path / "f.py"
+    func.write_text("def check(golden, outputs):\n    return True\n")
+    spec = CheckSpec(atol=(("", 0.1), ("out", 0.2)), stat="median", cosine_min=0.99, top_k=5,
+                     check_func=f"{func}:check")
+    assert spec.describe() == (f"atol 0.1,out:0.2, rtol 0.01, median, cosine >= 0.99, "
+                               f"top-5 indices, func {func}:check")

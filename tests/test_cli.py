@@ -36,7 +36,13 @@ def test_search_finds_planted_layers_with_two_workers(ray_session, small_planted
     answer = [h for h in result["history"] if set(h["keep"]) == keep]
     assert {h["via"] for h in answer} == {"switchboard", "candidate"}
     assert result["trtexec_layer_precisions"].count(":fp32") == len(keep)
-    assert model_out.stat().st_size > 0
+    forced = result["always_fp32_layers"]
+    for name in [*keep, *forced]:  # the exports name every FP32 layer, forced ones too
+        assert f"{name}:fp32" in result["trtexec_layer_precisions"].split(",")
+        assert f"{name}:float32" in result["polygraphy_command"]
+    assert result["polygraphy_command"].startswith(f"polygraphy run {small_planted_path} --trt "
+                                                   "--fp16 --precision-constraints obey")
+    _saved_model_runs_with_real_casts(model_out, keep)
     # `check` confirms the answer, and refuses the answer minus a planted layer.
     args = ["check", str(small_planted_path), "--device", "cpu", "--samples", "2", *TOL]
     assert main([*args, "--keep-file", str(out)]) == 0
@@ -45,16 +51,69 @@ def test_search_finds_planted_layers_with_two_workers(ray_session, small_planted
     assert "FAIL" in capsys.readouterr().out
 
 
+def _saved_model_runs_with_real_casts(path, keep) -> None:
+    """The saved model: real FP16 Casts, the kept layers in FP32, and it runs."""
+    import onnx
+    import onnxruntime as ort
+
+    from distprec.data import input_specs, random_feeds
+
+    model = onnx.load(path)
+    nodes = {n.name: n for n in model.graph.node}
+    casts = [n for n in model.graph.node if n.op_type == "Cast"]
+    to = {a.i for n in casts for a in n.attribute if a.name == "to"}
+    assert onnx.TensorProto.FLOAT16 in to and onnx.TensorProto.FLOAT in to
+    assert keep <= set(nodes)  # every kept layer is still there by name
+    specs = input_specs(model)
+    feeds = random_feeds(specs, {s.name: tuple(d if isinstance(d, int) and d > 0 else 1
+                                               for d in s.shape) for s in specs})
+    session = ort.InferenceSession(path.read_bytes(), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, feeds[0])
+    assert outputs and all(np.isfinite(o).all() for o in outputs)
+
+
+def test_bisect_reverse_keeps_a_suffix(ray_session, small_planted, small_planted_path, tmp_path):
+    from distprec.candidates.model import layer_table, prepare_model
+    from distprec.candidates.rewrites import not_low
+
+    out = tmp_path / "r.json"
+    code = main(["search", str(small_planted_path), "--strategy", "bisect", "--direction",
+                 "reverse", "--workers", "2", "--device", "cpu", "--samples", "2", "-o",
+                 str(out), "--no-live", *TOL])
+    assert code == 0
+    result = json.loads(out.read_text())
+    model = prepare_model(small_planted.model)
+    order = [layer.name for layer in layer_table(model, not_low(model, "fp16"))
+             if layer.searchable]
+    keep = result["high_precision_layers"]
+    assert result["direction"] == "reverse" and result["minimal"] == "contiguous-minimal"
+    assert 0 < len(keep) < len(order) and keep == order[len(order) - len(keep):]
+    assert small_planted.planted <= set(keep)
+    assert order[len(order) - len(keep)] in small_planted.planted  # the suffix is tight
+
+
 def test_linear_reverse_and_all_high_failure(ray_session, small_planted_path, tmp_path):
     out, never = tmp_path / "r.json", tmp_path / "never.py"
     never.write_text("def check(golden, outputs):\n    return False, 1.0\n")
     code = main(["search", str(small_planted_path), "--strategy", "linear", "--direction",
                  "reverse", "--workers", "2", "--device", "cpu", "-o", str(out), "--no-live",
-                 "--check-func", f"{never}:check"])
+                 "--check-func", f"{never}:check", "--save-model", str(tmp_path / "m.onnx")])
     assert code == 1
+    assert not (tmp_path / "m.onnx").exists()  # no passing plan: no model to deploy
     result = json.loads(out.read_text())
     assert not result["passed"] and "all-high fails" in result["notes"][0]
-    assert result["evaluations"] <= 3  # all-low and all-high first; then it stops
+    # Reverse: every plan asked keeps a suffix of the layer table (the last k layers).
+    from distprec.candidates.model import layer_table, load_model, prepare_model
+    from distprec.candidates.rewrites import not_low
+
+    model = prepare_model(load_model(small_planted_path))
+    order = [layer.name for layer in layer_table(model, not_low(model, "fp16"))
+             if layer.searchable]
+    sizes = set()
+    for h in result["history"]:
+        assert h["keep"] == sorted(order[len(order) - h["size"]:]), h["size"]
+        sizes.add(h["size"])
+    assert len(order) in sizes  # all-high settles it; what else ran depends on timing
 
 
 def test_int8_calibrates_once_and_reuses_its_cache(ray_session, small_planted_path, tmp_path):
@@ -65,11 +124,12 @@ def test_int8_calibrates_once_and_reuses_its_cache(ray_session, small_planted_pa
     args = ["search", str(small_planted_path), "--precision", "int8", "--workers", "2",
             "--device", "cpu", "--calibration-cache", str(cache), "--no-live",
             "--cosine-min", "0.999", "--atol", "1", "--rtol", "1"]
-    main([*args, "-o", str(tmp_path / "a.json")])
+    assert main([*args, "-o", str(tmp_path / "a.json")]) == 0
     first = json.loads((tmp_path / "a.json").read_text())
+    assert first["passed"] and small_planted_path.read_bytes()  # exit 0: a plan passed
     assert calibration.computed_count == before + 1 and cache.exists()
     assert first["calibration"]["computed"] == 1 and first["evaluations"] > 2
-    main([*args, "-o", str(tmp_path / "b.json")])
+    assert main([*args, "-o", str(tmp_path / "b.json")]) == 0
     second = json.loads((tmp_path / "b.json").read_text())
     assert calibration.computed_count == before + 1
     assert second["calibration"]["reused_cache"] and second["calibration"]["computed"] == 0
@@ -144,3 +204,19 @@ def test_bad_input_is_one_line_and_exit_2(ray_session, small_planted_path, tmp_p
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()
+
+
+def test_bf16_end_to_end(ray_session, small_planted_path, tmp_path):
+    import onnx
+
+    out, model_out = tmp_path / "bf16.json", tmp_path / "bf16.onnx"
+    code = main(["search", str(small_planted_path), "--precision", "bf16", "--strategy",
+                 "bisect", "--workers", "2", "--device", "cpu", "--samples", "2", "-o",
+                 str(out), "--save-model", str(model_out), "--no-live", *TOL])
+    result = json.loads(out.read_text())
+    assert code == 0 and result["passed"] and result["precision"] == "bf16"
+    assert result["trtexec_command"].split()[2] == "--bf16"
+    assert " --trt --bf16" in result["polygraphy_command"]
+    casts = {a.i for n in onnx.load(model_out).graph.node if n.op_type == "Cast"
+             for a in n.attribute if a.name == "to"}
+    assert onnx.TensorProto.BFLOAT16 in casts and onnx.TensorProto.FLOAT16 not in casts

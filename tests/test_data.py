@@ -11,6 +11,7 @@ import pytest
 
 from distprec.candidates.model import prepare_model
 from distprec.data import (
+    InputSpec,
     check_feeds,
     feeds_from_script,
     input_specs,
@@ -54,13 +55,25 @@ def test_polygraphy_inputs_json(tmp_path, specs):
 
 
 def test_polygraphy_outputs_json(tmp_path):
+    # Written by real Polygraphy (RunResults.save, as `polygraphy run --save-outputs`).
+    from polygraphy.comparator import RunResults
+    from polygraphy.comparator.struct import IterationResult
+    from polygraphy.json import save_json
+
     path = tmp_path / "outputs.json"
-    out = np.ones((8, 10), np.float32)
-    path.write_text(json.dumps({"lst": [["onnxrt-runner", [
-        {"outputs": {"logits": _poly_array(out)}, "polygraphy_class": "IterationResult"}]]],
-        "polygraphy_class": "RunResults"}))
-    golden = load_outputs(path, ["logits"], 1, "hash")
-    assert golden[0]["logits"].shape == (8, 10)
+    out = np.arange(80, dtype=np.float32).reshape(8, 10)
+    results = RunResults()
+    results.append(("onnxrt-runner", [IterationResult({"logits": out}, runner_name="onnxrt"),
+                                      IterationResult({"logits": out * 2}, runner_name="onnxrt")]))
+    results.save(str(path))
+    golden = load_outputs(path, ["logits"], 2, "hash")
+    assert len(golden) == 2 and np.array_equal(golden[1]["logits"], out * 2)
+    inputs = tmp_path / "inputs.json"  # as `polygraphy run --save-inputs` writes them
+    arr = np.ones((8, 32), np.float32)
+    save_json([{"input": arr}, {"input": arr * 3}], str(inputs))
+    specs = [InputSpec("input", np.dtype(np.float32), (8, 32))]
+    feeds = load_feeds(inputs, specs)
+    assert len(feeds) == 2 and feeds[1]["input"][0, 0] == 3.0
 
 
 @pytest.mark.parametrize("feed, match", [

@@ -126,3 +126,28 @@ def test_plan_lanes_shares_a_kinds_slots():
     assert [(len(lane.pairs), lane.workers) for lane in lanes] == [(2, 1)]
     with pytest.raises(InputError, match="more than the 1 evaluator slot"):
         plan_lanes(todo[:2], {"xavier-nx": (1, True)}, 2)
+
+
+REAL_GPU_NAMES = devices.gpu_names  # before the autouse fixture replaces it
+
+
+def _fake_smi(tmp_path, monkeypatch, body: str) -> None:
+    exe = tmp_path / "nvidia-smi"
+    exe.write_text(f"#!/bin/sh\n{body}\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+
+def test_gpu_names_parses_nvidia_smi(tmp_path, monkeypatch):
+    _fake_smi(tmp_path, monkeypatch, 'test "$1 $2" = "--query-gpu=name --format=csv,noheader" '
+              '|| exit 3\nprintf "NVIDIA H200\\n\\n NVIDIA H200 \\n"')
+    assert REAL_GPU_NAMES() == ["NVIDIA H200", "NVIDIA H200"]
+
+
+def test_gpu_names_without_a_working_nvidia_smi(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # none on PATH
+    assert REAL_GPU_NAMES() == []
+    _fake_smi(tmp_path, monkeypatch, 'echo "NVIDIA-SMI has failed" ; exit 9')  # no driver
+    assert REAL_GPU_NAMES() == []
+    _fake_smi(tmp_path, monkeypatch, "exec sleep 5")  # a hung driver
+    assert REAL_GPU_NAMES(timeout=0.3) == []

@@ -68,7 +68,10 @@ def test_cli_refuses_bad_strategy_options(planted, tmp_path, capsys):
     assert main(["search", path, "--strategy", "bogus"]) == 2
     assert "unknown strategy" in capsys.readouterr().err
     assert main(["search", path, "--strategy", "bisect", "--start", "x.json"]) == 2
+    err = capsys.readouterr().err
+    assert "--start is for --strategy minimize" in err and err.count("\n") == 1
     assert main(["search", path, "--strategy", "worst-first", "--top", "0"]) == 2
+    assert "--top must be at least 1, got 0" in capsys.readouterr().err
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"model_hash": "0" * 16, "high_precision_layers": []}))
     assert main(["search", path, "--strategy", "minimize", "--start", str(other),

@@ -104,12 +104,18 @@ def test_terminates_on_random_non_monotonic_oracles(seed, name):
 
 def test_errors_count_as_not_passing_and_are_reported():
     s = Bisect(LAYERS)
+    errors = set()
     while not s.done:
         for keep in s.ask(3):
             verdict = Verdict.PASS if len(keep) >= 40 else (
-                Verdict.ERROR if len(keep) == 39 else Verdict.FAIL)
+                Verdict.ERROR if len(keep) % 2 else Verdict.FAIL)
+            if verdict is Verdict.ERROR:
+                errors.add(len(keep))
             s.tell(keep, verdict)
-    assert s.result().keep == frozenset(LAYERS[:40])
+    result = s.result()
+    assert errors and result.keep == frozenset(LAYERS[:40])
+    for k in errors:  # each error is named in the notes, as not passing
+        assert f"k={k}: build or run error, counted as not passing" in result.notes
 
 
 def test_non_monotonic_outcome_is_noted():

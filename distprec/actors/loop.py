@@ -188,6 +188,8 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
                 emit("cancelled", {"worker": worker.name, "size": len(keeps[0])})
                 continue
             except ray.exceptions.RayActorError as exc:
+                # A lost worker never decides a verdict: its plans are requeued for the
+                # workers left (or its restarted slot).
                 out.lost_workers.append(worker.name)
                 reason = f"worker {worker.name} died: {cause(exc)}"
                 emit("worker_lost", {"worker": worker.name, "reason": reason})
