@@ -132,5 +132,6 @@ def test_describe_names_every_criterion(tmp_path):
     func.write_text("def check(golden, outputs):\n    return True\n")
     spec = CheckSpec(atol=(("", 0.1), ("out", 0.2)), stat="median", cosine_min=0.99, top_k=5,
                      check_func=f"{func}:check")
-    assert spec.describe() == (f"atol 0.1,out:0.2, rtol 0.01, median, cosine >= 0.99, "
+    assert spec.describe() == (f"atol 0.1,out:0.2, rtol 0.01, median, per iteration "
+                               f"(Polygraphy), cosine >= 0.99, "
                                f"top-5 indices, func {func}:check")
