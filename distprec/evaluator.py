@@ -103,6 +103,9 @@ class Setup:
 EVALUATE_MODES = ("candidate", "switchboard", "auto")
 #: Largest batch of plans tried when plans_per_run is chosen by timing.
 MAX_PLANS_PER_RUN = 64
+#: Without a batched run: seconds of runs one call should hold, and at most this many plans.
+CALL_S = 0.01
+MAX_PLANS_PER_CALL = 8
 
 
 class Evaluator:
@@ -157,7 +160,9 @@ class Evaluator:
 
         The batched form needs every input and output to lead with a free axis and every
         switched tensor's rank; a first batched run must also agree with single runs
-        (a model that mixes rows across the batch would not), else one plan per run.
+        (a model that mixes rows across the batch would not), else one plan per run. With
+        one plan per run, a call still takes several plans, run one after another
+        (``_time_plans_per_call``).
         """
         build = dict(emulate=self.emulate, ranges_json=self.setup.ranges_json)
         args = (self.model, self.setup.searchable, self.setup.precision)
@@ -165,11 +170,18 @@ class Evaluator:
         single = build_switchboard(*args, **build)
         self.switchboard, self._switch_session = single, self.backend.load(single.model)
         self.switch_note = "switchboard: one plan per run"
-        if hasattr(self.backend, "load_graph") and self.backend.device == "cuda" \
-                and self._use_cuda_graph(single):
+        graphed = hasattr(self.backend, "load_graph") and self.backend.device == "cuda" \
+            and self._use_cuda_graph(single)
+        if not graphed and want != 1 and self.setup.precision != "int8" \
+                and _free_batch_axis(self.model) and self._set_up_batched(single, args, build):
+            self.plans_per_run = want or self._time_plans_per_run()
+            self.switch_note = f"switchboard: {self.plans_per_run} plans per run"
             return
-        if want == 1 or self.setup.precision == "int8" or not _free_batch_axis(self.model):
-            return
+        self.plans_per_run = want or self._time_plans_per_call()
+        self.switch_note += f", {self.plans_per_run} per call"
+
+    def _set_up_batched(self, single: Switchboard, args, build) -> bool:
+        """Switch to the batched form where it builds and agrees with single runs."""
         try:
             batched = build_switchboard(*args, **build, batched=True)
             session = self.backend.load(batched.model)
@@ -177,14 +189,28 @@ class Evaluator:
             stacked = self._run_switch(batched, session, probe)
             alone = [self._run_switch(single, self._switch_session, [k])[0] for k in probe]
             if not all(_close(a, b) for a, b in zip(stacked, alone)):
-                return
+                return False
         except Exception as exc:
             self.switch_note = (f"switchboard: one plan per run (batched form failed: "
                                 f"{first_line(exc)})")
-            return
+            return False
         self.switchboard, self._switch_session = batched, session
-        self.plans_per_run = want or self._time_plans_per_run()
-        self.switch_note = f"switchboard: {self.plans_per_run} plans per run"
+        return True
+
+    def _time_plans_per_call(self) -> int:
+        """Plans one Ray call runs one after another: enough to fill ``CALL_S``.
+
+        A call costs the driver about a millisecond (DESIGN.md: 0.2 to 0.8 ms a trivial
+        call, plus the loop's own work), as much as a cheap switchboard run; several plans
+        a call amortise it, and let speculative strategies (minimize) run further ahead,
+        where a mispredicted plan costs one run.
+        """
+        keep = [frozenset()]
+        self._run_switch(self.switchboard, self._switch_session, keep)
+        t0 = time.perf_counter()
+        self._run_switch(self.switchboard, self._switch_session, keep)
+        each = time.perf_counter() - t0
+        return max(1, min(MAX_PLANS_PER_CALL, int(CALL_S / max(each, 1e-6))))
 
     def _use_cuda_graph(self, board: Switchboard) -> bool:
         """Replay the one-plan switchboard as a CUDA graph where every sample has the same

@@ -7,7 +7,7 @@ import math
 import pytest
 from strategy_oracles import chain_profile, layers, needs
 
-from distprec.strategies import make_strategy
+from distprec.strategies import Info, Verdict, make_strategy
 from distprec.strategies.simulate import simulate
 from distprec.strategies.worst_first import DEFAULT_FLOOR, WorstFirst, growth
 
@@ -83,3 +83,13 @@ def test_all_low_passing_is_the_answer():
 def test_top_must_be_positive():
     with pytest.raises(ValueError):
         WorstFirst(LAYERS, top=0)
+
+
+def test_plans_a_driver_forgets_are_asked_again():
+    # A driver with fewer free slots than plans asked forgets the rest (actors/loop.py);
+    # the round must not wait for them forever.
+    strategy = WorstFirst(layers(6))
+    first = strategy.ask(2)
+    strategy.forget(first[1])
+    strategy.tell(first[0], Verdict.FAIL, Info({}, {x: {"mean_abs": 1.0} for x in layers(6)}))
+    assert strategy.ask(2) == [first[1]]

@@ -83,8 +83,10 @@ class WorstFirst(Strategy):
         return self.finished
 
     def _propose(self, n: int) -> list[Keep]:
-        if self.batch or self.finished:
+        if self.finished:
             return []
+        if self.batch:  # the round's plans a driver forgot (no free slot): ask them again
+            return [k for k in self.batch if k not in self.told]
         if self.base is None:  # round 1: all-low, and all-high to learn early if nothing passes
             batch = [frozenset()] + ([self.all_high] if n >= 2 and self.layers else [])
         else:
