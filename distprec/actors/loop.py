@@ -135,8 +135,10 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
                             plans[0]):
                         batch.append(plans.popleft())
                 send(worker, batch, depth_now + 1)
-            for keep in plans:  # more plans than free slots: asked again later
-                strategy.forget(keep)
+            # Plans a batch could not take (a plan that wants a profile runs alone): sent
+            # first when a worker frees up. Not forgotten: a strategy re-asks a forgotten
+            # plan only once it is wanted again (Strategy.forget), and these still are.
+            retry.extend((keep, depth_now + 1) for keep in plans)
         now = time.perf_counter()
         for item in [x for x in later if x[0] <= now]:
             later.remove(item)
