@@ -15,6 +15,8 @@ owner only (OpenSSH refuses such keys too, later and less clearly). PyYAML comes
         workdir: distprec       # optional, relative to the remote home
         runtime: ort            # optional: ort (TensorRT on the board is not built yet)
         python: python3         # optional: the board's Python 3.6+ with numpy, onnxruntime
+        known_hosts: ~/.ssh/distprec_known_hosts  # optional: its host keys, trusted on
+                                                  # first use (else OpenSSH's own files)
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from pathlib import Path
 from distprec.devices import KINDS
 from distprec.errors import InputError
 
-FIELDS = ("name", "kind", "host", "port", "user", "key", "workdir", "runtime", "python")
+FIELDS = ("name", "kind", "host", "port", "user", "key", "workdir", "runtime", "python",
+          "known_hosts")
 REQUIRED = ("name", "kind", "host", "user", "key")
 RUNTIMES = ("ort",)  # "trt" (the legacy per-layer path on the board) is issue 15's next step
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -48,6 +51,13 @@ class Board:
     workdir: str = "distprec"
     runtime: str = "ort"
     python: str = "python3"
+    known_hosts: Path | None = None
+
+    def ssh_options(self) -> tuple[str, ...]:
+        """OpenSSH ``-o`` options this entry asks for (host keys trusted on first use)."""
+        if self.known_hosts is None:
+            return ()
+        return (f"UserKnownHostsFile={self.known_hosts}", "StrictHostKeyChecking=accept-new")
 
     def __repr__(self) -> str:  # the key path is not a secret, but keep logs short
         return f"Board({self.name}: {self.kind} at {self.user}@{self.host}:{self.port})"
@@ -126,8 +136,13 @@ def parse_board(entry: object, where: str, base: Path = Path(".")) -> Board:
     key = Path(os.path.expanduser(values["key"]))
     key = key if key.is_absolute() else base / key
     check_key(key, where)
+    known = values.get("known_hosts")
+    if known is not None:
+        known = Path(os.path.expanduser(known))
+        known = known if known.is_absolute() else base / known
     return Board(name, values["kind"], values["host"], values["user"], key, port,
-                 values.get("workdir", "distprec"), runtime, values.get("python", "python3"))
+                 values.get("workdir", "distprec"), runtime, values.get("python", "python3"),
+                 known)
 
 
 def check_key(key: Path, where: str) -> None:
