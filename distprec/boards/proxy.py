@@ -221,8 +221,9 @@ class RemoteBackend:
             raise EOFError("the runner is not running")
         if self._drops:
             mine = [d for d in self._drops if d[0] == self.generation]
+            # a model about to be loaded again keeps its file
             header["drop"] = {"sessions": [sid for _, sid, _ in mine],
-                              "files": sorted({sha for *_, sha in mine})}
+                              "files": sorted({sha for *_, sha in mine} - {header.get("sha")})}
             self._present -= set(header["drop"]["files"])
             self._drops.clear()
         try:
