@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_args(p)
     p.add_argument("--kind", help=f"place evaluators only on nodes of this device kind "
                    f"({', '.join(KINDS)})")
+    p.add_argument("--inventory", metavar="YAML", help="devices.yaml: evaluate on these "
+                   "boards over SSH, one proxy each (with --kind: that kind's boards only)")
     _add_routing_args(p)
     p.add_argument("-o", "--output", default="result.json", help="result JSON")
     p.add_argument("--save-model", help="write the mixed-precision ONNX model here")
@@ -340,7 +342,12 @@ def cmd_search(a: argparse.Namespace) -> int:
     if a.workers is not None and a.workers < 1:
         raise InputError(f"--workers must be at least 1, got {a.workers}")
     _check_report_path(a.report)
-    route = _route(cfg, a.kind, a.wait) if a.kind else {"wait": _wait(a.wait)}
+    if a.inventory:
+        from distprec.boards.cli import board_route
+
+        route = board_route(cfg, a.inventory, a.kind, _wait(a.wait))
+    else:
+        route = _route(cfg, a.kind, a.wait) if a.kind else {"wait": _wait(a.wait)}
     console = SearchConsole(cfg, live=not a.no_live)
     with interruptible(), console:
         report = run_search(cfg, console.on_event, **route)
