@@ -74,3 +74,24 @@ def test_bad_inventories_exit_2_with_one_line(ray_session, sshd, planted, tmp_pa
     err = capsys.readouterr().err.strip()
     assert err.startswith("distprec: error:") and message in err and "\n" not in err
     assert "PRIVATE KEY" not in err and not out.exists()
+
+
+def test_sweep_runs_each_kind_on_its_board(ray_session, sshd, sshd2, planted, tmp_path):
+    model, path = planted
+    inv = tmp_path / "devices.yaml"
+    inv.write_text("boards:\n" + sshd.inventory_entry("nano-a", "nano")
+                   + sshd2.inventory_entry("tx2-a", "tx2"))
+    out = tmp_path / "sweep.json"
+    code = main(["sweep", path, "--devices", "nano,tx2", "--precision", "fp16,bf16",
+                 "--strategy", "bisect+minimize", "--samples", "2", "--inventory", str(inv),
+                 "-o", str(out), "--no-live", *TOL])
+    doc = json.loads(out.read_text())
+    ran = [r for r in doc["runs"] if r["status"] != "skipped"]
+    assert code == 0 and {r["device"] for r in ran} == {"nano", "tx2"}
+    assert all(r["precision"] == "fp16" for r in ran)  # neither board has BF16
+    for r in ran:
+        assert r["evaluated_on"] == "board" and r["passed"]
+        assert set(r["high_precision_layers"]) == model.planted
+        board = {"nano": "nano-a", "tx2": "tx2-a"}[r["device"]]
+        assert {h["device"] for h in r["result"]["history"]} == {f"{r['device']}:{board}/cpu"}
+    assert doc["stand_in"] is None
