@@ -43,6 +43,8 @@ RUNNER = "distprec_runner.py"
 INLINE_BYTES = 4096
 #: Heartbeat: seconds between SSH keep-alives, and how many may go unanswered.
 ALIVE_S, ALIVE_MISSES = 5, 3
+#: Seconds an idle control master outlives its last session (a killed proxy leaves one).
+PERSIST_S = 10
 
 
 class BoardLost(BaseException):  # noqa: N818 - not an Exception on purpose (module doc)
@@ -74,7 +76,7 @@ class SshLink:
                 "-o", f"ServerAliveCountMax={ALIVE_MISSES}", "-o", "LogLevel=ERROR"]
         if master:
             opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control}",
-                     "-o", "ControlPersist=60"]
+                     "-o", f"ControlPersist={PERSIST_S}"]
         for opt in (*b.ssh_options(), *self.options):
             opts += ["-o", opt]
         return ["ssh", *opts, "-i", str(b.key), "-p", str(b.port), "-l", b.user, b.host,
