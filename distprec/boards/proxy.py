@@ -61,8 +61,7 @@ class SshLink:
     def __init__(self, board: Board, options: tuple[str, ...] = (),
                  connect_timeout: float = 10.0) -> None:
         self.board = board
-        # A short private folder: a control socket path must fit in 108 bytes.
-        self._dir = tempfile.mkdtemp(prefix="dpssh-")
+        self._dir = _socket_dir()
         self.control = os.path.join(self._dir, "cm")
         self.options = options
         self.connect_timeout = connect_timeout
@@ -317,6 +316,23 @@ class RemoteBackend:
         """A session was collected: free it on the board with the next request."""
         if where[0] == self.generation:
             self._drops.append((where[0], where[1], sha))
+
+
+def _socket_dir() -> str:
+    """A private folder for one control socket, named by this process's pid.
+
+    Short (a socket path must fit in 108 bytes) and swept: a proxy killed by Ray never
+    cleans up, so folders of processes that are gone are removed here.
+    """
+    root = Path(tempfile.gettempdir()) / f"distprec-ssh-{os.getuid()}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    if root.stat().st_uid != os.getuid() or root.stat().st_mode & 0o077:
+        raise RuntimeError(f"{root} is not private to this user")
+    for old in root.iterdir():
+        pid = old.name.split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root)
 
 
 def _array_id(a: np.ndarray) -> str:
