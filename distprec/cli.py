@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_args(p)
     p.add_argument("--kind", help=f"place evaluators only on nodes of this device kind "
                    f"({', '.join(KINDS)})")
+    p.add_argument("--inventory", metavar="YAML", help="devices.yaml: evaluate on these "
+                   "boards over SSH, one proxy each (with --kind: that kind's boards only)")
     _add_routing_args(p)
     p.add_argument("-o", "--output", default="result.json", help="result JSON")
     p.add_argument("--save-model", help="write the mixed-precision ONNX model here")
@@ -190,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", default="forward", choices=("forward", "reverse"))
     p.add_argument("--workers-per-device", type=int, help="evaluators per device kind, shared "
                    "by its searches (default: every slot its nodes offer)")
+    p.add_argument("--inventory", metavar="YAML", help="devices.yaml: kinds with boards there "
+                   "run on those boards over SSH (one proxy per board)")
     p.add_argument("--backend", default="cpu", choices=("cpu", "cuda"), help="runtime on each "
                    "node: cpu stands in for the devices (FP16/BF16 emulated); cuda needs "
                    "onnxruntime-gpu on every node")
@@ -340,7 +344,12 @@ def cmd_search(a: argparse.Namespace) -> int:
     if a.workers is not None and a.workers < 1:
         raise InputError(f"--workers must be at least 1, got {a.workers}")
     _check_report_path(a.report)
-    route = _route(cfg, a.kind, a.wait) if a.kind else {"wait": _wait(a.wait)}
+    if a.inventory:
+        from distprec.boards.cli import board_route
+
+        route = board_route(cfg, a.inventory, a.kind, _wait(a.wait))
+    else:
+        route = _route(cfg, a.kind, a.wait) if a.kind else {"wait": _wait(a.wait)}
     console = SearchConsole(cfg, live=not a.no_live)
     with interruptible(), console:
         report = run_search(cfg, console.on_event, **route)
@@ -425,12 +434,17 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         raise InputError("--devices and --precision need at least one entry each")
     base = replace(_config(a), precision=precisions[0], device=a.backend, backend="ort")
     base.validate()
+    boards = None
+    if a.inventory:
+        from distprec.boards.inventory import load_inventory
+
+        boards = [b for b in load_inventory(a.inventory) if b.kind in devices]
     console = Console(highlight=False)
     labels = [f"{d}/{p}" for d in dict.fromkeys(devices) for p in dict.fromkeys(precisions)]
     view = SweepView(labels, console, live=not a.no_live, title=f"distprec sweep: {a.model}")
     with view:
         doc = run_sweep(base, devices, precisions, a.workers_per_device, a.wait, view.log,
-                        events=view.sink if view.live else None)
+                        events=view.sink if view.live else None, boards=boards)
     write_json(a.output, doc)
     console.print(table(doc))
     if doc["stand_in"]:

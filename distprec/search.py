@@ -282,11 +282,12 @@ def resolve_device(device: str, in_cluster: bool = True) -> str:
 def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
                prepared: Prepared | None = None, workers: list[Worker] | None = None,
                resources: dict | None = None, label_selector: dict | None = None,
-               wait: float = 120.0) -> SearchReport:
+               wait: float = 120.0, boards: list | None = None) -> SearchReport:
     """Prepare, start one evaluator per GPU (or ``--workers`` CPU actors), drive the search.
 
     ``workers`` may be passed in to reuse actors (e.g. chained searches). ``wait`` bounds
     the actors' start-up: a request no node can meet would otherwise pend forever.
+    ``boards`` (distprec/boards/inventory.py): one SSH proxy each instead of local actors.
     """
     t0 = time.perf_counter()
     cfg.validate()
@@ -294,7 +295,7 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     device = resolve_device(cfg.device)
     check_backend(cfg.backend, cfg.build_timeout, device)
     own = workers is None
-    if own:
+    if own and not boards:
         # refuse before anything is computed
         placement(device, cfg.workers, resources, cfg.workers_per_gpu if device == "cuda" else 1)
     prep = prepared or prepare(cfg, on_event)
@@ -308,7 +309,12 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
                          "replayed, not evaluated again")
     if on_event:
         on_event("phase", {"name": "cluster", "address": cfg.address or "local"})
-    if own:
+    if own and boards:
+        from distprec.boards.actor import start_proxies
+
+        workers = start_proxies(ray.put(prep.setup(cfg)), boards,
+                                max_restarts=cfg.max_restarts, timeout=wait)
+    elif own:
         setup_ref = ray.put(prep.setup(cfg))
         workers = start_workers(setup_ref, device, cfg.workers, resources=resources,
                                 per_gpu=cfg.workers_per_gpu, max_restarts=cfg.max_restarts,

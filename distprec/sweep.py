@@ -51,6 +51,7 @@ class Run:
     started: float = 0.0  # time.time() when its evaluators were asked for
     ended: float = 0.0
     result: dict | None = None
+    on: str = ""  # what evaluated it: "board", "ray node" or "cpu stand-in"
 
     def record(self) -> dict:
         res = self.result or {}
@@ -61,7 +62,7 @@ class Run:
                 "evaluations": res.get("evaluations"), "workers": self.workers,
                 "wall_s": self.ended - self.started if self.ended else None,
                 "started": self.started or None, "ended": self.ended or None,
-                "result": self.result}
+                "evaluated_on": self.on, "result": self.result}
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Lane:
     pairs: list[Pair] = field(default_factory=list)
     workers: int = 1
     labelled: bool = True
+    boards: list = field(default_factory=list)  # inventory boards: SSH proxies, not actors
 
 
 def split_pairs(devices: list[str], precisions: list[str]) -> tuple[list[Pair], list[Run]]:
@@ -124,14 +126,16 @@ def stand_in_note(backend: str, kinds: list[str]) -> str | None:
 
 def run_sweep(base: SearchConfig, devices: list[str], precisions: list[str],
               per_device: int | None = None, wait: float = 60.0,
-              log: Log = print, events: Callable[[str], EventSink] | None = None) -> dict:
+              log: Log = print, events: Callable[[str], EventSink] | None = None,
+              boards: list | None = None) -> dict:
     """Run every supported pair concurrently; the sweep.json document.
 
     ``base`` gives model, data, check and strategy; its precision and workers are set per
     pair. Raises InputError (nothing run) when a kind has no node or its evaluators cannot
     start within ``wait`` seconds. ``events(label)``, when given, receives each search's
     events plus ("pair", {"status": ...}) changes (the live view); otherwise every
-    evaluation is logged.
+    evaluation is logged. ``boards`` (distprec/boards/inventory.py): a kind with boards runs
+    on them over SSH, one proxy per board, and needs no Ray node of that kind.
     """
     t0 = time.time()
     if per_device is not None and per_device < 1:
@@ -141,9 +145,18 @@ def run_sweep(base: SearchConfig, devices: list[str], precisions: list[str],
     todo, skipped = split_pairs(devices, precisions)
     connect_as_host(base.address)
     backend = resolve_device(base.device)
-    have = {kind: require(kind, backend) for kind in dict.fromkeys(p.device for p in todo)}
+    on_boards = {}
+    for b in boards or ():
+        on_boards.setdefault(b.kind, []).append(b)
+    have = {kind: (len(on_boards[kind]), False) if kind in on_boards else require(kind, backend)
+            for kind in dict.fromkeys(p.device for p in todo)}
     lanes = plan_lanes(todo, have, per_device)
-    note = stand_in_note(backend, [p.device for p in todo])
+    for kind, mine in on_boards.items():  # each lane of a board kind drives its own boards
+        kind_lanes = [lane for lane in lanes if lane.kind == kind]
+        for i, lane in enumerate(kind_lanes):
+            lane.boards = mine[i::len(kind_lanes)]
+            lane.workers = len(lane.boards)
+    note = stand_in_note(backend, [p.device for p in todo if p.device not in on_boards])
     for run in skipped:
         log(f"[{run.pair.label}] skipped: {run.reason}")
         if events:
@@ -212,9 +225,19 @@ class _Driver:
             with self.lock:
                 if pair.precision not in self.setups:
                     self.setups[pair.precision] = ray.put(prep.setup(cfg))
-            workers = start_on_kind(self.setups[pair.precision], self.backend, pair.device,
-                                    lane.workers, self.wait, prefix=f"{pair.label}/w",
-                                    labelled=lane.labelled)
+            if lane.boards:
+                from distprec.boards.actor import start_proxies
+
+                workers = start_proxies(self.setups[pair.precision], lane.boards,
+                                        max_restarts=cfg.max_restarts, timeout=self.wait,
+                                        prefix=f"{pair.label}/")
+                run.on = "board"
+            else:
+                workers = start_on_kind(self.setups[pair.precision], self.backend,
+                                        pair.device, lane.workers, self.wait,
+                                        prefix=f"{pair.label}/w", labelled=lane.labelled)
+                run.on = "cpu stand-in" if self.backend == "cpu" and pair.device != "cpu" \
+                    else "ray node"
             if first:
                 self.barrier.wait(timeout=2 * self.wait + 30)
                 waiting = False
@@ -274,7 +297,7 @@ def table(doc: dict, width: int = 60):
     """
     from rich.table import Column, Table
 
-    t = Table("device", "precision", "status", "count", "evals", "wall s",
+    t = Table("device", "precision", "on", "status", "count", "evals", "wall s",
               Column("layers kept in FP32, or why not run", overflow="fold", ratio=1),
               title=f"distprec sweep: {doc['model']}"
               + (" (CPU backend standing in)" if doc.get("stand_in") else ""), expand=True)
@@ -286,7 +309,7 @@ def table(doc: dict, width: int = 60):
             text = names if len(names) <= width else names[:width - 3] + "..."
         else:
             status, text = run["status"], run["reason"]
-        t.add_row(run["device"], run["precision"], status,
+        t.add_row(run["device"], run["precision"], run.get("evaluated_on", ""), status,
                   "" if keep is None else str(len(keep)),
                   "" if run["evaluations"] is None else str(run["evaluations"]),
                   "" if run["wall_s"] is None else f"{run['wall_s']:.1f}", text)

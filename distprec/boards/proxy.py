@@ -1,0 +1,353 @@
+"""A backend that runs on a board over OpenSSH, behind the same interface as OrtBackend.
+
+The evaluator (distprec/evaluator.py) is unchanged: it builds candidates and the
+switchboard on the host, this backend ships each model once (SHA-256 named files in the
+board's work directory, checked by the runner before loading), then sends only feeds it
+has not sent before and, per plan, the switchboard's mask. Outputs come back and the
+host's check decides the verdict, so the rules are the same on every device.
+
+Connection: one OpenSSH control master per board (``ControlMaster``/``ControlPersist``):
+the runner's session, and each file copy (``cat >`` over a multiplexed session), share
+one TCP connection and one authentication. ``ServerAliveInterval`` is the heartbeat: a
+board that stops answering ends the connection in about 15 s.
+
+Faults: a lost connection is never a verdict. A run whose connection drops is sent again
+on a fresh connection (a run is a pure function of model and feeds); when no connection
+can be made, ``BoardLost`` (a BaseException, so the evaluator's "a candidate that does not
+run is a verdict" handler does not catch it) leaves the actor, which exits so the driver
+loop requeues its plans (distprec/actors/loop.py) and Ray restarts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from distprec.boards import remote_eval
+from distprec.boards.inventory import Board
+from distprec.data import Feed
+
+RUNNER = "distprec_runner.py"
+#: Arrays up to this size go with every run; larger ones are sent once and cached by id.
+INLINE_BYTES = 4096
+#: Heartbeat: seconds between SSH keep-alives, and how many may go unanswered.
+ALIVE_S, ALIVE_MISSES = 5, 3
+#: Seconds an idle control master outlives its last session (a killed proxy leaves one).
+PERSIST_S = 10
+
+
+class BoardLost(BaseException):  # noqa: N818 - not an Exception on purpose (module doc)
+    """No connection to the board could be made: the plans go back to the queue."""
+
+
+class RemoteError(RuntimeError):
+    """The board ran the request and failed (a model that does not load or run)."""
+
+
+class SshLink:
+    """OpenSSH commands to one board, sharing one control master."""
+
+    def __init__(self, board: Board, options: tuple[str, ...] = (),
+                 connect_timeout: float = 10.0) -> None:
+        self.board = board
+        self._dir = _socket_dir()
+        self.control = os.path.join(self._dir, "cm")
+        self.options = options
+        self.connect_timeout = connect_timeout
+        self.workdir = _remote_dir(board.workdir)
+
+    def argv(self, command: str, master: bool = True) -> list[str]:
+        b = self.board
+        opts = ["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                "-o", f"ConnectTimeout={int(self.connect_timeout)}",
+                "-o", f"ServerAliveInterval={ALIVE_S}",
+                "-o", f"ServerAliveCountMax={ALIVE_MISSES}", "-o", "LogLevel=ERROR"]
+        if master:
+            opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control}",
+                     "-o", f"ControlPersist={PERSIST_S}"]
+        for opt in (*b.ssh_options(), *self.options):
+            opts += ["-o", opt]
+        return ["ssh", *opts, "-i", str(b.key), "-p", str(b.port), "-l", b.user, b.host,
+                "--", command]
+
+    def run(self, command: str, data: bytes = b"", timeout: float = 120.0) -> None:
+        """Run ``command`` on the board with ``data`` on its stdin; ConnectionError if not."""
+        try:
+            done = subprocess.run(self.argv(command), input=data, capture_output=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ConnectionError(f"ssh to {self.board.name} timed out after {timeout:g} s") \
+                from None
+        if done.returncode != 0:  # never a verdict: the proxy reconnects or gives up
+            raise ConnectionError(f"ssh to {self.board.name} failed: "
+                               f"{_last_line(done.stderr) or f'exit {done.returncode}'}")
+
+    def copy(self, data: bytes, name: str) -> None:
+        """Write ``data`` to ``name`` in the work directory: a part file, then a rename."""
+        where = f"{self.workdir}/{name}"
+        part = f"{self.workdir}/.{name.replace('/', '_')}.part"
+        self.run(f"mkdir -p {shlex.quote(os.path.dirname(where))} && cat > {shlex.quote(part)}"
+                 f" && mv -f {shlex.quote(part)} {shlex.quote(where)}", data)
+
+    def start_runner(self, stderr) -> subprocess.Popen:
+        wd, py = shlex.quote(self.workdir), shlex.quote(self.board.python)
+        command = f"exec {py} -u {wd}/{RUNNER} {wd}"
+        return subprocess.Popen(self.argv(command), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
+
+    def forget_master(self) -> None:
+        """Stop the control master (if any) so the next command opens a fresh connection."""
+        if os.path.exists(self.control):
+            subprocess.run(["ssh", "-o", f"ControlPath={self.control}", "-O", "exit",
+                            self.board.host], capture_output=True, timeout=10)
+            try:
+                os.remove(self.control)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        try:
+            self.forget_master()
+        except Exception:
+            pass
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class RemoteSession:
+    """A model loaded on the board; reloaded after a reconnect, dropped when collected."""
+
+    def __init__(self, backend: RemoteBackend, data: bytes, sha: str) -> None:
+        self.data, self.sha = data, sha
+        self.where = [-1, 0]  # connection generation and session id on that connection
+        self.outputs: list[str] = []
+        weakref.finalize(self, backend._release, self.where, sha)  # no reference to self
+
+
+class RemoteBackend:
+    """Loads and runs models on one board (see the module doc); ``OrtBackend``'s interface."""
+
+    per_layer = False  # the board runs ONNX Runtime; TensorRT's per-layer path is not here
+
+    def __init__(self, board: Board, options: tuple[str, ...] = (), retries: int = 3,
+                 retry_wait: float = 1.0, connect_timeout: float = 10.0) -> None:
+        self.board = board
+        self.link = SshLink(board, options, connect_timeout)
+        self.retries, self.retry_wait = retries, retry_wait
+        self.proc: subprocess.Popen | None = None
+        self._err = tempfile.TemporaryFile()
+        self.generation = 0
+        self.reconnects = 0
+        self.runs = 0
+        self.facts: dict = {}
+        self._present: set[str] = set()  # model files known to be on the board
+        self._cached: set[str] = set()  # array ids the runner holds (this connection)
+        self._drops: list[tuple[int, int, str]] = []  # (generation, session id, sha)
+        self._lock = threading.Lock()
+        self._connect()
+        providers = self.facts.get("providers", [])
+        self.device = "cuda" if "CUDAExecutionProvider" in providers else "cpu"
+        self.emulates = self.device == "cpu"  # the CPU provider computes FP16 in FP32
+        self.fuse = True
+
+    # -- the OrtBackend interface ----------------------------------------------------
+    def load(self, model: onnx.ModelProto) -> RemoteSession:
+        data = model.SerializeToString()
+        session = RemoteSession(self, data, hashlib.sha256(data).hexdigest())
+        self._with_retries(lambda: self._ensure(session))
+        return session
+
+    def run(self, session: RemoteSession, feeds: list[Feed]) -> list[Feed]:
+        out = self._with_retries(lambda: self._run(session, feeds))
+        self.runs += 1
+        return out
+
+    def device_name(self) -> str:
+        return f"{self.board.kind}:{self.board.name}/{self.device}"
+
+    # -- connection ------------------------------------------------------------------
+    def _connect(self) -> None:
+        """Copy the runner, start it, say hello; RuntimeError when the board is not there."""
+        self._stop()
+        self.link.copy(Path(remote_eval.__file__).read_bytes(), RUNNER)
+        self._err.seek(0)
+        self._err.truncate()
+        self.proc = self.link.start_runner(self._err)
+        self.generation += 1
+        self._present.clear()
+        self._cached.clear()
+        self.facts = self._call({"op": "hello"})[0]
+        if self.facts.get("protocol") != remote_eval.PROTOCOL:
+            raise RuntimeError(f"board {self.board.name} speaks protocol "
+                               f"{self.facts.get('protocol')}, not {remote_eval.PROTOCOL}")
+
+    def _reconnect(self) -> None:
+        last: Exception | None = None
+        for attempt in range(self.retries):
+            if attempt:
+                time.sleep(self.retry_wait * attempt)
+            try:
+                self.link.forget_master()  # a dead master would refuse the next session
+                self._connect()
+                self.reconnects += 1
+                return
+            except (RuntimeError, OSError, EOFError) as exc:
+                last = exc
+        raise BoardLost(f"board {self.board.name} lost: {last}")
+
+    def _with_retries(self, call):
+        """``call()``; on a lost connection, reconnect and call again (never a verdict)."""
+        with self._lock:
+            for _ in range(self.retries):
+                try:
+                    return call()
+                except (BrokenPipeError, EOFError, ConnectionError) as exc:
+                    lost = exc
+                self._reconnect()
+            raise BoardLost(f"board {self.board.name}: connection lost {self.retries} times "
+                            f"in one call ({type(lost).__name__})")
+
+    def _call(self, header: dict, arrays: list = ()) -> tuple[dict, dict]:
+        if self.proc is None or self.proc.poll() is not None:
+            raise EOFError("the runner is not running")
+        if self._drops:
+            mine = [d for d in self._drops if d[0] == self.generation]
+            # a model about to be loaded again keeps its file
+            header["drop"] = {"sessions": [sid for _, sid, _ in mine],
+                              "files": sorted({sha for *_, sha in mine} - {header.get("sha")})}
+            self._present -= set(header["drop"]["files"])
+            self._drops.clear()
+        try:
+            remote_eval.write_message(self.proc.stdin, header, arrays)
+            reply, payload = remote_eval.read_message(self.proc.stdout, np)
+        except (BrokenPipeError, EOFError, ConnectionError):
+            raise
+        except (OSError, ValueError) as exc:  # a torn stream: the connection is not usable
+            raise EOFError(f"stream broken: {exc}") from None
+        if not reply.get("ok"):
+            why = reply.get("error") or _last_line(self._stderr())
+            raise RemoteError(f"board {self.board.name}: {why}")
+        return reply, payload
+
+    def _stderr(self) -> bytes:
+        self._err.seek(0)
+        return self._err.read()[-4000:]
+
+    def _stop(self) -> None:
+        if self.proc is not None:
+            for stream in (self.proc.stdin, self.proc.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                if self.proc is not None and self.proc.poll() is None:
+                    self._call({"op": "bye"})
+            except Exception:
+                pass
+            self._stop()
+            self.link.close()
+
+    # -- models and runs -------------------------------------------------------------
+    def _ensure(self, session: RemoteSession) -> None:
+        """The session is loaded on this connection: its file copied if missing, then loaded."""
+        if session.where[0] == self.generation:
+            return
+        if session.sha not in self._present:
+            have = self._call({"op": "have", "files": [session.sha]})[0]["have"]
+            if session.sha not in have:
+                self.link.copy(session.data, f"{remote_eval.MODELS}/{session.sha}.onnx")
+            self._present.add(session.sha)
+        reply, _ = self._call({"op": "load", "sha": session.sha, "fuse": self.fuse,
+                               "threads": 0, "providers": self._providers()})
+        session.where[:] = [self.generation, reply["session"]]
+        session.outputs = reply["outputs"]
+
+    def _providers(self) -> list[str]:
+        if self.device == "cuda":
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return ["CPUExecutionProvider"]
+
+    def _run(self, session: RemoteSession, feeds: list[Feed]) -> list[Feed]:
+        self._ensure(session)
+        arrays: list[tuple[str, np.ndarray]] = []
+        store: list[str] = []
+        samples: list[dict[str, str]] = []
+        sent: set[str] = set()
+        for feed in feeds:
+            sample = {}
+            for name, value in feed.items():
+                a = np.ascontiguousarray(value)
+                key = _array_id(a)
+                sample[name] = key
+                if key in self._cached or key in sent:
+                    continue
+                arrays.append((key, a))
+                sent.add(key)
+                if a.nbytes > INLINE_BYTES:
+                    store.append(key)
+            samples.append(sample)
+        reply, payload = self._call({"op": "run", "session": session.where[1], "samples": samples,
+                                     "store": store}, arrays)
+        self._cached.update(store)
+        return [{name: payload[f"{s}/{name}"] for name in names}
+                for s, names in enumerate(reply["outputs"])]
+
+    def _release(self, where: list[int], sha: str) -> None:
+        """A session was collected: free it on the board with the next request."""
+        if where[0] == self.generation:
+            self._drops.append((where[0], where[1], sha))
+
+
+def _socket_dir() -> str:
+    """A private folder for one control socket, named by this process's pid.
+
+    Short (a socket path must fit in 108 bytes) and swept: a proxy killed by Ray never
+    cleans up, so folders of processes that are gone are removed here.
+    """
+    root = Path(tempfile.gettempdir()) / f"distprec-ssh-{os.getuid()}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    if root.stat().st_uid != os.getuid() or root.stat().st_mode & 0o077:
+        raise RuntimeError(f"{root} is not private to this user")
+    for old in root.iterdir():
+        pid = old.name.split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root)
+
+
+def _array_id(a: np.ndarray) -> str:
+    h = hashlib.sha1(a.data if a.flags.c_contiguous else a.tobytes())
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    return h.hexdigest()
+
+
+def _remote_dir(workdir: str) -> str:
+    """Relative to the remote home (where ssh starts) unless absolute; no shell tilde."""
+    if workdir in ("~", "~/"):
+        return "."
+    return workdir[2:] if workdir.startswith("~/") else workdir
+
+
+def _last_line(data: bytes) -> str:
+    lines = [x for x in data.decode("utf-8", "replace").splitlines() if x.strip()]
+    return lines[-1].strip()[:300] if lines else ""

@@ -1,0 +1,97 @@
+"""``distprec search --inventory devices.yaml``: a search on a board over SSH, and bad
+inventories refused with exit 2 and one line (no traceback, no secret)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from planted_helpers import PLANTS
+
+from distprec.atomic import write_bytes
+from distprec.cli import main
+from distprec.demo import DEMO_ATOL, DEMO_RTOL, planted_mlp
+
+TOL = ["--atol", str(DEMO_ATOL), "--rtol", str(DEMO_RTOL)]
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    model = planted_mlp(blocks=12, plants=PLANTS)
+    path = tmp_path_factory.mktemp("cli-boards") / "planted.onnx"
+    write_bytes(path, model.model.SerializeToString())
+    return model, str(path)
+
+
+def _search(path, inv, out, *extra):
+    return main(["search", path, "--precision", "fp16", "--strategy", "bisect+minimize",
+                 "--samples", "2", "--inventory", str(inv), "-o", str(out), "--no-live",
+                 "--layer-errors", "none", *TOL, *extra])
+
+
+def test_search_on_an_inventory_board(ray_session, sshd, planted, tmp_path):
+    model, path = planted
+    inv = tmp_path / "devices.yaml"
+    inv.write_text("boards:\n" + sshd.inventory_entry("nano-a", "nano"))
+    out = tmp_path / "result.json"
+    assert _search(path, inv, out, "--kind", "nano") == 0
+    result = json.loads(out.read_text())
+    assert set(result["high_precision_layers"]) == model.planted
+    assert {h["device"] for h in result["history"]} == {"nano:nano-a/cpu"}
+    assert {h["worker"] for h in result["history"]} == {"nano-a"}
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("mode", "open to group or others"),
+    ("kind", "unknown kind 'jetson-nano'"),
+    ("missing-key", "does not exist"),
+    ("unreachable", "a board cannot be used"),
+    ("no-such-kind", "no board of kind 'tx2'"),
+])
+def test_bad_inventories_exit_2_with_one_line(ray_session, sshd, planted, tmp_path, capsys,
+                                              problem, message):
+    _, path = planted
+    entry = sshd.inventory_entry("nano-a", "nano")
+    extra = []
+    if problem == "mode":
+        key = tmp_path / "loose_key"
+        key.write_bytes(sshd.key.read_bytes())
+        os.chmod(key, 0o644)
+        entry = entry.replace(f"key: {sshd.key}", f"key: {key}")
+    elif problem == "kind":
+        entry = entry.replace("kind: nano", "kind: jetson-nano")
+    elif problem == "missing-key":
+        entry = entry.replace(f"key: {sshd.key}", f"key: {tmp_path / 'gone'}")
+    elif problem == "unreachable":
+        entry = entry.replace(f"port: {sshd.port}", "port: 1")
+    else:
+        extra = ["--kind", "tx2"]
+    inv = tmp_path / "devices.yaml"
+    inv.write_text("boards:\n" + entry)
+    out = tmp_path / "result.json"
+    assert _search(path, inv, out, *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("distprec: error:") and message in err and "\n" not in err
+    assert "PRIVATE KEY" not in err and not out.exists()
+
+
+def test_sweep_runs_each_kind_on_its_board(ray_session, sshd, sshd2, planted, tmp_path):
+    model, path = planted
+    inv = tmp_path / "devices.yaml"
+    inv.write_text("boards:\n" + sshd.inventory_entry("nano-a", "nano")
+                   + sshd2.inventory_entry("tx2-a", "tx2"))
+    out = tmp_path / "sweep.json"
+    code = main(["sweep", path, "--devices", "nano,tx2", "--precision", "fp16,bf16",
+                 "--strategy", "bisect+minimize", "--samples", "2", "--inventory", str(inv),
+                 "-o", str(out), "--no-live", *TOL])
+    doc = json.loads(out.read_text())
+    ran = [r for r in doc["runs"] if r["status"] != "skipped"]
+    assert code == 0 and {r["device"] for r in ran} == {"nano", "tx2"}
+    assert all(r["precision"] == "fp16" for r in ran)  # neither board has BF16
+    for r in ran:
+        assert r["evaluated_on"] == "board" and r["passed"]
+        assert set(r["high_precision_layers"]) == model.planted
+        board = {"nano": "nano-a", "tx2": "tx2-a"}[r["device"]]
+        assert {h["device"] for h in r["result"]["history"]} == {f"{r['device']}:{board}/cpu"}
+    assert doc["stand_in"] is None
