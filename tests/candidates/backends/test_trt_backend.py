@@ -101,7 +101,8 @@ def test_two_gpu_search_finds_the_plants(small_planted, tmp_path, capsys):
     path.write_bytes(small_planted.model.SerializeToString())
     out = tmp_path / "result.json"
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
     if ray.cluster_resources().get("GPU", 0) < 2:
         pytest.skip("the 2-GPU case needs two GPUs in the Ray cluster")
     code = main(["search", str(path), "--backend", "trt", "--device", "cuda", "--no-live",
