@@ -8,6 +8,7 @@ killing that session: ``ray stop`` would stop every Ray instance on the machine.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,9 +54,10 @@ def head():
     yield f"127.0.0.1:{port}"
     os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=20)
+        proc.wait(timeout=3)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _search(address: str, token: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, Path]:
