@@ -5,21 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from planted_helpers import CHECK, PLANTS
+from planted_helpers import CHECK, planted_file
 
-from distprec.atomic import write_bytes
 from distprec.cli import main
-from distprec.demo import planted_mlp
 from distprec.result import build_result
 from distprec.search import SearchConfig, run_search
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    model = planted_mlp(blocks=12, plants=PLANTS)
-    path = tmp_path_factory.mktemp("planted") / "planted.onnx"
-    write_bytes(path, model.model.SerializeToString())
-    return model, str(path)
+    return planted_file(tmp_path_factory.mktemp("planted"), blocks=12)
 
 
 def test_bisect_then_minimize_finds_exactly_the_planted_layers(ray_session, planted):

@@ -12,12 +12,10 @@ import signal
 
 import pytest
 import ray
-from planted_helpers import CHECK, PLANTS
+from planted_helpers import CHECK, planted_file
 
 from distprec.actors.loop import Faults, drive
 from distprec.actors.pool import start_workers, stop_workers
-from distprec.atomic import write_bytes
-from distprec.demo import planted_mlp
 from distprec.errors import SearchError
 from distprec.search import SearchConfig, prepare
 from distprec.strategies import make_strategy
@@ -25,10 +23,7 @@ from distprec.strategies import make_strategy
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    model = planted_mlp(blocks=8, plants=PLANTS)
-    path = tmp_path_factory.mktemp("faults") / "planted.onnx"
-    write_bytes(path, model.model.SerializeToString())
-    return model, str(path)
+    return planted_file(tmp_path_factory.mktemp("faults"), blocks=8)
 
 
 def _setup(path, **check):

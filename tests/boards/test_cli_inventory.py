@@ -7,21 +7,17 @@ import json
 import os
 
 import pytest
-from planted_helpers import PLANTS
+from planted_helpers import planted_file
 
-from distprec.atomic import write_bytes
 from distprec.cli import main
-from distprec.demo import DEMO_ATOL, DEMO_RTOL, planted_mlp
+from distprec.demo import DEMO_ATOL, DEMO_RTOL
 
 TOL = ["--atol", str(DEMO_ATOL), "--rtol", str(DEMO_RTOL)]
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    model = planted_mlp(blocks=12, plants=PLANTS)
-    path = tmp_path_factory.mktemp("cli-boards") / "planted.onnx"
-    write_bytes(path, model.model.SerializeToString())
-    return model, str(path)
+    return planted_file(tmp_path_factory.mktemp("cli-boards"), blocks=12)
 
 
 def _search(path, inv, out, *extra):

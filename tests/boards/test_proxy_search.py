@@ -15,15 +15,13 @@ from pathlib import Path
 
 import pytest
 import ray
-from planted_helpers import CHECK, PLANTS
+from planted_helpers import CHECK, planted_file
 
 from distprec.actors.loop import Faults, drive
 from distprec.actors.pool import stop_workers
-from distprec.atomic import write_bytes
 from distprec.boards import remote_eval
 from distprec.boards.actor import start_proxies
 from distprec.boards.inventory import load_inventory
-from distprec.demo import planted_mlp
 from distprec.errors import InputError
 from distprec.search import SearchConfig, prepare, run_search
 from distprec.strategies import make_strategy
@@ -32,10 +30,7 @@ from distprec.strategies.base import Verdict
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    model = planted_mlp(blocks=12, plants=PLANTS)
-    path = tmp_path_factory.mktemp("boards") / "planted.onnx"
-    write_bytes(path, model.model.SerializeToString())
-    return model, str(path)
+    return planted_file(tmp_path_factory.mktemp("boards"), blocks=12)
 
 
 def _boards(tmp_path, *servers, names=("b1", "b2")):
