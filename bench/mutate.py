@@ -41,6 +41,10 @@ MODULES: dict[str, list[str]] = {
     "distprec/strategies/minimize.py": ["tests/test_strategies_minimize.py",
                                         "tests/test_strategies_properties.py"],
     "distprec/actors/loop.py": ["tests/actors/test_loop.py"],
+    "distprec/candidates/switchboard.py": ["tests/candidates/test_switchboard.py"],
+    "distprec/confirm.py": ["tests/test_confirm.py"],
+    "distprec/candidates/rewrites.py": ["tests/candidates/test_rewrites.py",
+                                        "tests/candidates/test_switchboard.py"],
 }
 
 SWAP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,

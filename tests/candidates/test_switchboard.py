@@ -126,3 +126,24 @@ def test_batched_form_needs_every_switched_rank():
         vi.type.tensor_type.ClearField("shape")
     with pytest.raises(ValueError, match="rank unknown"):
         build_switchboard(model, searchable, "fp16", emulate=True, batched=True)
+
+
+def plan_rank(board) -> int:
+    (vi,) = [i for i in board.model.graph.input if i.name == board.plan_input]
+    return len(vi.type.tensor_type.shape.dim)
+
+
+def test_int8_board_takes_one_plan_per_run_and_needs_calibration_ranges():
+    """The evaluator feeds a board by its ``batched`` flag: [B, N] rows when set, [N] when
+    not; an INT8 board declares [N], so it must not claim the batched form."""
+    from distprec.candidates.rewrites import calibrate
+
+    model, searchable, feeds = setup(planted_mlp(blocks=2).model, "int8")
+    ranges = calibrate(model, feeds)
+    board = build_switchboard(model, searchable, "int8", emulate=False, ranges_json=ranges)
+    assert not board.batched and plan_rank(board) == 1
+    with pytest.raises(ValueError, match="calibration ranges"):
+        build_switchboard(model, searchable, "int8", emulate=False)
+    with pytest.raises(ValueError, match="one plan per run"):
+        build_switchboard(model, searchable, "int8", emulate=False, ranges_json=ranges,
+                          batched=True)
