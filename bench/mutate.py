@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         tree = Path(tmp) / "repo"
         shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
             ".git", ".venv", "__pycache__", ".hypothesis", "*.onnx", "runs", "results"))
+        if (ROOT.parent / "shared").is_dir():  # the tests' real models sit beside the repo
+            (Path(tmp) / "shared").symlink_to((ROOT.parent / "shared").resolve())
         for module in args.modules:
             tests = MODULES.get(module)
             if tests is None:
