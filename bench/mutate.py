@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max", type=int, default=40,
                     help="mutants per module, sampled with --seed (0: all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", default="",
+                    help="comma-separated mutant numbers (#N as printed) to run again")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per test run")
     args = ap.parse_args(argv)
     total = killed = 0
@@ -182,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
             assert run_tests(tree, tests, args.timeout) == "survived", "tests fail unmutated"
             todo = mutants(module)
             n_all = len(todo)
-            if args.max and len(todo) > args.max:
+            if args.only:
+                todo = [m for m in todo if str(m.index) in args.only.split(",")]
+            elif args.max and len(todo) > args.max:
                 todo = sorted(random.Random(args.seed).sample(todo, args.max),
                               key=lambda m: m.index)
             original = (tree / module).read_text()
