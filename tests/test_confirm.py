@@ -100,3 +100,28 @@ def test_phases_add_up_in_the_reported_loop():
     assert total.lost_workers == ["w0", "w1"] and total.gone == ["w1"] and total.stalled
     _merge(total, LoopResult())
     assert total.stalled  # a later clean phase does not hide a stall
+
+
+def test_a_resumed_search_evaluates_no_seeded_plan_again():
+    """--resume seeds the verdicts of the journal: switchboard ones and candidate ones."""
+    first_calls = []
+    _, first, _ = confirmed_search(make, oracle_run(needs(BAD), needs(BAD), calls=first_calls))
+    switch = {e.keep: (e.verdict, None) for e in first.evaluations if e.via == "switchboard"}
+    real = {e.keep: (e.verdict, None) for e in first.evaluations if e.via == "candidate"}
+    outcome, loop, conf = confirmed_search(make, oracle_run(needs(BAD), needs(BAD)),
+                                           seed=(switch, real))
+    assert outcome.keep == BAD and outcome.minimal == "1-minimal" and conf.confirmed
+    assert loop.evaluations == []
+
+
+def test_a_switchboard_wrong_everywhere_hands_over_to_candidates():
+    """A switchboard that passes every plan (it misses every needed layer) would need a
+    confirmation for each wrong answer; after SWITCH_PASSES the search goes on candidates."""
+    from distprec.confirm import SWITCH_PASSES
+
+    calls = []
+    always = lambda keep: True  # noqa: E731
+    outcome, _, conf = confirmed_search(make, oracle_run(always, needs(BAD), calls=calls))
+    assert outcome.keep == BAD and outcome.minimal == "1-minimal" and conf.confirmed
+    searches = [via for via, plans in calls if plans and via == "switchboard"]
+    assert len(searches) <= SWITCH_PASSES and conf.passes == SWITCH_PASSES
