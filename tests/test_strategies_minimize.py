@@ -169,6 +169,17 @@ def test_budget_stops_and_claims_nothing():
     assert sim.outcome.minimal == "none"
 
 
+@pytest.mark.parametrize("workers", [1, 4])
+def test_a_budget_of_one_evaluates_the_start_only(workers):
+    """--budget 1 is the smallest valid budget: the start is judged, nothing is claimed."""
+    sim = simulate(Minimize(LAYERS, budget=1), needs(pick(4, 100)), workers)
+    assert sim.evaluations == 1 and sim.outcome.passed
+    assert sim.outcome.keep == frozenset(LAYERS) and sim.outcome.minimal == "none"
+    assert any("budget of 1" in n for n in sim.outcome.notes)
+    with pytest.raises(ValueError, match="at least 1"):
+        Minimize(LAYERS, budget=0)
+
+
 def test_errors_count_as_failing_and_are_reported():
     bad = pick(9)
     oracle = lambda keep: Verdict.PASS if bad <= keep else Verdict.ERROR  # noqa: E731
