@@ -125,3 +125,17 @@ def test_a_switchboard_wrong_everywhere_hands_over_to_candidates():
     assert outcome.keep == BAD and outcome.minimal == "1-minimal" and conf.confirmed
     searches = [via for via, plans in calls if plans and via == "switchboard"]
     assert len(searches) <= SWITCH_PASSES and conf.passes == SWITCH_PASSES
+
+
+def test_confirmation_is_announced_and_timed():
+    """The console shows the confirmation phase; result.json's confirm_s is its wall time."""
+    import time
+
+    events = []
+    t0 = time.perf_counter()
+    _, _, conf = confirmed_search(make, oracle_run(needs(BAD), needs(BAD)),
+                                  on_event=lambda kind, data: events.append((kind, data)))
+    wall = time.perf_counter() - t0
+    assert events == [("phase", {"name": "confirming on candidates (4 plans)"})]
+    assert 0 < conf.confirm_s <= wall
+    assert conf.record()["confirm_s"] == round(conf.confirm_s, 3)
