@@ -35,7 +35,9 @@ STRATEGY_TESTS = ["tests/test_strategies_prefix.py", "tests/test_strategies_mini
 MODULES: dict[str, list[str]] = {
     "distprec/checks.py": ["tests/test_checks.py"],
     "distprec/atomic.py": ["tests/test_atomic.py"],
-    "distprec/strategies/base.py": STRATEGY_TESTS,
+    # worst-first and sensitivity read the Info that tell() records
+    "distprec/strategies/base.py": [*STRATEGY_TESTS, "tests/test_strategies_worst_first.py",
+                                    "tests/test_strategies_sensitivity.py"],
     "distprec/strategies/prefix.py": ["tests/test_strategies_prefix.py",
                                       "tests/test_strategies_properties.py"],
     "distprec/strategies/minimize.py": ["tests/test_strategies_minimize.py",

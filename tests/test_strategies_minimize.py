@@ -266,3 +266,16 @@ def test_errors_are_noted_and_counted_as_failing_removals():
     assert any(n.startswith("1 single-layer removal(s) did not build or run")
                for n in sim.outcome.notes)
     assert sim.outcome.keep == bad
+
+
+def test_status_counts_the_layers_kept_so_far():
+    """The console shows status() with every plan sent, the first before anything is told."""
+    bad = pick(3, 150)
+    strategy = Minimize(LAYERS)
+    assert strategy.status()["kept"] == N
+    kept = []
+    while not strategy.done:
+        for keep in strategy.ask(2):
+            strategy.tell(keep, Verdict.PASS if bad <= keep else Verdict.FAIL)
+            kept.append(strategy.status()["kept"])
+    assert kept[-1] == len(bad) and kept == sorted(kept, reverse=True)
