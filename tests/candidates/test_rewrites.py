@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 
 from distprec.cache.calibration import calibration_ranges
 from distprec.candidates.backends import OrtBackend
@@ -150,3 +151,15 @@ def test_mixed_model_needs_ranges_for_int8(setup):
     model, searchable, _, _ = setup
     with pytest.raises(ValueError):
         mixed_model(model, Plan("int8", frozenset()), searchable, emulate=False)
+
+
+def test_int8_is_symmetric_as_tensorrt_takes_it(setup):
+    """TensorRT accepts Q/DQ with zero points of 0 only (symmetric activations and
+    weights); an asymmetric candidate would not build there."""
+    model, _, feeds, _ = setup
+    ranges, _ = calibration_ranges(model, feeds)
+    qdq = quantize_qdq(model, set(), ranges)
+    inits = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
+    zero_points = [n.input[2] for n in qdq.graph.node
+                   if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    assert zero_points and all(not inits[z].any() for z in zero_points)
