@@ -163,3 +163,16 @@ def test_int8_is_symmetric_as_tensorrt_takes_it(setup):
     zero_points = [n.input[2] for n in qdq.graph.node
                    if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
     assert zero_points and all(not inits[z].any() for z in zero_points)
+
+
+def test_fp16_keeps_the_converters_blocked_ops_and_bf16_does_not():
+    """FP16 follows onnxconverter-common, which keeps Max/Min/Resize/... in FP32; BF16 has
+    no such converter and lowers every op that has a BF16 form."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 2])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 2])
+    nodes = [onnx.helper.make_node("MatMul", ["x", "x"], ["m"], name="mm"),
+             onnx.helper.make_node("Max", ["m", "x"], ["y"], name="max")]
+    model = onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [x], [y]),
+                                   opset_imports=[onnx.helper.make_opsetid("", 17)])
+    assert not_low(model, "fp16") == {"max": "kept FP32 by the FP16 converter"}
+    assert not_low(model, "bf16") == {}
