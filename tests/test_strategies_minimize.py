@@ -169,6 +169,14 @@ def test_budget_stops_and_claims_nothing():
     assert sim.outcome.minimal == "none"
 
 
+@pytest.mark.parametrize("workers", [2, 8])
+@pytest.mark.parametrize("budget", [3, 20])
+def test_budget_caps_evaluations_with_plans_in_flight(workers, budget):
+    """Plans in flight count against --budget: W workers never push it past the cap."""
+    sim = simulate(Minimize(LAYERS, budget=budget), needs(pick(4, 100)), workers)
+    assert sim.evaluations == budget and sim.outcome.minimal == "none"
+
+
 @pytest.mark.parametrize("workers", [1, 4])
 def test_a_budget_of_one_evaluates_the_start_only(workers):
     """--budget 1 is the smallest valid budget: the start is judged, nothing is claimed."""
