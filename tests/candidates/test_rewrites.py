@@ -176,3 +176,32 @@ def test_fp16_keeps_the_converters_blocked_ops_and_bf16_does_not():
                                    opset_imports=[onnx.helper.make_opsetid("", 17)])
     assert not_low(model, "fp16") == {"max": "kept FP32 by the FP16 converter"}
     assert not_low(model, "bf16") == {}
+
+
+@pytest.mark.parametrize("emulate", [True, False])
+def test_a_weight_cache_across_plans_changes_no_candidate(setup, emulate):
+    """The evaluator keeps converted weights across plans (each converted once a search):
+    a candidate built with the cache, warm or cold, is the one built without it."""
+    model, searchable, _, _ = setup
+    cache: dict = {}
+    plans = [frozenset(), frozenset(sorted(searchable)[::2]), frozenset(sorted(searchable)[1::3])]
+    for keep in plans + plans:
+        plan = Plan("fp16", keep)
+        cached = mixed_model(model, plan, searchable, emulate=emulate, weights=cache)
+        plain = mixed_model(model, plan, searchable, emulate=emulate)
+        assert cached.SerializeToString() == plain.SerializeToString(), len(keep)
+    assert cache and all(key[2] is emulate for key in cache)
+
+
+def test_an_int8_plan_quantizes_every_searchable_layer_it_does_not_keep(setup):
+    model, _, feeds, _ = setup
+    ranges, _ = calibration_ranges(model, feeds)
+    int8 = {x.name for x in layer_table(model, not_low(model, "int8")) if x.searchable}
+    keep = frozenset(n for n in int8 if n.startswith("blk1/"))
+    candidate = mixed_model(model, Plan("int8", keep), int8, emulate=False, ranges_json=ranges)
+    want = quantize_qdq(model, {n.name for n in model.graph.node} - (int8 - keep), ranges)
+
+    def parts(m):  # the same nodes and weights, in whatever order
+        return (sorted(n.SerializeToString(deterministic=True) for n in m.graph.node),
+                sorted(t.SerializeToString(deterministic=True) for t in m.graph.initializer))
+    assert parts(candidate) == parts(want)
