@@ -205,3 +205,18 @@ def test_an_int8_plan_quantizes_every_searchable_layer_it_does_not_keep(setup):
         return (sorted(n.SerializeToString(deterministic=True) for n in m.graph.node),
                 sorted(t.SerializeToString(deterministic=True) for t in m.graph.initializer))
     assert parts(candidate) == parts(want)
+
+
+def test_what_can_run_low_shape_has_no_float_path_and_custom_ops_count():
+    """Shape's output is INT64 whatever its input: lowering it changes nothing, so it is no
+    layer to search. A custom op has no schema to ask: it is searchable (its runtime decides)."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 2])
+    s = onnx.helper.make_tensor_value_info("s", onnx.TensorProto.INT64, [2])
+    nodes = [onnx.helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             onnx.helper.make_node("Gelu", ["x"], ["g"], name="custom", domain="com.example")]
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph(nodes, "g", [x], [s]),
+        opset_imports=[onnx.helper.make_opsetid("", 17),
+                       onnx.helper.make_opsetid("com.example", 1)])
+    for precision in ("fp16", "bf16"):
+        assert not_low(model, precision) == {"shape": f"no {precision} form of this op"}
