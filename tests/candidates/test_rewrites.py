@@ -220,3 +220,19 @@ def test_what_can_run_low_shape_has_no_float_path_and_custom_ops_count():
                        onnx.helper.make_opsetid("com.example", 1)])
     for precision in ("fp16", "bf16"):
         assert not_low(model, precision) == {"shape": f"no {precision} form of this op"}
+
+
+@pytest.mark.parametrize("emulate", [True, False])
+def test_every_input_of_a_variadic_op_goes_low(emulate):
+    """Concat takes any number of inputs of one type: a low Concat reads all of them low."""
+    vi = onnx.helper.make_tensor_value_info
+    ins = [vi(n, onnx.TensorProto.FLOAT, [1, 2]) for n in ("a", "b", "c")]
+    node = onnx.helper.make_node("Concat", ["a", "b", "c"], ["y"], name="cat", axis=1)
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph([node], "g", ins, [vi("y", onnx.TensorProto.FLOAT, [1, 6])]),
+        opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
+    low = mixed_model(model, Plan("fp16", frozenset()), {"cat"}, emulate=emulate)
+    onnx.checker.check_model(low, full_check=True)
+    feed = {n: np.array([[1 + 2.0 ** -12, 3.0]], np.float32) for n in ("a", "b", "c")}
+    got = CPU.run(CPU.load(low), [feed])[0]["y"]
+    assert np.array_equal(got, np.tile(feed["a"].astype(np.float16).astype(np.float32), 3))
