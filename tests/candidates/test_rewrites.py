@@ -163,6 +163,11 @@ def test_int8_is_symmetric_as_tensorrt_takes_it(setup):
     zero_points = [n.input[2] for n in qdq.graph.node
                    if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
     assert zero_points and all(not inits[z].any() for z in zero_points)
+    # MatMul weights per output channel: one scale per channel, not one per tensor.
+    dq = {n.output[0]: n for n in qdq.graph.node if n.op_type == "DequantizeLinear"}
+    weight_scales = [inits[dq[n.input[1]].input[1]] for n in qdq.graph.node
+                     if n.op_type == "MatMul" and n.input[1] in dq]
+    assert weight_scales and all(s.size > 1 for s in weight_scales)
 
 
 def test_fp16_keeps_the_converters_blocked_ops_and_bf16_does_not():
@@ -236,3 +241,20 @@ def test_every_input_of_a_variadic_op_goes_low(emulate):
     feed = {n: np.array([[1 + 2.0 ** -12, 3.0]], np.float32) for n in ("a", "b", "c")}
     got = CPU.run(CPU.load(low), [feed])[0]["y"]
     assert np.array_equal(got, np.tile(feed["a"].astype(np.float16).astype(np.float32), 3))
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_inputs_of_a_fixed_type_stay_fp32(precision):
+    """Resize's scales are FP32 by its schema whatever the data's type: a low Resize reads
+    its data low and its scales as they are, or the model is invalid."""
+    vi = onnx.helper.make_tensor_value_info
+    scales = onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    node = onnx.helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up")
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph([node], "g", [vi("x", onnx.TensorProto.FLOAT, [1, 1, 2, 2])],
+                               [vi("y", onnx.TensorProto.FLOAT, [1, 1, 4, 4])], [scales]),
+        opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
+    low = cast_to_low_precision(model, {"up"}, LOW_TYPES[precision])
+    onnx.checker.check_model(low, full_check=True)
+    (up,) = [n for n in low.graph.node if n.name == "up"]
+    assert up.input[0] != "x" and up.input[2] == "scales"
