@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default="",
                     help="comma-separated mutant numbers (#N as printed) to run again")
+    ap.add_argument("--verbose", action="store_true", help="print killed mutants too")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per test run")
     args = ap.parse_args(argv)
     total = killed = 0
@@ -202,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  SURVIVED {module}:{m.line} #{m.index}: {m.change}", flush=True)
                     else:
                         k += 1
+                        if args.verbose:
+                            print(f"  {verdict} {module}:{m.line} #{m.index}: {m.change}",
+                                  flush=True)
             finally:
                 (tree / module).write_text(original)
             total, killed = total + len(todo), killed + k
