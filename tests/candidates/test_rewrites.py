@@ -258,3 +258,15 @@ def test_inputs_of_a_fixed_type_stay_fp32(precision):
     onnx.checker.check_model(low, full_check=True)
     (up,) = [n for n in low.graph.node if n.name == "up"]
     assert up.input[0] != "x" and up.input[2] == "scales"
+
+
+def test_emulation_rounds_a_value_once_between_two_low_layers(setup):
+    """A value one low layer writes is already rounded: the next low layer reads it as it
+    is, with no second Cast pair (one per value, not one per reader)."""
+    model, searchable, feeds, _ = setup
+    low = emulate_low_precision(model, set(searchable), LOW_TYPES["fp16"])
+    to = {n.output[0]: n.attribute[0].i for n in low.graph.node if n.op_type == "Cast"}
+    back = {y for y, t in to.items() if t == onnx.TensorProto.FLOAT}
+    again = [n.name for n in low.graph.node if n.op_type == "Cast"
+             and to[n.output[0]] == onnx.TensorProto.FLOAT16 and n.input[0] in back]
+    assert back and again == []
