@@ -35,12 +35,18 @@ STRATEGY_TESTS = ["tests/test_strategies_prefix.py", "tests/test_strategies_mini
 MODULES: dict[str, list[str]] = {
     "distprec/checks.py": ["tests/test_checks.py"],
     "distprec/atomic.py": ["tests/test_atomic.py"],
-    "distprec/strategies/base.py": STRATEGY_TESTS,
+    # worst-first and sensitivity read the Info that tell() records
+    "distprec/strategies/base.py": [*STRATEGY_TESTS, "tests/test_strategies_worst_first.py",
+                                    "tests/test_strategies_sensitivity.py"],
     "distprec/strategies/prefix.py": ["tests/test_strategies_prefix.py",
                                       "tests/test_strategies_properties.py"],
     "distprec/strategies/minimize.py": ["tests/test_strategies_minimize.py",
                                         "tests/test_strategies_properties.py"],
     "distprec/actors/loop.py": ["tests/actors/test_loop.py"],
+    "distprec/candidates/switchboard.py": ["tests/candidates/test_switchboard.py"],
+    "distprec/confirm.py": ["tests/test_confirm.py"],
+    "distprec/candidates/rewrites.py": ["tests/candidates/test_rewrites.py",
+                                        "tests/candidates/test_switchboard.py"],
 }
 
 SWAP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
@@ -161,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max", type=int, default=40,
                     help="mutants per module, sampled with --seed (0: all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", default="",
+                    help="comma-separated mutant numbers (#N as printed) to run again")
+    ap.add_argument("--verbose", action="store_true", help="print killed mutants too")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per test run")
     args = ap.parse_args(argv)
     total = killed = 0
@@ -168,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         tree = Path(tmp) / "repo"
         shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
             ".git", ".venv", "__pycache__", ".hypothesis", "*.onnx", "runs", "results"))
+        if (ROOT.parent / "shared").is_dir():  # the tests' real models sit beside the repo
+            (Path(tmp) / "shared").symlink_to((ROOT.parent / "shared").resolve())
         for module in args.modules:
             tests = MODULES.get(module)
             if tests is None:
@@ -176,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
             assert run_tests(tree, tests, args.timeout) == "survived", "tests fail unmutated"
             todo = mutants(module)
             n_all = len(todo)
-            if args.max and len(todo) > args.max:
+            if args.only:
+                todo = [m for m in todo if str(m.index) in args.only.split(",")]
+            elif args.max and len(todo) > args.max:
                 todo = sorted(random.Random(args.seed).sample(todo, args.max),
                               key=lambda m: m.index)
             original = (tree / module).read_text()
@@ -190,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  SURVIVED {module}:{m.line} #{m.index}: {m.change}", flush=True)
                     else:
                         k += 1
+                        if args.verbose:
+                            print(f"  {verdict} {module}:{m.line} #{m.index}: {m.change}",
+                                  flush=True)
             finally:
                 (tree / module).write_text(original)
             total, killed = total + len(todo), killed + k

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distprec.checks import CheckSpec, make_check, parse_tolerances
+from distprec.checks import CheckSpec, make_check, parse_stats, parse_tolerances
 from distprec.errors import InputError
 
 
@@ -135,3 +135,40 @@ def test_describe_names_every_criterion(tmp_path):
     assert spec.describe() == (f"atol 0.1,out:0.2, rtol 0.01, median, per iteration "
                                f"(Polygraphy), cosine >= 0.99, "
                                f"top-5 indices, func {func}:check")
+
+
+def test_check_error_stat_parses_polygraphy_forms():
+    assert parse_stats(None) == ("elemwise", ())
+    assert parse_stats("mean") == ("mean", ())
+    assert parse_stats(["max", "out:median"]) == ("max", (("out", "median"),))
+    assert parse_stats("out:quantile,max") == ("max", (("out", "quantile"),))
+    with pytest.raises(InputError, match="'avg' is not one of"):
+        parse_stats("out:avg")
+
+
+def test_per_output_statistic_decides_that_output():
+    got = np.zeros(100)
+    got[-3:] = 1.0  # three outliers: max fails, median passes
+    spec = CheckSpec(atol=(("", 0.1),), rtol=(("", 0.0),), stat="max", stats=(("y", "median"),))
+    assert run(spec, np.zeros(100), got)
+    assert not run(spec, np.zeros(100), got, name="z")
+
+
+def two_samples(spec, bad_sample):
+    """One output over two samples; one sample is off by 0.3 everywhere, the other exact."""
+    want = [np.linspace(1.0, 2.0, 10), np.linspace(1.0, 2.0, 10)]
+    got = [w.copy() for w in want]
+    got[bad_sample] += 0.3
+    return make_check(spec)([{"y": w} for w in want], [{"y": g} for g in got])
+
+
+@pytest.mark.parametrize("bad_sample", [0, 1])
+def test_per_iteration_pooling_fails_an_output_that_the_pooled_mean_passes(bad_sample):
+    # Mean abs error: 0.3 on the bad sample, 0.15 pooled; atol 0.2 splits them.
+    tol = dict(atol=(("", 0.2),), rtol=(("", 0.0),), stat="mean")
+    per = two_samples(CheckSpec(**tol, pooling="iteration"), bad_sample)
+    assert not per and f"iteration {bad_sample}" in per.reason
+    assert "(1 of 2 iterations fail)" in per.reason
+    assert per.outputs["y"]["failed_iterations"] == 1
+    pooled = two_samples(CheckSpec(**tol, pooling="pooled"), bad_sample)
+    assert pooled and "failed_iterations" not in pooled.outputs["y"]

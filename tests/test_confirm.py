@@ -77,3 +77,65 @@ def test_replayed_passes_evaluate_no_plan_twice_on_the_same_way():
     _, loop, _ = confirmed_search(make, oracle_run(needs(BAD), needs(real_bad)))
     seen = [(e.keep, e.via) for e in loop.evaluations]
     assert len(seen) == len(set(seen))
+
+
+def test_phases_add_up_in_the_reported_loop():
+    """Search and confirmation run one after another: result.json's rounds, depths and
+    fault counts must cover both phases, not only the last one."""
+    from distprec.confirm import _merge
+
+    a, b = frozenset({"L0001"}), frozenset({"L0002"})
+    total = LoopResult()
+    first = LoopResult([Evaluation(a, Verdict.PASS)], depth={a: 2}, rounds=2, cancelled=1,
+                       driver_s=0.5, wall_s=2.0, lost_workers=["w0"], restarts=1, requeued=1)
+    second = LoopResult([Evaluation(b, Verdict.FAIL)], depth={b: 1}, rounds=1, cancelled=2,
+                        driver_s=0.25, wall_s=1.0, lost_workers=["w1"], gone=["w1"],
+                        requeued=2, timeouts=3, stalled=True)
+    _merge(total, first)
+    _merge(total, second)
+    assert [e.keep for e in total.evaluations] == [a, b]
+    assert total.depth == {a: 2, b: 3} and total.rounds == 3  # b ran after a's two rounds
+    assert (total.cancelled, total.requeued, total.restarts, total.timeouts) == (3, 3, 1, 3)
+    assert total.driver_s == 0.75 and total.wall_s == 3.0
+    assert total.lost_workers == ["w0", "w1"] and total.gone == ["w1"] and total.stalled
+    _merge(total, LoopResult())
+    assert total.stalled  # a later clean phase does not hide a stall
+
+
+def test_a_resumed_search_evaluates_no_seeded_plan_again():
+    """--resume seeds the verdicts of the journal: switchboard ones and candidate ones."""
+    first_calls = []
+    _, first, _ = confirmed_search(make, oracle_run(needs(BAD), needs(BAD), calls=first_calls))
+    switch = {e.keep: (e.verdict, None) for e in first.evaluations if e.via == "switchboard"}
+    real = {e.keep: (e.verdict, None) for e in first.evaluations if e.via == "candidate"}
+    outcome, loop, conf = confirmed_search(make, oracle_run(needs(BAD), needs(BAD)),
+                                           seed=(switch, real))
+    assert outcome.keep == BAD and outcome.minimal == "1-minimal" and conf.confirmed
+    assert loop.evaluations == []
+
+
+def test_a_switchboard_wrong_everywhere_hands_over_to_candidates():
+    """A switchboard that passes every plan (it misses every needed layer) would need a
+    confirmation for each wrong answer; after SWITCH_PASSES the search goes on candidates."""
+    from distprec.confirm import SWITCH_PASSES
+
+    calls = []
+    always = lambda keep: True  # noqa: E731
+    outcome, _, conf = confirmed_search(make, oracle_run(always, needs(BAD), calls=calls))
+    assert outcome.keep == BAD and outcome.minimal == "1-minimal" and conf.confirmed
+    searches = [via for via, plans in calls if plans and via == "switchboard"]
+    assert len(searches) <= SWITCH_PASSES and conf.passes == SWITCH_PASSES
+
+
+def test_confirmation_is_announced_and_timed():
+    """The console shows the confirmation phase; result.json's confirm_s is its wall time."""
+    import time
+
+    events = []
+    t0 = time.perf_counter()
+    _, _, conf = confirmed_search(make, oracle_run(needs(BAD), needs(BAD)),
+                                  on_event=lambda kind, data: events.append((kind, data)))
+    wall = time.perf_counter() - t0
+    assert events == [("phase", {"name": "confirming on candidates (4 plans)"})]
+    assert 0 < conf.confirm_s <= wall
+    assert conf.record()["confirm_s"] == round(conf.confirm_s, 3)

@@ -169,6 +169,25 @@ def test_budget_stops_and_claims_nothing():
     assert sim.outcome.minimal == "none"
 
 
+@pytest.mark.parametrize("workers", [2, 8])
+@pytest.mark.parametrize("budget", [3, 20])
+def test_budget_caps_evaluations_with_plans_in_flight(workers, budget):
+    """Plans in flight count against --budget: W workers never push it past the cap."""
+    sim = simulate(Minimize(LAYERS, budget=budget), needs(pick(4, 100)), workers)
+    assert sim.evaluations == budget and sim.outcome.minimal == "none"
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_a_budget_of_one_evaluates_the_start_only(workers):
+    """--budget 1 is the smallest valid budget: the start is judged, nothing is claimed."""
+    sim = simulate(Minimize(LAYERS, budget=1), needs(pick(4, 100)), workers)
+    assert sim.evaluations == 1 and sim.outcome.passed
+    assert sim.outcome.keep == frozenset(LAYERS) and sim.outcome.minimal == "none"
+    assert any("budget of 1" in n for n in sim.outcome.notes)
+    with pytest.raises(ValueError, match="at least 1"):
+        Minimize(LAYERS, budget=0)
+
+
 def test_errors_count_as_failing_and_are_reported():
     bad = pick(9)
     oracle = lambda keep: Verdict.PASS if bad <= keep else Verdict.ERROR  # noqa: E731
@@ -255,3 +274,16 @@ def test_errors_are_noted_and_counted_as_failing_removals():
     assert any(n.startswith("1 single-layer removal(s) did not build or run")
                for n in sim.outcome.notes)
     assert sim.outcome.keep == bad
+
+
+def test_status_counts_the_layers_kept_so_far():
+    """The console shows status() with every plan sent, the first before anything is told."""
+    bad = pick(3, 150)
+    strategy = Minimize(LAYERS)
+    assert strategy.status()["kept"] == N
+    kept = []
+    while not strategy.done:
+        for keep in strategy.ask(2):
+            strategy.tell(keep, Verdict.PASS if bad <= keep else Verdict.FAIL)
+            kept.append(strategy.status()["kept"])
+    assert kept[-1] == len(bad) and kept == sorted(kept, reverse=True)

@@ -140,3 +140,20 @@ def test_unknown_strategy_and_direction():
         make_strategy("annealing", LAYERS)
     with pytest.raises(ValueError):
         Bisect(LAYERS, "sideways")
+
+
+@pytest.mark.parametrize("k", [1, 37, 100])
+@pytest.mark.parametrize("workers", [2, 4])
+def test_status_reports_the_round_running_and_its_points(k, workers):
+    """The console shows status(): its round is the one the plans in flight belong to."""
+    strategy, oracle, rounds = Bisect(LAYERS), needs_prefix(k), 0
+    while not strategy.done:
+        plans = strategy.ask(workers)
+        rounds += 1
+        status = strategy.status()
+        assert status["round"] == rounds and status["points"] == len(plans)
+        lo, hi = status["bounds"]
+        if rounds > 1:  # later rounds split the open interval between the bounds
+            assert all(lo < len(keep) < hi for keep in plans)
+        for keep in plans:
+            strategy.tell(keep, Verdict.PASS if oracle(keep) else Verdict.FAIL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 
 from distprec.cache.calibration import calibration_ranges
 from distprec.candidates.backends import OrtBackend
@@ -150,3 +151,122 @@ def test_mixed_model_needs_ranges_for_int8(setup):
     model, searchable, _, _ = setup
     with pytest.raises(ValueError):
         mixed_model(model, Plan("int8", frozenset()), searchable, emulate=False)
+
+
+def test_int8_is_symmetric_as_tensorrt_takes_it(setup):
+    """TensorRT accepts Q/DQ with zero points of 0 only (symmetric activations and
+    weights); an asymmetric candidate would not build there."""
+    model, _, feeds, _ = setup
+    ranges, _ = calibration_ranges(model, feeds)
+    qdq = quantize_qdq(model, set(), ranges)
+    inits = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
+    zero_points = [n.input[2] for n in qdq.graph.node
+                   if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    assert zero_points and all(not inits[z].any() for z in zero_points)
+    # MatMul weights per output channel: one scale per channel, not one per tensor.
+    dq = {n.output[0]: n for n in qdq.graph.node if n.op_type == "DequantizeLinear"}
+    weight_scales = [inits[dq[n.input[1]].input[1]] for n in qdq.graph.node
+                     if n.op_type == "MatMul" and n.input[1] in dq]
+    assert weight_scales and all(s.size > 1 for s in weight_scales)
+
+
+def test_fp16_keeps_the_converters_blocked_ops_and_bf16_does_not():
+    """FP16 follows onnxconverter-common, which keeps Max/Min/Resize/... in FP32; BF16 has
+    no such converter and lowers every op that has a BF16 form."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 2])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 2])
+    nodes = [onnx.helper.make_node("MatMul", ["x", "x"], ["m"], name="mm"),
+             onnx.helper.make_node("Max", ["m", "x"], ["y"], name="max")]
+    model = onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [x], [y]),
+                                   opset_imports=[onnx.helper.make_opsetid("", 17)])
+    assert not_low(model, "fp16") == {"max": "kept FP32 by the FP16 converter"}
+    assert not_low(model, "bf16") == {}
+
+
+@pytest.mark.parametrize("emulate", [True, False])
+def test_a_weight_cache_across_plans_changes_no_candidate(setup, emulate):
+    """The evaluator keeps converted weights across plans (each converted once a search):
+    a candidate built with the cache, warm or cold, is the one built without it."""
+    model, searchable, _, _ = setup
+    cache: dict = {}
+    plans = [frozenset(), frozenset(sorted(searchable)[::2]), frozenset(sorted(searchable)[1::3])]
+    for keep in plans + plans:
+        plan = Plan("fp16", keep)
+        cached = mixed_model(model, plan, searchable, emulate=emulate, weights=cache)
+        plain = mixed_model(model, plan, searchable, emulate=emulate)
+        assert cached.SerializeToString() == plain.SerializeToString(), len(keep)
+    assert cache and all(key[2] is emulate for key in cache)
+
+
+def test_an_int8_plan_quantizes_every_searchable_layer_it_does_not_keep(setup):
+    model, _, feeds, _ = setup
+    ranges, _ = calibration_ranges(model, feeds)
+    int8 = {x.name for x in layer_table(model, not_low(model, "int8")) if x.searchable}
+    keep = frozenset(n for n in int8 if n.startswith("blk1/"))
+    candidate = mixed_model(model, Plan("int8", keep), int8, emulate=False, ranges_json=ranges)
+    want = quantize_qdq(model, {n.name for n in model.graph.node} - (int8 - keep), ranges)
+
+    def parts(m):  # the same nodes and weights, in whatever order
+        return (sorted(n.SerializeToString(deterministic=True) for n in m.graph.node),
+                sorted(t.SerializeToString(deterministic=True) for t in m.graph.initializer))
+    assert parts(candidate) == parts(want)
+
+
+def test_what_can_run_low_shape_has_no_float_path_and_custom_ops_count():
+    """Shape's output is INT64 whatever its input: lowering it changes nothing, so it is no
+    layer to search. A custom op has no schema to ask: it is searchable (its runtime decides)."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 2])
+    s = onnx.helper.make_tensor_value_info("s", onnx.TensorProto.INT64, [2])
+    nodes = [onnx.helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             onnx.helper.make_node("Gelu", ["x"], ["g"], name="custom", domain="com.example")]
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph(nodes, "g", [x], [s]),
+        opset_imports=[onnx.helper.make_opsetid("", 17),
+                       onnx.helper.make_opsetid("com.example", 1)])
+    for precision in ("fp16", "bf16"):
+        assert not_low(model, precision) == {"shape": f"no {precision} form of this op"}
+
+
+@pytest.mark.parametrize("emulate", [True, False])
+def test_every_input_of_a_variadic_op_goes_low(emulate):
+    """Concat takes any number of inputs of one type: a low Concat reads all of them low."""
+    vi = onnx.helper.make_tensor_value_info
+    ins = [vi(n, onnx.TensorProto.FLOAT, [1, 2]) for n in ("a", "b", "c")]
+    node = onnx.helper.make_node("Concat", ["a", "b", "c"], ["y"], name="cat", axis=1)
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph([node], "g", ins, [vi("y", onnx.TensorProto.FLOAT, [1, 6])]),
+        opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
+    low = mixed_model(model, Plan("fp16", frozenset()), {"cat"}, emulate=emulate)
+    onnx.checker.check_model(low, full_check=True)
+    feed = {n: np.array([[1 + 2.0 ** -12, 3.0]], np.float32) for n in ("a", "b", "c")}
+    got = CPU.run(CPU.load(low), [feed])[0]["y"]
+    assert np.array_equal(got, np.tile(feed["a"].astype(np.float16).astype(np.float32), 3))
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_inputs_of_a_fixed_type_stay_fp32(precision):
+    """Resize's scales are FP32 by its schema whatever the data's type: a low Resize reads
+    its data low and its scales as they are, or the model is invalid."""
+    vi = onnx.helper.make_tensor_value_info
+    scales = onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    node = onnx.helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up")
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph([node], "g", [vi("x", onnx.TensorProto.FLOAT, [1, 1, 2, 2])],
+                               [vi("y", onnx.TensorProto.FLOAT, [1, 1, 4, 4])], [scales]),
+        opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
+    low = cast_to_low_precision(model, {"up"}, LOW_TYPES[precision])
+    onnx.checker.check_model(low, full_check=True)
+    (up,) = [n for n in low.graph.node if n.name == "up"]
+    assert up.input[0] != "x" and up.input[2] == "scales"
+
+
+def test_emulation_rounds_a_value_once_between_two_low_layers(setup):
+    """A value one low layer writes is already rounded: the next low layer reads it as it
+    is, with no second Cast pair (one per value, not one per reader)."""
+    model, searchable, feeds, _ = setup
+    low = emulate_low_precision(model, set(searchable), LOW_TYPES["fp16"])
+    to = {n.output[0]: n.attribute[0].i for n in low.graph.node if n.op_type == "Cast"}
+    back = {y for y, t in to.items() if t == onnx.TensorProto.FLOAT}
+    again = [n.name for n in low.graph.node if n.op_type == "Cast"
+             and to[n.output[0]] == onnx.TensorProto.FLOAT16 and n.input[0] in back]
+    assert back and again == []

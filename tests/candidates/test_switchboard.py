@@ -126,3 +126,41 @@ def test_batched_form_needs_every_switched_rank():
         vi.type.tensor_type.ClearField("shape")
     with pytest.raises(ValueError, match="rank unknown"):
         build_switchboard(model, searchable, "fp16", emulate=True, batched=True)
+
+
+def plan_rank(board) -> int:
+    (vi,) = [i for i in board.model.graph.input if i.name == board.plan_input]
+    return len(vi.type.tensor_type.shape.dim)
+
+
+def test_int8_board_takes_one_plan_per_run_and_needs_calibration_ranges():
+    """The evaluator feeds a board by its ``batched`` flag: [B, N] rows when set, [N] when
+    not; an INT8 board declares [N], so it must not claim the batched form."""
+    from distprec.candidates.rewrites import calibrate
+
+    model, searchable, feeds = setup(planted_mlp(blocks=2).model, "int8")
+    ranges = calibrate(model, feeds)
+    board = build_switchboard(model, searchable, "int8", emulate=False, ranges_json=ranges)
+    assert not board.batched and plan_rank(board) == 1
+    with pytest.raises(ValueError, match="calibration ranges"):
+        build_switchboard(model, searchable, "int8", emulate=False)
+    with pytest.raises(ValueError, match="one plan per run"):
+        build_switchboard(model, searchable, "int8", emulate=False, ranges_json=ranges,
+                          batched=True)
+
+
+def test_real_kernel_switchboard_equals_cast_candidates_unfused():
+    """The CUDA form (FP16 kernels between Casts) run where ONNX Runtime's CPU provider has
+    FP16 kernels (MatMul, Add, Relu): unfused, each plan gives its candidate's outputs."""
+    model, searchable, feeds = setup(planted_mlp(blocks=3).model)
+    board = build_switchboard(model, searchable, "fp16", emulate=False)
+    onnx.checker.check_model(board.model, full_check=True)
+    backend = OrtBackend("cpu", fuse=False)
+    session = backend.load(board.model)
+    seen = set()
+    for keep in random_plans(searchable, 4):
+        got = backend.run(session, [{**feeds[0], PLAN_INPUT: board.mask(keep)}])[0]
+        candidate = mixed_model(model, Plan("fp16", keep), searchable, emulate=False)
+        assert outputs_equal(got, backend.run(backend.load(candidate), feeds)[0]), len(keep)
+        seen.add(got["logits"].tobytes())
+    assert len(seen) > 1  # the plan input changes the outputs: the switch is live
