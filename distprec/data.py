@@ -22,6 +22,7 @@ from onnx import helper
 from distprec.atomic import write_bytes
 from distprec.candidates.model import graph_inputs
 from distprec.errors import InputError
+from distprec.usercode import guarded
 
 Feed = dict[str, np.ndarray]
 HASH_KEY = "__distprec_model_hash__"
@@ -188,10 +189,8 @@ def _cast_float64(feed: Feed, specs: list[InputSpec], origin) -> Feed:
 def feeds_from_script(spec: str, specs: list[InputSpec]) -> list[Feed]:
     """Polygraphy's ``--data-loader-script file.py:func`` (func defaults to load_data)."""
     func = load_user_function(spec, default="load_data")
-    try:
-        feeds = [dict(f) for f in func()]
-    except Exception as exc:
-        raise InputError(f"data loader {spec} failed: {type(exc).__name__}: {exc}") from None
+    where = f"{spec.partition(':')[0]}:{spec.partition(':')[2] or 'load_data'}"
+    feeds = guarded(where, "data loader", lambda: [dict(f) for f in func()])
     return check_feeds(feeds, specs, spec)
 
 
@@ -301,12 +300,11 @@ def load_user_function(spec: str, default: str):
     path = Path(file)
     if not path.is_file():
         raise InputError(f"script not found: {file}")
-    try:
-        module_spec = importlib.util.spec_from_file_location(f"distprec_user_{path.stem}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        raise InputError(f"cannot import {file}: {type(exc).__name__}: {exc}") from None
+    module_spec = importlib.util.spec_from_file_location(f"distprec_user_{path.stem}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise InputError(f"cannot import {file}: not a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    guarded(file, "importing it", module_spec.loader.exec_module, module)
     func = getattr(module, name, None)
     if not callable(func):
         raise InputError(f"{file} has no function {name!r}")
