@@ -22,6 +22,7 @@ from onnx import helper
 from distprec.atomic import write_bytes
 from distprec.candidates.model import graph_inputs
 from distprec.errors import InputError
+from distprec.npzsafe import read_npz
 from distprec.usercode import guarded
 
 Feed = dict[str, np.ndarray]
@@ -312,11 +313,7 @@ def load_user_function(spec: str, default: str):
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except Exception as exc:
-        raise InputError(f"cannot read {path} as .npz: {type(exc).__name__}: {exc}") from None
+    return read_npz(path)  # headers checked and sizes bounded before decompression
 
 
 def _split_samples(arrays: dict[str, np.ndarray], specs: list[InputSpec], path: Path) -> list[Feed]:
