@@ -267,31 +267,35 @@ def _read_outputs(path: Path, model_hash: str, runner: str | None) -> list[Feed]
 
 
 def read_layer_names(path: str | Path, model_hash: str) -> list[str]:
-    """Layer names from a result.json (its high_precision_layers) or a text file.
+    """Layer names from a result.json (its high_precision_layers), a JSON list, or a text
+    file of one name per line.
 
-    A text file holds names separated by newlines or commas. A result made for another
-    model (its model_hash differs) is refused: same-named layers of other weights are not
-    the same answer.
+    Names are taken whole: a name may hold commas, quotes, colons and inner spaces (lines
+    are stripped at their ends). A result made for another model (its model_hash differs)
+    is refused: same-named layers of other weights are not the same answer.
     """
     file = Path(path)
     if not file.is_file():
         raise InputError(f"layer file not found: {path}")
     try:
-        text = file.read_text()
+        text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a text file of layer names") from None
-    if file.suffix == ".json":
-        try:
-            data = json.loads(text)
-            names = data["high_precision_layers"]
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise TypeError
-        except Exception:
-            raise InputError(f"{path}: no high_precision_layers list in it") from None
-        if data.get("model_hash") not in (None, model_hash):
-            raise InputError(f"{path} was made for another model (model_hash differs)")
-        return names
-    return [n.strip() for line in text.splitlines() for n in line.split(",") if n.strip()]
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if file.suffix == ".json":
+            raise InputError(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from None
+        data = None
+    if file.suffix != ".json" and not isinstance(data, (list, dict)):
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    names = data.get("high_precision_layers") if isinstance(data, dict) else data
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InputError(f"{path}: no high_precision_layers list of names in it (a "
+                         "result.json, a JSON list of names, or one name per line)")
+    if isinstance(data, dict) and data.get("model_hash") not in (None, model_hash):
+        raise InputError(f"{path} was made for another model (model_hash differs)")
+    return names
 
 
 def load_user_function(spec: str, default: str):
