@@ -65,16 +65,38 @@ class CheckResult:
 
 
 
+def _items(text: str | list | None, valid) -> list[str]:
+    """``name:value`` items of a flag: argv elements (Polygraphy's form) or a string split
+    on whitespace, then on commas, a piece that is no item alone joined to the next: an
+    output named ``a,b`` survives ``a,b:1e-3,c:1e-2``, and inside one argv element, spaces."""
+    elements = (list(text) if isinstance(text, (list, tuple)) else (text or "").split())
+    out: list[str] = []
+    for element in elements:
+        pending = ""
+        for piece in element.split(","):
+            pending = f"{pending},{piece}" if pending else piece
+            if valid(pending):
+                out.append(pending)
+                pending = ""
+        if pending:
+            out.append(pending)  # refused by the caller, with its own message
+    return [item for item in out if item]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_tolerances(text: str | list | None, flag: str,
                      default: float) -> tuple[tuple[str, float], ...]:
     """``1e-3`` or ``out0:1e-3,out1:1e-2`` or Polygraphy's space-separated ``1e-3 out:1e-4``
-    (bare value = default for all outputs)."""
+    (bare value = default for all outputs). Output names may hold commas and colons."""
     table: dict[str, float] = {"": default}
-    if isinstance(text, (list, tuple)):
-        text = " ".join(text)
-    for item in (text or "").replace(" ", ",").split(","):
-        if not item:
-            continue
+    for item in _items(text, lambda t: _is_number(t.rpartition(":")[2])):
         name, _, value = item.rpartition(":")
         try:
             number = float(value)
@@ -88,10 +110,8 @@ def parse_tolerances(text: str | list | None, flag: str,
 
 def parse_stats(text: str | list | None) -> tuple[str, tuple[tuple[str, str], ...]]:
     """``--check-error-stat mean`` or Polygraphy's ``max out:mean`` -> (default, per output)."""
-    if isinstance(text, (list, tuple)):
-        text = " ".join(text)
     default, per = "elemwise", {}
-    for item in (text or "").replace(",", " ").split():
+    for item in _items(text, lambda t: t.rpartition(":")[2] in STATS):
         name, _, stat = item.rpartition(":")
         if stat not in STATS:
             raise InputError(f"--check-error-stat: {stat!r} is not one of {', '.join(STATS)}")
