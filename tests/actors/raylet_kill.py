@@ -1,5 +1,5 @@
 """Run by test_raylet_kill.py in its own process: a local three-node Ray cluster
-(ray.cluster_utils) whose one worker node is removed, raylet and all, mid-search.
+(ray.cluster_utils) whose one worker node is removed, raylet and all, mid-search: the node of the worker that was just handed a plan.
 
 Prints one JSON line: the clean and the faulted outcome, the losses the loop counted.
 """
@@ -40,16 +40,19 @@ def main(folder: str, strategy: str, at: int) -> None:
     def run(kill_at: int | None):
         workers = start_workers(setup_ref, "cpu", 2, resources={"slot": 1}, max_restarts=3)
         by_id = {n.node_id: n for n in nodes}
-        victim = next((by_id[w.node_id] for w in workers if w.node_id in by_id), None)
+        node_of = {w.name: by_id.get(w.node_id) for w in workers}  # None: on the head
         starts, killed = 0, []
 
         def on_event(kind, data):
+            """From the kill_at-th start on: the node of the worker just handed a plan
+            (the head is spared: the driver lives there)."""
             nonlocal starts
             if kind == "start":
                 starts += 1
-                if kill_at is not None and starts == kill_at and victim and not killed:
-                    cluster.remove_node(victim, allow_graceful=False)
-                    killed.append(victim.node_id)
+                node = node_of.get(data["worker"])
+                if kill_at is not None and starts >= kill_at and node and not killed:
+                    cluster.remove_node(node, allow_graceful=False)
+                    killed.append(node.node_id)
 
         s = make_strategy(strategy, prep.searchable, "forward")
         try:
