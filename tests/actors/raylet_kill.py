@@ -1,5 +1,6 @@
 """Run by test_raylet_kill.py in its own process: a local three-node Ray cluster
-(ray.cluster_utils) whose one worker node is removed, raylet and all, mid-search: the node of the worker that was just handed a plan.
+(ray.cluster_utils) whose one worker node is removed, raylet and all, mid-search: the
+node of a worker that was just handed a plan.
 
 Prints one JSON line: the clean and the faulted outcome, the losses the loop counted.
 """
