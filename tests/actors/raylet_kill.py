@@ -27,14 +27,18 @@ def main(folder: str, strategy: str, at: int) -> None:
     model = planted_mlp(blocks=8, plants=PLANTS)
     path = f"{folder}/planted.onnx"
     write_bytes(path, model.model.SerializeToString())
+    slow = f"{folder}/slow.py"  # each check takes 2 s: the kill lands mid-evaluation
+    with open(slow, "w") as f:
+        f.write("import time\n\ndef check(golden, outputs):\n    time.sleep(2)\n"
+                "    return True\n")
     cluster = Cluster(initialize_head=True,
                       head_node_args={"num_cpus": 1, "resources": {"slot": 1}})
     nodes = [cluster.add_node(num_cpus=1, resources={"slot": 1}) for _ in range(2)]
     ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
     cluster.wait_for_nodes()
     cfg = SearchConfig(model=path, precision="fp16", device="cpu", samples=2,
-                       check=dataclasses.replace(CHECK), evaluate="candidate",
-                       layer_errors="none")
+                       check=dataclasses.replace(CHECK, check_func=f"{slow}:check"),
+                       evaluate="candidate", layer_errors="none")
     prep = prepare(cfg)
     setup_ref = ray.put(prep.setup(cfg))
 
