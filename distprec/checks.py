@@ -12,6 +12,7 @@ import numpy as np
 
 from distprec.data import Feed, load_user_function
 from distprec.errors import InputError
+from distprec.usercode import guarded
 
 STATS = ("elemwise", "max", "mean", "median", "quantile")
 #: iteration: each sample judged alone, a plan passes only if all pass (``polygraphy run``);
@@ -64,16 +65,38 @@ class CheckResult:
 
 
 
+def _items(text: str | list | None, valid) -> list[str]:
+    """``name:value`` items of a flag: argv elements (Polygraphy's form) or a string split
+    on whitespace, then on commas, a piece that is no item alone joined to the next: an
+    output named ``a,b`` survives ``a,b:1e-3,c:1e-2``, and inside one argv element, spaces."""
+    elements = (list(text) if isinstance(text, (list, tuple)) else (text or "").split())
+    out: list[str] = []
+    for element in elements:
+        pending = ""
+        for piece in element.split(","):
+            pending = f"{pending},{piece}" if pending else piece
+            if valid(pending):
+                out.append(pending)
+                pending = ""
+        if pending:
+            out.append(pending)  # refused by the caller, with its own message
+    return [item for item in out if item]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_tolerances(text: str | list | None, flag: str,
                      default: float) -> tuple[tuple[str, float], ...]:
     """``1e-3`` or ``out0:1e-3,out1:1e-2`` or Polygraphy's space-separated ``1e-3 out:1e-4``
-    (bare value = default for all outputs)."""
+    (bare value = default for all outputs). Output names may hold commas and colons."""
     table: dict[str, float] = {"": default}
-    if isinstance(text, (list, tuple)):
-        text = " ".join(text)
-    for item in (text or "").replace(" ", ",").split(","):
-        if not item:
-            continue
+    for item in _items(text, lambda t: _is_number(t.rpartition(":")[2])):
         name, _, value = item.rpartition(":")
         try:
             number = float(value)
@@ -87,10 +110,8 @@ def parse_tolerances(text: str | list | None, flag: str,
 
 def parse_stats(text: str | list | None) -> tuple[str, tuple[tuple[str, str], ...]]:
     """``--check-error-stat mean`` or Polygraphy's ``max out:mean`` -> (default, per output)."""
-    if isinstance(text, (list, tuple)):
-        text = " ".join(text)
     default, per = "elemwise", {}
-    for item in (text or "").replace(",", " ").split():
+    for item in _items(text, lambda t: t.rpartition(":")[2] in STATS):
         name, _, stat = item.rpartition(":")
         if stat not in STATS:
             raise InputError(f"--check-error-stat: {stat!r} is not one of {', '.join(STATS)}")
@@ -223,13 +244,50 @@ def _top_k_agree(golden: list[Feed], outputs: list[Feed], name: str, k: int) -> 
 
 
 def _call_user(func, golden, outputs) -> tuple[bool, float]:
-    """A check function returns a bool, or (bool, figure)."""
-    value = func(golden, outputs)
-    if isinstance(value, tuple):
-        passed, figure = value[0], value[1]
-    else:
-        passed, figure = value, float("nan")
+    """A check function returns a bool, or (bool, figure). In a worker, sys.exit is an error
+    verdict of this plan, not a lost worker (which would be retried on every worker)."""
+    try:
+        value = func(golden, outputs)
+    except SystemExit as exc:
+        raise RuntimeError(f"check function called sys.exit({exc.code!r})") from None
+    return verdict_of(value)
+
+
+def verdict_of(value) -> tuple[bool, float]:
+    """(passed, figure) of what a check function returned; anything but a bool or a
+    (bool, number) pair is a TypeError: ``bool("fail")`` would be a silent pass."""
+    passed, figure = value if isinstance(value, tuple) and len(value) == 2 else (value, None)
+    if not isinstance(passed, (bool, np.bool_)):
+        raise TypeError(f"returned {_kind(value)}, not a bool or a (bool, number) pair")
+    if figure is None:
+        return bool(passed), float("nan")
+    if isinstance(figure, (bool, np.bool_)) or not isinstance(figure, (int, float, np.number)):
+        raise TypeError(f"returned (bool, {_kind(figure)}), not a (bool, number) pair")
     return bool(passed), float(figure)
+
+
+def _kind(value) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+def refuse_bad_check_func(spec: str, golden: list[Feed]) -> None:
+    """Run ``--check-func`` once on golden against golden, in the driver, before the
+    search: one that raises, exits, hangs, returns something else than a verdict, or fails
+    there can never pass a plan, and would cost a whole search to find out."""
+    func = load_user_function(spec, "check")
+    file, _, name = spec.partition(":")
+    where = f"{file}:{name or 'check'}"
+    copy = [{k: np.array(v, copy=True) for k, v in g.items()} for g in golden]
+    value = guarded(where, "check function", func, golden, copy)
+    try:
+        passed, _ = verdict_of(value)
+    except TypeError as exc:
+        raise InputError(f"{where}: check function {exc}") from None
+    if not passed:
+        raise InputError(f"{where}: check function fails the golden outputs against "
+                         "themselves, so no plan can pass it")
 
 
 def _fmt_tol(table: tuple[tuple[str, float], ...]) -> str:

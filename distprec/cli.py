@@ -341,6 +341,10 @@ def cmd_search(a: argparse.Namespace) -> int:
                    "--calibration-cache": a.calibration_cache})
     if cfg.resume and not Path(cfg.journal).is_file():
         raise InputError(f"--resume: no journal at {cfg.journal} (give --journal FILE)")
+    if not cfg.resume:
+        from distprec.journal import refuse_overwrite
+
+        refuse_overwrite(cfg.journal, a.output)  # a killed search's verdicts are kept
     if a.workers is not None and a.workers < 1:
         raise InputError(f"--workers must be at least 1, got {a.workers}")
     _check_report_path(a.report)

@@ -22,6 +22,8 @@ from onnx import helper
 from distprec.atomic import write_bytes
 from distprec.candidates.model import graph_inputs
 from distprec.errors import InputError
+from distprec.npzsafe import read_npz
+from distprec.usercode import guarded
 
 Feed = dict[str, np.ndarray]
 HASH_KEY = "__distprec_model_hash__"
@@ -188,10 +190,8 @@ def _cast_float64(feed: Feed, specs: list[InputSpec], origin) -> Feed:
 def feeds_from_script(spec: str, specs: list[InputSpec]) -> list[Feed]:
     """Polygraphy's ``--data-loader-script file.py:func`` (func defaults to load_data)."""
     func = load_user_function(spec, default="load_data")
-    try:
-        feeds = [dict(f) for f in func()]
-    except Exception as exc:
-        raise InputError(f"data loader {spec} failed: {type(exc).__name__}: {exc}") from None
+    where = f"{spec.partition(':')[0]}:{spec.partition(':')[2] or 'load_data'}"
+    feeds = guarded(where, "data loader", lambda: [dict(f) for f in func()])
     return check_feeds(feeds, specs, spec)
 
 
@@ -267,31 +267,35 @@ def _read_outputs(path: Path, model_hash: str, runner: str | None) -> list[Feed]
 
 
 def read_layer_names(path: str | Path, model_hash: str) -> list[str]:
-    """Layer names from a result.json (its high_precision_layers) or a text file.
+    """Layer names from a result.json (its high_precision_layers), a JSON list, or a text
+    file of one name per line.
 
-    A text file holds names separated by newlines or commas. A result made for another
-    model (its model_hash differs) is refused: same-named layers of other weights are not
-    the same answer.
+    Names are taken whole: a name may hold commas, quotes, colons and inner spaces (lines
+    are stripped at their ends). A result made for another model (its model_hash differs)
+    is refused: same-named layers of other weights are not the same answer.
     """
     file = Path(path)
     if not file.is_file():
         raise InputError(f"layer file not found: {path}")
     try:
-        text = file.read_text()
+        text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a text file of layer names") from None
-    if file.suffix == ".json":
-        try:
-            data = json.loads(text)
-            names = data["high_precision_layers"]
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise TypeError
-        except Exception:
-            raise InputError(f"{path}: no high_precision_layers list in it") from None
-        if data.get("model_hash") not in (None, model_hash):
-            raise InputError(f"{path} was made for another model (model_hash differs)")
-        return names
-    return [n.strip() for line in text.splitlines() for n in line.split(",") if n.strip()]
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if file.suffix == ".json":
+            raise InputError(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from None
+        data = None
+    if file.suffix != ".json" and not isinstance(data, (list, dict)):
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    names = data.get("high_precision_layers") if isinstance(data, dict) else data
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InputError(f"{path}: no high_precision_layers list of names in it (a "
+                         "result.json, a JSON list of names, or one name per line)")
+    if isinstance(data, dict) and data.get("model_hash") not in (None, model_hash):
+        raise InputError(f"{path} was made for another model (model_hash differs)")
+    return names
 
 
 def load_user_function(spec: str, default: str):
@@ -301,12 +305,11 @@ def load_user_function(spec: str, default: str):
     path = Path(file)
     if not path.is_file():
         raise InputError(f"script not found: {file}")
-    try:
-        module_spec = importlib.util.spec_from_file_location(f"distprec_user_{path.stem}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        raise InputError(f"cannot import {file}: {type(exc).__name__}: {exc}") from None
+    module_spec = importlib.util.spec_from_file_location(f"distprec_user_{path.stem}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise InputError(f"cannot import {file}: not a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    guarded(file, "importing it", module_spec.loader.exec_module, module)
     func = getattr(module, name, None)
     if not callable(func):
         raise InputError(f"{file} has no function {name!r}")
@@ -314,11 +317,7 @@ def load_user_function(spec: str, default: str):
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except Exception as exc:
-        raise InputError(f"cannot read {path} as .npz: {type(exc).__name__}: {exc}") from None
+    return read_npz(path)  # headers checked and sizes bounded before decompression
 
 
 def _split_samples(arrays: dict[str, np.ndarray], specs: list[InputSpec], path: Path) -> list[Feed]:

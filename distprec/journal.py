@@ -142,3 +142,40 @@ def tap(journal: Journal, on_event):
         if on_event:
             on_event(kind, data)
     return sink
+
+
+def refuse_overwrite(path: str | os.PathLike, output: str | os.PathLike) -> None:
+    """Without ``--resume``, a journal is started afresh only where nothing is lost.
+
+    Refused, with one line: a file there that is not a distprec journal, and a journal
+    holding verdicts whose search did not complete (no result at ``output`` saying
+    ``"complete": true`` for this journal): rerunning a killed search without
+    ``--resume`` would throw its verdicts away. A completed search's journal is replaced:
+    its result holds every verdict (its history).
+    """
+    journal = Path(path)
+    if not journal.exists():
+        return
+    try:
+        with open(journal, encoding="utf-8", errors="replace") as f:
+            header = json.loads(f.readline() or "{}")
+            verdicts = sum(1 for line in f if line.strip())
+    except (OSError, json.JSONDecodeError):
+        header, verdicts = {}, 0
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise InputError(f"{journal} exists and is not a distprec journal: give another "
+                         "--journal (or -o)")
+    if not verdicts or _completed(Path(output), journal):
+        return
+    raise InputError(f"{journal} holds {verdicts} verdict(s) of a search that did not "
+                     "complete: continue it with --resume, or give a new -o (or --journal)")
+
+
+def _completed(output: Path, journal: Path) -> bool:
+    try:
+        result = json.loads(output.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(result, dict) and result.get("complete") is True
+            and isinstance(result.get("journal"), str)
+            and Path(result["journal"]).resolve() == journal.resolve())

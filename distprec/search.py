@@ -22,7 +22,7 @@ from distprec.candidates.backends import OrtBackend, check_backend
 from distprec.candidates.external import to_wire
 from distprec.candidates.model import Layer, layer_table, load_model, model_hash, prepare_model
 from distprec.candidates.rewrites import not_low
-from distprec.checks import CheckSpec
+from distprec.checks import CheckSpec, refuse_bad_check_func
 from distprec.confirm import Confirmation, confirmed_search, on_workers
 from distprec.data import (
     Feed,
@@ -194,6 +194,8 @@ def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
     else:
         golden = reference_outputs(model, feeds, progress=lambda i: emit(
             "phase", {"name": "golden", "total": len(feeds), "done": i}))
+    if cfg.check.check_func:
+        refuse_bad_check_func(cfg.check.check_func, golden)
     prep = Prepared(model, model_hash(source), layers, searchable, feeds, golden)
     if cfg.precision == "int8":
         calib = feeds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -94,7 +95,9 @@ def test_bisect_reverse_keeps_a_suffix(ray_session, small_planted, small_planted
 
 def test_linear_reverse_and_all_high_failure(ray_session, small_planted_path, tmp_path):
     out, never = tmp_path / "r.json", tmp_path / "never.py"
-    never.write_text("def check(golden, outputs):\n    return False, 1.0\n")
+    # passes golden against golden in this (the driver's) process, fails in every worker
+    never.write_text(f"import os\ndef check(golden, outputs):\n"
+                     f"    return os.getpid() == {os.getpid()}, 1.0\n")
     code = main(["search", str(small_planted_path), "--strategy", "linear", "--direction",
                  "reverse", "--workers", "2", "--device", "cpu", "-o", str(out), "--no-live",
                  "--check-func", f"{never}:check", "--save-model", str(tmp_path / "m.onnx")])

@@ -89,7 +89,7 @@ def test_mismatched_inputs_are_refused(specs, feed, match):
 def test_pickled_npz_is_refused(tmp_path, specs):
     path = tmp_path / "evil.npz"
     np.savez(path, input=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="never unpickles"):
         load_feeds(path, specs)
 
 

@@ -33,6 +33,7 @@ from distprec.history import (
     verdict_counts,
     worst_error,
 )
+from distprec.view.result_schema import check_result
 
 VERDICT_COLOUR = {"pass": "#2ca02c", "fail": "#d62728", "error": "#ff9f1c"}
 KEPT_COLOUR, OTHER_COLOUR = "#d62728", "#8fa8c8"
@@ -59,9 +60,7 @@ def load_result(path: str | Path) -> dict:
         result = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a JSON file ({exc})") from None
-    if not isinstance(result, dict) or not isinstance(result.get("history"), list):
-        raise InputError(f"{path}: not a distprec result (no history list)")
-    return result
+    return check_result(result, str(path))
 
 
 def write_report(result: Mapping, html_path: str | Path) -> list[Path]:
@@ -70,13 +69,17 @@ def write_report(result: Mapping, html_path: str | Path) -> list[Path]:
     html_path = Path(html_path)
     if html_path.is_dir():
         raise InputError(f"report path is a folder: {html_path}")
-    figures = make_figures(result)
+    try:  # everything drawn before anything is written: a bad field writes nothing
+        figures = make_figures(result)
+        page = render_html(result, figures)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise InputError(f"malformed result: {type(exc).__name__}: {exc}") from None
     written = [html_path]
     for name, png in figures.items():
         path = html_path.with_name(f"{html_path.stem}-{name}.png")
         write_bytes(path, png)
         written.append(path)
-    write_text(html_path, render_html(result, figures))
+    write_text(html_path, page)
     return written
 
 
