@@ -6,6 +6,7 @@ import onnxruntime as ort
 import pytest
 
 from distprec.candidates.backends import OrtBackend
+from distprec.candidates.backends.ort import cuda_provider_options
 from distprec.demo import planted_mlp
 from distprec.errors import InputError
 
@@ -29,3 +30,17 @@ def test_cpu_session_and_unknown_device():
     if not HAS_CUDA:
         with pytest.raises(InputError, match="onnxruntime-gpu"):
             OrtBackend("cuda")
+
+
+def test_cuda_options_keep_fp32_in_fp32_and_kernels_repeatable():
+    # What every search session on a GPU is built with (read back from a session above,
+    # where a GPU is at hand).
+    options = cuda_provider_options("DEFAULT")
+    assert options["use_tf32"] == 0  # "FP32" layers must not compute in TF32
+    assert options["device_id"] == 0  # Ray's CUDA_VISIBLE_DEVICES: the actor's GPU is 0
+    assert options["cudnn_conv_algo_search"] == "DEFAULT"  # no timing: same kernels each time
+    assert "enable_cuda_graph" not in options
+    graph = cuda_provider_options("DEFAULT", graph=True)
+    assert graph["enable_cuda_graph"] == 1 and graph["use_tf32"] == 0
+    assert "cudnn_conv_algo_search" not in cuda_provider_options(None)  # timing runs only
+    assert OrtBackend().conv_search == "DEFAULT"

@@ -53,21 +53,8 @@ class OrtBackend:
         if not self.fuse:
             opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if self.device == "cuda":
-            # Ray sets CUDA_VISIBLE_DEVICES per actor, so the actor's GPU is always device 0.
-            # TF32 off: layers kept "FP32" must compute in FP32 (measured on an H200: with
-            # TF32 on, the all-FP32 plan itself missed tolerances the CPU reference met).
-            cuda = {"device_id": 0, "use_tf32": 0}
-            if self.repeatable:
-                # cuDNN's default EXHAUSTIVE search picks convolution kernels by timing them,
-                # so two sessions of one plan could use different kernels and, at a tight
-                # tolerance, get different verdicts (measured on candy: one W = 1 search
-                # answered 26 layers, the next 24); it also times every conv of every plan.
-                # HEURISTIC asks cuDNN's frontend, which for mixed FP16/FP32 conv plans fails
-                # hundreds of times ("No execution plans support the graph") and makes the
-                # first run cost 1 to 3.6 s on ultraface; DEFAULT (one fixed algorithm, no
-                # search) took 129 to 167 ms there, and is as repeatable.
-                cuda["cudnn_conv_algo_search"] = self.conv_search
-                opts.use_deterministic_compute = True
+            cuda = cuda_provider_options(self.conv_search if self.repeatable else None)
+            opts.use_deterministic_compute = self.repeatable
             providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
@@ -105,8 +92,7 @@ class OrtBackend:
         # and DEFAULT there, ultraface's outputs differed and no graph was used). DEFAULT
         # is slow for ultraface's FP32 convs (176 ms a run against 2.9 ms with HEURISTIC);
         # a HEURISTIC switchboard on both sides was not measured.
-        cuda = {"device_id": 0, "use_tf32": 0, "enable_cuda_graph": 1,
-                "cudnn_conv_algo_search": self.conv_search}
+        cuda = cuda_provider_options(self.conv_search, graph=True)
         session = self._ort.InferenceSession(model.SerializeToString(), opts,
                                              providers=[("CUDAExecutionProvider", cuda)])
         return GraphSession(self._ort, session, feed, outputs)
@@ -121,6 +107,28 @@ class OrtBackend:
         if self.device == "cuda":
             return f"cuda:{os.environ.get('CUDA_VISIBLE_DEVICES', '0')}"
         return "cpu"
+
+
+def cuda_provider_options(conv_search: str | None, graph: bool = False) -> dict:
+    """The CUDA provider's options for a search session.
+
+    Ray sets CUDA_VISIBLE_DEVICES per actor, so the actor's GPU is always device 0. TF32
+    off: layers kept "FP32" must compute in FP32 (measured on an H200: with TF32 on, the
+    all-FP32 plan itself missed tolerances the CPU reference met). ``conv_search`` (None:
+    ONNX Runtime's EXHAUSTIVE, for timing runs only): EXHAUSTIVE picks convolution kernels
+    by timing them, so two sessions of one plan could use different kernels and, at a
+    tight tolerance, get different verdicts (measured on candy: one W = 1 search answered
+    26 layers, the next 24). HEURISTIC asks cuDNN's frontend, which for mixed FP16/FP32
+    conv plans fails hundreds of times ("No execution plans support the graph") and made
+    a mixed ultraface candidate cost 1316 ms; DEFAULT (one fixed algorithm) 183 ms, with
+    the same verdicts on 72 plans of 6 models (docs/BENCHMARKS.md).
+    """
+    options: dict = {"device_id": 0, "use_tf32": 0}
+    if conv_search is not None:
+        options["cudnn_conv_algo_search"] = conv_search
+    if graph:
+        options["enable_cuda_graph"] = 1
+    return options
 
 
 class GraphSession:
