@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +51,9 @@ def connect(address: str | None = None, resources: dict | None = None,
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     local = {"resources": resources, "labels": labels} if address == "local" else {}
     try:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
-                 log_to_driver=False, configure_logging=True, **local)
+        with _native_stderr_held():
+            ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
+                     log_to_driver=False, configure_logging=True, **local)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = "a local instance" if address == "local" else address
         raise InputError(f"cannot start or reach Ray at {where}: "
@@ -70,6 +73,26 @@ def _private_token() -> None:
             os.chmod(token, 0o600)
     except OSError:
         pass
+
+
+@contextmanager
+def _native_stderr_held():
+    """Hold Ray's native log lines off the terminal while ``ray.init`` runs.
+
+    Ray's C++ client writes to file descriptor 2, past Python's logging: refused by a
+    cluster, it logs "InvalidAuthToken" once a second for 20 s ahead of distprec's own one
+    line. The processes a local instance starts inherit /dev/null there; they keep their
+    own log files in the session folder.
+    """
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:
