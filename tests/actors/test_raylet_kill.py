@@ -15,7 +15,9 @@ HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 
 
-@pytest.mark.parametrize("strategy, at", [("bisect", 3), ("minimize", 6)])
+# minimize too was run (143 s on the 2-core VM, passed): too slow to keep in CI; the
+# actor-kill tests (test_faults.py) cover minimize.
+@pytest.mark.parametrize("strategy, at", [("bisect", 3)])
 def test_a_killed_raylet_changes_nothing(tmp_path, strategy, at):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     proc = subprocess.run([sys.executable, str(HERE / "raylet_kill.py"), str(tmp_path),
