@@ -124,27 +124,8 @@ def check(golden, outputs):
 '''
 
 
-def test_a_hung_evaluation_times_out_and_runs_elsewhere(ray_session, planted, tmp_path):
-    model, path = planted
-    func = tmp_path / "hang.py"
-    arm = tmp_path / "arm"
-    func.write_text(f"ARM = {str(arm)!r}\n{HANG}")
-    prep, setup_ref = _setup(path, check_func=f"{func}:check")
-    workers = start_workers(setup_ref, "cpu", 2, max_restarts=2)
-    arm.touch()  # the next check call hangs, once
-    s = make_strategy("bisect", prep.searchable, "forward")
-    try:
-        loop = drive(s, workers, None, via="candidate", faults=Faults(eval_timeout=3.0))
-    finally:
-        stop_workers(workers)
-    assert not arm.exists()
-    assert loop.timeouts == 1 and loop.requeued == 1 and loop.lost_workers and not loop.gone
-    assert all(e.verdict.value != "error" for e in loop.evaluations)
-    assert s.result().passed
-
-
-def test_a_plan_out_of_timeouts_is_an_error_verdict(ray_session, planted, tmp_path):
-    model, path = planted
+def _hung_search(path: str, tmp_path, faults: Faults):
+    """A bisect whose check hangs once (on the first call after the arm file appears)."""
     func = tmp_path / "hang.py"
     arm = tmp_path / "arm"
     func.write_text(f"ARM = {str(arm)!r}\n{HANG}")
@@ -153,10 +134,22 @@ def test_a_plan_out_of_timeouts_is_an_error_verdict(ray_session, planted, tmp_pa
     arm.touch()
     s = make_strategy("bisect", prep.searchable, "forward")
     try:
-        loop = drive(s, workers, None, via="candidate",
-                     faults=Faults(eval_timeout=3.0, max_timeouts=1))
+        loop = drive(s, workers, None, via="candidate", faults=faults)
     finally:
         stop_workers(workers)
+    return s, loop, arm
+
+
+def test_a_hung_evaluation_times_out_and_runs_elsewhere(ray_session, planted, tmp_path):
+    s, loop, arm = _hung_search(planted[1], tmp_path, Faults(eval_timeout=3.0))
+    assert not arm.exists()
+    assert loop.timeouts == 1 and loop.requeued == 1 and loop.lost_workers and not loop.gone
+    assert all(e.verdict.value != "error" for e in loop.evaluations)
+    assert s.result().passed
+
+
+def test_a_plan_out_of_timeouts_is_an_error_verdict(ray_session, planted, tmp_path):
+    s, loop, _ = _hung_search(planted[1], tmp_path, Faults(eval_timeout=3.0, max_timeouts=1))
     errors = [e for e in loop.evaluations if e.verdict.value == "error"]
     assert loop.timeouts == 1 and loop.requeued == 0 and len(errors) == 1
     assert errors[0].reason.startswith("timeout: ran past --eval-timeout 3 s")
