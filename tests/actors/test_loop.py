@@ -18,6 +18,7 @@ from distprec.errors import SearchError
 from distprec.evaluator import Evaluation
 from distprec.strategies import Minimize, Verdict
 from distprec.strategies.prefix import Bisect
+from distprec.strategies.sensitivity import SensitivityScan
 
 LAYERS = layers(40)
 PLANTED = frozenset({LAYERS[3], LAYERS[17], LAYERS[31]})
@@ -91,3 +92,21 @@ def test_every_worker_lost_raises_search_error(ray_session):
     workers = [Worker(f"d{i}", OracleActor.remote(PLANTED, die_after=0)) for i in range(2)]
     with pytest.raises(SearchError, match="every evaluator actor died"):
         drive(Minimize(LAYERS), workers)
+
+
+class _ProfiledScan(SensitivityScan):
+    """A scan whose all-low plan wants a profile: it runs alone, so a batch stops there."""
+
+    def wants_profile(self, keep) -> bool:
+        return keep == frozenset()
+
+
+def test_plans_a_batch_could_not_take_are_sent_later_not_forgotten(ray_session):
+    # Each worker takes 4 plans a call; the profiled plan runs alone, so of the 8 plans
+    # asked, 6 are left over. The scan never asks a plan again once asked: forgetting
+    # them (the old loop) stalled it.
+    workers = [Worker(f"o{i}", OracleActor.remote(PLANTED), plans_per_run=4) for i in range(2)]
+    strategy = _ProfiledScan(LAYERS)
+    loop = drive(strategy, workers, via="switchboard")
+    assert not loop.stalled and strategy.done
+    assert len(loop.evaluations) == len(LAYERS) + 2
