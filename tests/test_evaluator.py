@@ -1,4 +1,4 @@
-"""The real evaluator: a candidate that does not build is an ERROR verdict, not a crash."""
+"""The evaluator's switchboard set-up: plans per call, and verdicts equal to candidates'."""
 
 from __future__ import annotations
 
@@ -7,16 +7,20 @@ import dataclasses
 from planted_helpers import make_evaluator
 
 from distprec.demo import planted_mlp
-from distprec.strategies import Verdict
+from distprec.evaluator import MAX_PLANS_PER_CALL, Evaluator
 
 
-def test_a_candidate_that_fails_to_build_is_an_error_verdict():
-    ev = make_evaluator(planted_mlp(blocks=2).model, precision="int8")
-    good = ev.evaluate(frozenset(), via="candidate")
-    assert good.verdict is not Verdict.ERROR and not good.reason.startswith("KeyError")
-    # A calibration table without its method: the INT8 rewrite cannot build the candidate.
-    ev.setup = dataclasses.replace(ev.setup, ranges_json='{"broken": 1}')
-    bad = ev.evaluate(frozenset(), via="candidate")
-    assert bad.verdict is Verdict.ERROR and bad.reason == "KeyError: 'calibration_method'"
-    assert bad.end >= bad.start > 0 and bad.via == "candidate"
-    assert ev.evaluate_many([frozenset()], via="candidate")[0].verdict is Verdict.ERROR
+def test_a_fixed_batch_switchboard_takes_several_plans_a_call_with_candidates_verdicts():
+    base = make_evaluator(planted_mlp(blocks=12).model)
+    ev = Evaluator(dataclasses.replace(base.setup, evaluate="switchboard"), base.backend)
+    ev.warm_up()
+    # the planted MLP's batch axis is fixed: no batched run, but a run costs well under
+    # a millisecond here, so one call takes several plans (10 ms' worth, at most 8)
+    assert ev.switchboard is not None and not ev.switchboard.batched
+    assert 1 < ev.plans_per_run <= MAX_PLANS_PER_CALL
+    layers = sorted(ev.searchable)
+    plans = [frozenset(layers[:k]) for k in range(0, len(layers) + 1, 5)]
+    switched = ev.evaluate_many(plans)
+    assert [e.via for e in switched] == ["switchboard"] * len(plans)
+    assert [e.verdict for e in switched] == [ev.evaluate(k, via="candidate").verdict
+                                            for k in plans]
