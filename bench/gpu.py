@@ -115,6 +115,7 @@ def run_one(cfg: SearchConfig, prep, workers: int) -> dict:
     return {"W": workers, "evaluations": len(evs), "rounds": rep.loop.rounds,
             "search_s": rep.loop.wall_s, "median_eval_s": med, "bound_s": bound,
             "efficiency": bound / rep.loop.wall_s, "answer": len(rep.outcome.keep or ()),
+            "answer_confirmed_s": rep.confirmation and rep.confirmation.answer_s,
             "passed": rep.outcome.passed, "minimal": rep.outcome.minimal,
             "keep": sorted(rep.outcome.keep or ())}
 
@@ -223,6 +224,8 @@ def part_peers(tmp: Path, widths: list[int], strategies: list[str],
                 r = run_one(cfg, prep, w)
                 rows.append({"case": name, "tool": f"distprec {cfg.strategy_name}", "W": w,
                              "time_s": time.perf_counter() - t0, "answer": r["answer"],
+                             "search_s": r["search_s"],
+                             "answer_confirmed_s": r["answer_confirmed_s"],
                              "evaluations": r["evaluations"], "rounds": r["rounds"],
                              "keep": r["keep"]})
                 print(f"peers: {rows[-1]}", flush=True)

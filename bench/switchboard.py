@@ -3,10 +3,14 @@
 Parts (each writes <out>/<part>.json and prints one line per row):
   cost    per model: one FP32 inference; ms per plan as a candidate (rewrite + session +
           run) and through the switchboard (amortised over a batch of plans); verdict
-          agreement on the same random plans; on CUDA also the candidate path under cuDNN's
-          HEURISTIC conv search against DEFAULT (time and verdicts)
+          agreement on the same random plans; on CUDA the switchboard under each cuDNN
+          conv search of --switch-conv, and with --heuristic-candidates the candidate path
+          under HEURISTIC against DEFAULT (time and verdicts)
+  fp32    one FP32 inference per model under each cuDNN conv search
   search  time to a confirmed answer of the same search, --evaluate candidate against
-          auto (switchboard + confirmation on candidates), with answers and confirmation
+          auto (switchboard + confirmation on candidates), with answers and confirmation:
+          auto's answer is confirmed when its own candidate passes; the candidates that
+          back its 1-minimality follow (timed as confirm_s)
 
 Run:  python bench/switchboard.py --parts cost,search --out DIR   (DISTPREC_BENCH_DEVICE=cpu
 for the CPU emulation; default cuda)
@@ -67,39 +71,51 @@ def timed(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def cost_case(name: str, path: str, check, inputs, plans_k: int) -> dict:
+def cost_case(name: str, path: str, check, inputs, plans_k: int, switch_searches: list[str],
+              heuristic_candidates: bool) -> dict:
     cfg = SearchConfig(model=path, precision="fp16", check=check, samples=2, inputs=inputs,
                        device=DEVICE, evaluate="switchboard")
     prep = prepare(cfg)
     setup = prep.setup(cfg)
     backend = OrtBackend(DEVICE)
-    ev = Evaluator(setup, backend)
-    t0 = time.perf_counter()
-    ev.warm_up()
-    warm_s = time.perf_counter() - t0
     fp32 = backend.load(prep.model)
     infer_s = timed(lambda: backend.run(fp32, setup.feeds), 20)
     plans = random_plans(prep.searchable, plans_k)
+    cand_ev = Evaluator(setup, backend)
     cand, cand_t = [], []
     for keep in plans:
         t0 = time.perf_counter()
-        cand.append(ev.evaluate(keep, via="candidate"))
+        cand.append(cand_ev.evaluate(keep, via="candidate"))
         cand_t.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    switch = ev.evaluate_many(plans, via="switchboard")
-    switch_s = (time.perf_counter() - t0) / len(plans)
-    single_s = timed(lambda: ev.evaluate_many(plans[:1], via="switchboard"), 10)
-    agree = sum(a.verdict == b.verdict for a, b in zip(cand, switch))
     row = {"case": name, "layers": len(prep.searchable), "plans": len(plans),
-           "plans_per_run": ev.plans_per_run, "switch_note": ev.switch_note,
-           "setup_s": warm_s, "fp32_infer_ms": infer_s * 1e3,
-           "candidate_ms": statistics.median(cand_t) * 1e3,
-           "switch_ms_amortised": switch_s * 1e3, "switch_ms_one_plan": single_s * 1e3,
-           "ratio_to_inference": switch_s / infer_s,
-           "speedup": statistics.median(cand_t) / switch_s, "agree": agree,
-           "verdicts": [[len(p), a.verdict.value, b.verdict.value]
-                        for p, a, b in zip(plans, cand, switch)]}
-    if DEVICE == "cuda":  # the candidate path under cuDNN's HEURISTIC search, same plans
+           "fp32_infer_ms": infer_s * 1e3, "candidate_ms": statistics.median(cand_t) * 1e3,
+           "switchboard": {}}
+    # The switchboard under each cuDNN conv search (CUDA; the CPU has one way).
+    for search in switch_searches if DEVICE == "cuda" else ["-"]:
+        ev = Evaluator(setup, OrtBackend(DEVICE))
+        ev.switch_conv_search = search
+        t0 = time.perf_counter()
+        ev.warm_up()
+        warm_s = time.perf_counter() - t0
+        ev.evaluate_many(plans, via="switchboard")  # first runs (kernel choice) apart
+        t0 = time.perf_counter()
+        switch = ev.evaluate_many(plans, via="switchboard")
+        switch_s = (time.perf_counter() - t0) / len(plans)
+        single_s = timed(functools.partial(ev.evaluate_many, plans[:1], "switchboard"), 10)
+        agree = sum(a.verdict == b.verdict for a, b in zip(cand, switch))
+        row["switchboard"][search] = {
+            "plans_per_run": ev.plans_per_run, "note": ev.switch_note, "setup_s": warm_s,
+            "ms_amortised": switch_s * 1e3, "ms_one_plan_alone": single_s * 1e3,
+            "ratio_to_inference": switch_s / infer_s,
+            "speedup": statistics.median(cand_t) / switch_s, "agree": agree,
+            "verdicts": [[len(p), a.verdict.value, b.verdict.value]
+                         for p, a, b in zip(plans, cand, switch)]}
+        print(f"cost {name} [{search}]: N={row['layers']} fp32 {infer_s * 1e3:.2f} ms, "
+              f"candidate {row['candidate_ms']:.1f} ms, switchboard {switch_s * 1e3:.2f} "
+              f"ms/plan = {switch_s / infer_s:.1f}x inference (one plan alone "
+              f"{single_s * 1e3:.2f} ms), agree {agree}/{len(plans)}, set-up {warm_s:.1f} s; "
+              f"{ev.switch_note}", flush=True)
+    if heuristic_candidates and DEVICE == "cuda":  # the candidate path under HEURISTIC
         heur = Evaluator(setup, OrtBackend(DEVICE, conv_search="HEURISTIC"))
         heur.warm_up()
         h, h_t = [], []
@@ -110,16 +126,13 @@ def cost_case(name: str, path: str, check, inputs, plans_k: int) -> dict:
         row["heuristic_candidate_ms"] = statistics.median(h_t) * 1e3
         row["heuristic_agrees_with_default"] = sum(
             a.verdict == b.verdict for a, b in zip(h, cand))
-    print(f"cost {name}: N={row['layers']} fp32 {row['fp32_infer_ms']:.2f} ms, candidate "
-          f"{row['candidate_ms']:.1f} ms, switchboard {row['switch_ms_amortised']:.2f} ms/plan "
-          f"(P={ev.plans_per_run}; one plan {row['switch_ms_one_plan']:.2f} ms), "
-          f"agree {agree}/{len(plans)}"
-          + (f", HEURISTIC cand {row['heuristic_candidate_ms']:.1f} ms agree "
-             f"{row['heuristic_agrees_with_default']}" if DEVICE == "cuda" else ""), flush=True)
+        print(f"cost {name}: HEURISTIC candidate {row['heuristic_candidate_ms']:.1f} ms, "
+              f"agree {row['heuristic_agrees_with_default']}", flush=True)
     return row
 
 
-def part_cost(tmp: Path, names: list[str], plans_k: int) -> list[dict]:
+def part_cost(tmp: Path, names: list[str], plans_k: int, switch_searches: list[str],
+              heuristic_candidates: bool) -> list[dict]:
     planted = cases(tmp, blocks=100)["planted-fp16"]
     candy_inputs = cases(tmp)["candy-fp16"][3]
     rows = []
@@ -129,7 +142,8 @@ def part_cost(tmp: Path, names: list[str], plans_k: int) -> list[dict]:
                                                                       spec[1])
         try:
             rows.append(cost_case(name, path, check,
-                                  candy_inputs if name == "candy-fp16" else None, plans_k))
+                                  candy_inputs if name == "candy-fp16" else None, plans_k,
+                                  switch_searches, heuristic_candidates))
         except Exception as exc:  # one model's failure must not lose the others' rows
             print(f"cost {name}: failed: {type(exc).__name__}: {exc}", flush=True)
             rows.append({"case": name, "error": f"{type(exc).__name__}: {exc}"})
@@ -159,12 +173,12 @@ def part_fp32(tmp: Path, names: list[str]) -> list[dict]:
     return rows
 
 
-def part_search(tmp: Path, names: list[str], per_gpu: int) -> list[dict]:
+def part_search(tmp: Path, names: list[str], per_gpu: int, modes: list[str]) -> list[dict]:
     rows = []
     all_cases = cases(tmp, blocks=100)
     for name in names:
         path, precision, check, inputs = all_cases[name]
-        for mode in ("candidate", "auto"):
+        for mode in modes:
             cfg = SearchConfig(model=path, precision=precision, check=check, samples=2,
                                inputs=inputs, device=DEVICE, evaluate=mode,
                                workers=per_gpu if DEVICE == "cuda" else 1,
@@ -181,7 +195,8 @@ def part_search(tmp: Path, names: list[str], per_gpu: int) -> list[dict]:
             print(f"search {name} {mode} W={cfg.workers}: wall {rep.wall_s:.2f} s, search "
                   f"{rep.loop.wall_s:.2f} s, evals {row['evaluations']}, answer {row['answer']} "
                   f"{row['minimal']} passed={row['passed']}"
-                  + (f", confirm {conf['confirm_s']:.2f} s, candidates "
+                  + (f", answer confirmed at {conf['answer_confirmed_s']} s, confirm "
+                     f"{conf['confirm_s']:.2f} s, candidates "
                      f"{conf['candidate_verdicts']}, disagreements {len(conf['disagreements'])}"
                      if conf else "") + f"; {rep.notes}", flush=True)
     return rows
@@ -193,8 +208,13 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     ap.add_argument("--cost-cases", default=",".join(COST_CASES))
     ap.add_argument("--plans", type=int, default=12, help="random plans per model (cost)")
+    ap.add_argument("--switch-conv", default="DEFAULT,HEURISTIC",
+                    help="cuDNN conv searches to time the switchboard under (cost, CUDA)")
+    ap.add_argument("--heuristic-candidates", action="store_true",
+                    help="also time candidates under HEURISTIC (cost, CUDA)")
     ap.add_argument("--search-cases", default="planted-fp16,candy-fp16,ultraface-int8")
     ap.add_argument("--workers-per-gpu", type=int, default=1)
+    ap.add_argument("--modes", default="candidate,auto", help="--evaluate modes (search)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,13 +223,15 @@ def main() -> None:
         tmp = Path(tmp)
         parts = a.parts.split(",")
         if "cost" in parts:
-            rows = part_cost(tmp, a.cost_cases.split(","), a.plans)
+            rows = part_cost(tmp, a.cost_cases.split(","), a.plans, a.switch_conv.split(","),
+                             a.heuristic_candidates)
             (out / "cost.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
         if "fp32" in parts:
             rows = part_fp32(tmp, a.cost_cases.split(","))
             (out / "fp32.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
         if "search" in parts:
-            rows = part_search(tmp, a.search_cases.split(","), a.workers_per_gpu)
+            rows = part_search(tmp, a.search_cases.split(","), a.workers_per_gpu,
+                               a.modes.split(","))
             (out / "search.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
 
 

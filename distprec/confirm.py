@@ -33,12 +33,15 @@ class Confirmation:
     disagreements: list[dict] = field(default_factory=list)  # plan, both verdicts
     passes: int = 0  # confirmation passes (1 when the first answer held)
     confirm_s: float = 0.0  # wall time spent confirming on candidates
+    answer_s: float | None = None  # search start to the answer passing as a candidate
     confirmed: bool = False  # the final answer's verdicts all come from candidates
 
     def record(self) -> dict:
         return {"switchboard_verdicts": self.switchboard, "candidate_verdicts": self.candidates,
                 "disagreements": self.disagreements, "confirmation_passes": self.passes,
-                "confirm_s": round(self.confirm_s, 3), "confirmed": self.confirmed}
+                "confirm_s": round(self.confirm_s, 3),
+                "answer_confirmed_s": None if self.answer_s is None else round(self.answer_s, 3),
+                "confirmed": self.confirmed}
 
 
 def confirmation_plans(strategy: Strategy, outcome: Outcome) -> list[Keep]:
@@ -89,6 +92,9 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
             (switch if via == "switchboard" else real)[ev.keep] = (ev.verdict, ev.info())
         outcome = strategy.result()
         todo = [k for k in confirmation_plans(strategy.inner, outcome) if k not in real]
+        answer = frozenset(outcome.keep) if outcome.passed and outcome.keep is not None \
+            else None
+        conf.answer_s = total.wall_s if answer in real else None  # already a candidate
         if not todo:
             break
         conf.passes += 1
@@ -96,6 +102,8 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
         t0 = time.perf_counter()
         check = run(EachOnce(strategy.layers, todo), "candidate")
         conf.confirm_s += time.perf_counter() - t0
+        if answer in check.told_s:  # the answer goes first: the rest back its minimality
+            conf.answer_s = total.wall_s + check.told_s[answer]
         _merge(total, check)
         disagreed = False
         for ev in check.evaluations:
@@ -119,6 +127,7 @@ def _merge(total: LoopResult, part: LoopResult) -> None:
     offset = total.rounds
     total.evaluations += part.evaluations
     total.depth.update({k: d + offset for k, d in part.depth.items()})
+    total.told_s.update({k: t + total.wall_s for k, t in part.told_s.items()})
     total.rounds += part.rounds
     total.cancelled += part.cancelled
     total.driver_s += part.driver_s

@@ -22,7 +22,6 @@ import onnx
 from distprec.candidates.backends import OrtBackend, make_backend
 from distprec.candidates.backends.trt_state import annotate_plan
 from distprec.candidates.external import Wire, from_wire
-from distprec.candidates.model import graph_inputs
 from distprec.candidates.rewrites import mixed_model
 from distprec.candidates.switchboard import Switchboard, build_switchboard
 from distprec.checks import CheckSpec, make_check
@@ -101,6 +100,11 @@ class Setup:
 #: candidate: every plan rewritten and built; switchboard: plans as inputs of one model
 #: (refused when it cannot be built); auto: the switchboard wherever it can be built.
 EVALUATE_MODES = ("candidate", "switchboard", "auto")
+#: cuDNN's convolution algorithm search for the switchboard's sessions on CUDA. Candidates
+#: use DEFAULT (cuda_provider_options says why); DEFAULT ran ultraface's FP32 convs at
+#: 176 ms against 2.9 ms with HEURISTIC, and the switchboard, built once a worker, runs
+#: its FP32 branches on every plan (docs/BENCHMARKS.md).
+SWITCH_CONV_SEARCH = "HEURISTIC"
 #: Largest batch of plans tried when plans_per_run is chosen by timing.
 MAX_PLANS_PER_RUN = 64
 #: Without a batched run: seconds of runs one call should hold, and at most this many plans.
@@ -127,6 +131,8 @@ class Evaluator:
         self.switchboard: Switchboard | None = None
         self._switch_session = None
         self.plans_per_run = 1  # plans one switchboard run evaluates
+        self.switch_conv_search = SWITCH_CONV_SEARCH  # cuDNN's, for switchboard sessions
+        self._switch_pad = 0  # runs padded to this many plans (a batched CUDA graph)
         self.switch_note = ""  # why there is no switchboard, or how it was set up
 
     def warm_up(self) -> None:
@@ -158,37 +164,52 @@ class Evaluator:
     def _set_up_switchboard(self) -> None:
         """Build the switchboard and its session; batch plans where the batch axis allows.
 
-        The batched form needs every input and output to lead with a free axis and every
-        switched tensor's rank; a first batched run must also agree with single runs
-        (a model that mixes rows across the batch would not), else one plan per run. With
+        The batched form stacks plans on the leading axis of every input and output (freed
+        where the model fixes it) and needs every switched tensor's rank; a first batched
+        run must also agree with single runs (a model that mixes or reshapes rows across
+        the batch would not), else one plan per run. With
         one plan per run, a call still takes several plans, run one after another
-        (``_time_plans_per_call``).
+        (``_time_plans_per_call``). On CUDA either form is then replayed as a CUDA graph
+        where it can be (``_use_cuda_graph``).
         """
         build = dict(emulate=self.emulate, ranges_json=self.setup.ranges_json)
         args = (self.model, self.setup.searchable, self.setup.precision)
         want = self.setup.plans_per_run
         single = build_switchboard(*args, **build)
-        self.switchboard, self._switch_session = single, self.backend.load(single.model)
+        self.switchboard, self._switch_session = single, self._load_switch(single.model)
         self.switch_note = "switchboard: one plan per run"
-        graphed = hasattr(self.backend, "load_graph") and self.backend.device == "cuda" \
-            and self._use_cuda_graph(single)
-        if not graphed and want != 1 and self.setup.precision != "int8" \
-                and _free_batch_axis(self.model) and self._set_up_batched(single, args, build):
+        cuda = hasattr(self.backend, "load_graph") and self.backend.device == "cuda"
+        if want != 1 and self.setup.precision != "int8" \
+                and self._set_up_batched(single, args, build):
             self.plans_per_run = want or self._time_plans_per_run()
             self.switch_note = f"switchboard: {self.plans_per_run} plans per run"
+            if cuda:
+                self._use_cuda_graph(self.plans_per_run)
             return
+        if cuda:
+            self._use_cuda_graph(1)
         self.plans_per_run = want or self._time_plans_per_call()
         self.switch_note += f", {self.plans_per_run} per call"
+
+    def _load_switch(self, model: onnx.ModelProto, **graph):
+        """A session for the switchboard: on CUDA under ``switch_conv_search``."""
+        if not hasattr(self.backend, "load_graph") or self.backend.device != "cuda":
+            return self.backend.load(model)
+        if graph:
+            return self.backend.load_graph(model, graph["feed"], graph["outputs"],
+                                           conv_search=self.switch_conv_search)
+        return self.backend.load(model, conv_search=self.switch_conv_search)
 
     def _set_up_batched(self, single: Switchboard, args, build) -> bool:
         """Switch to the batched form where it builds and agrees with single runs."""
         try:
             batched = build_switchboard(*args, **build, batched=True)
-            session = self.backend.load(batched.model)
+            session = self._load_switch(batched.model)
             probe = [frozenset(), frozenset(self.searchable)]
             stacked = self._run_switch(batched, session, probe)
             alone = [self._run_switch(single, self._switch_session, [k])[0] for k in probe]
             if not all(_close(a, b) for a, b in zip(stacked, alone)):
+                self.switch_note += " (stacked plans disagreed with single runs)"
                 return False
         except Exception as exc:
             self.switch_note = (f"switchboard: one plan per run (batched form failed: "
@@ -212,27 +233,29 @@ class Evaluator:
         each = time.perf_counter() - t0
         return max(1, min(MAX_PLANS_PER_CALL, int(CALL_S / max(each, 1e-6))))
 
-    def _use_cuda_graph(self, board: Switchboard) -> bool:
-        """Replay the one-plan switchboard as a CUDA graph where every sample has the same
+    def _use_cuda_graph(self, plans: int) -> bool:
+        """Replay the switchboard as a CUDA graph, for runs of ``plans`` plans (the
+        batched form's runs are padded to that many), where every sample has the same
         shapes, every node runs on the CUDA provider, and its outputs equal the plain
         session's on the all-low and all-high plans (OrtBackend.load_graph says why)."""
-        feeds, golden = self.setup.feeds, self.setup.golden
+        board, feeds = self.switchboard, self.setup.feeds
         same = {k: v.shape for k, v in feeds[0].items()}
         if any({k: v.shape for k, v in f.items()} != same for f in feeds):
             return False
         try:
-            first = {**feeds[0], board.plan_input: board.mask(())}
-            session = self.backend.load_graph(board.model, first, golden[0])
+            first = self._switch_feeds(board, [frozenset()] * plans)[0]
+            (template,) = self.backend.run(self._switch_session, [first])
+            session = self._load_switch(board.model, feed=first, outputs=template)
             probe = [frozenset(), frozenset(self.searchable)]
-            graphed = self._run_switch(board, session, probe)
+            graphed = self._run_switch(board, session, probe, pad_to=plans)
             plain = self._run_switch(board, self._switch_session, probe)
             if not all(_close(a, b) for a, b in zip(graphed, plain)):
                 return False
         except Exception as exc:
-            self.switch_note = f"switchboard: one plan per run (no CUDA graph: {first_line(exc)})"
+            self.switch_note += f" (no CUDA graph: {first_line(exc)})"
             return False
-        self._switch_session = session
-        self.switch_note = "switchboard: one plan per run, replayed as a CUDA graph"
+        self._switch_session, self._switch_pad = session, plans
+        self.switch_note += ", replayed as a CUDA graph"
         return True
 
     def _time_plans_per_run(self) -> int:
@@ -301,7 +324,8 @@ class Evaluator:
             evs = [self._new(k, "switchboard") for k in chunk]
             try:
                 t0 = time.perf_counter()
-                outputs = self._run_switch(self.switchboard, self._switch_session, chunk)
+                outputs = self._run_switch(self.switchboard, self._switch_session, chunk,
+                                           pad_to=self._switch_pad)
                 share = (time.perf_counter() - t0) / len(chunk)
                 for ev, plan_outputs in zip(evs, outputs):
                     ev.run_s = share
@@ -334,24 +358,22 @@ class Evaluator:
         except Exception as exc:  # the verdict stands without its profile
             ev.profile_error = f"{type(exc).__name__}: {first_line(exc)}"
 
-    def _run_switch(self, board: Switchboard, session, keeps: Sequence[Keep]) -> list[list[Feed]]:
-        """Outputs per plan and sample: one run per sample, or one run for all when batched."""
-        feeds = self.setup.feeds
+    def _run_switch(self, board: Switchboard, session, keeps: Sequence[Keep],
+                    pad_to: int = 0) -> list[list[Feed]]:
+        """Outputs per plan and sample: one run per sample, or one run for all when batched
+        (padded with copies of the first plan to ``pad_to`` plans: a CUDA graph's shapes
+        are fixed)."""
         if not board.batched:
-            return [self.backend.run(session, [{**f, board.plan_input: board.mask(k)}
-                                               for f in feeds]) for k in keeps]
-        rows = [len(next(iter(f.values()))) for f in feeds]
-        stacked: Feed = {name: np.concatenate([f[name] for _ in keeps for f in feeds])
-                         for name in feeds[0]}
-        stacked[board.plan_input] = np.repeat(np.stack([board.mask(k) for k in keeps]),
-                                              sum(rows), axis=0)
-        (run,) = self.backend.run(session, [stacked])
+            return [self.backend.run(session, feeds)
+                    for feeds in (self._switch_feeds(board, [k]) for k in keeps)]
+        padded = [*keeps, *[keeps[0]] * (pad_to - len(keeps))]
+        (run,) = self.backend.run(session, self._switch_feeds(board, padded))
         out_rows = {name: [len(g[name]) for g in self.setup.golden] for name in run}
         per_plan: list[list[Feed]] = []
         start = dict.fromkeys(run, 0)
         for _ in keeps:
             samples: list[Feed] = []
-            for s in range(len(feeds)):
+            for s in range(len(self.setup.feeds)):
                 sample = {}
                 for name, array in run.items():
                     n = out_rows[name][s]
@@ -360,6 +382,19 @@ class Evaluator:
                 samples.append(sample)
             per_plan.append(samples)
         return per_plan
+
+    def _switch_feeds(self, board: Switchboard, keeps: Sequence[Keep]) -> list[Feed]:
+        """The feeds of one plan (one per sample), or of all ``keeps`` stacked when batched."""
+        feeds = self.setup.feeds
+        if not board.batched:
+            (keep,) = keeps
+            return [{**f, board.plan_input: board.mask(keep)} for f in feeds]
+        rows = sum(len(next(iter(f.values()))) for f in feeds)
+        stacked: Feed = {name: np.concatenate([f[name] for _ in keeps for f in feeds])
+                         for name in feeds[0]}
+        stacked[board.plan_input] = np.repeat(np.stack([board.mask(k) for k in keeps]),
+                                              rows, axis=0)
+        return [stacked]
 
     def profile(self, keep: Keep) -> dict[str, dict[str, float]]:
         """Per-layer errors of the plan ``keep`` against FP32 (layer -> figures)."""
@@ -378,16 +413,6 @@ class Evaluator:
         return mixed_model(self.model, Plan(self.setup.precision, keep), self.searchable,
                            emulate=self.emulate, ranges_json=self.setup.ranges_json,
                            weights=self._weights)
-
-
-def _free_batch_axis(model: onnx.ModelProto) -> bool:
-    """Every graph input and output leads with a dimension not fixed to a number."""
-    values = [*graph_inputs(model), *model.graph.output]
-    for vi in values:
-        dims = vi.type.tensor_type.shape.dim
-        if not dims or (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
-            return False
-    return True
 
 
 def _close(a: list[Feed], b: list[Feed]) -> bool:

@@ -25,8 +25,10 @@ def oracle_run(switch, real, workers: int = 3, calls: list | None = None):
         sim = simulate(strategy, oracle, workers)
         if calls is not None:
             calls.append((via, [k for k, _ in sim.history]))
+        # A verdict a second: told_s and wall_s count verdicts.
         return LoopResult([Evaluation(k, v, via=via) for k, v in sim.history],
-                          rounds=sim.rounds)
+                          told_s={k: i + 1.0 for i, (k, _) in enumerate(sim.history)},
+                          rounds=sim.rounds, wall_s=float(len(sim.history)))
     return run
 
 
@@ -43,6 +45,14 @@ def test_agreeing_ways_confirm_the_answer_and_its_removals_once():
     assert calls[1][0] == "candidate"
     assert set(confirmed) == {frozenset(BAD), *(frozenset(BAD - {x}) for x in BAD)}
     assert conf.candidates == 4 and conf.switchboard == len(loop.evaluations) - 4
+    # The answer is confirmed when its own candidate passes, before its removals are in.
+    assert conf.answer_s == len(calls[0][1]) + confirmed.index(frozenset(BAD)) + 1
+    assert conf.record()["answer_confirmed_s"] == conf.answer_s < loop.wall_s
+
+
+def test_no_confirmed_answer_time_without_a_passing_answer():
+    _, _, conf = confirmed_search(make, oracle_run(lambda keep: False, lambda keep: False))
+    assert conf.answer_s is None and conf.record()["answer_confirmed_s"] is None
 
 
 def test_a_disagreeing_candidate_overrides_the_switchboard_and_the_search_goes_on():

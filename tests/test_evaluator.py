@@ -1,26 +1,63 @@
-"""The evaluator's switchboard set-up: plans per call, and verdicts equal to candidates'."""
+"""The evaluator's switchboard set-up: plans per run or per call, and verdicts equal to
+candidates'."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
 from planted_helpers import make_evaluator
 
 from distprec.demo import planted_mlp
 from distprec.evaluator import MAX_PLANS_PER_CALL, Evaluator
 
 
-def test_a_fixed_batch_switchboard_takes_several_plans_a_call_with_candidates_verdicts():
-    base = make_evaluator(planted_mlp(blocks=12).model)
+def switchboard_evaluator(model) -> Evaluator:
+    base = make_evaluator(model)
     ev = Evaluator(dataclasses.replace(base.setup, evaluate="switchboard"), base.backend)
     ev.warm_up()
-    # the planted MLP's batch axis is fixed: no batched run, but a run costs well under
-    # a millisecond here, so one call takes several plans (10 ms' worth, at most 8)
-    assert ev.switchboard is not None and not ev.switchboard.batched
-    assert 1 < ev.plans_per_run <= MAX_PLANS_PER_CALL
+    return ev
+
+
+def assert_candidates_verdicts(ev: Evaluator) -> None:
     layers = sorted(ev.searchable)
-    plans = [frozenset(layers[:k]) for k in range(0, len(layers) + 1, 5)]
+    plans = [frozenset(layers[:k]) for k in range(0, len(layers) + 1, max(1, len(layers) // 6))]
     switched = ev.evaluate_many(plans)
     assert [e.via for e in switched] == ["switchboard"] * len(plans)
     assert [e.verdict for e in switched] == [ev.evaluate(k, via="candidate").verdict
                                             for k in plans]
+
+
+def test_a_fixed_batch_model_stacks_several_plans_in_one_run():
+    # The planted MLP fixes its batch at 8 rows; the batched switchboard frees that axis.
+    ev = switchboard_evaluator(planted_mlp(blocks=12).model)
+    assert ev.switchboard is not None and ev.switchboard.batched
+    assert ev.plans_per_run > 1 and f"{ev.plans_per_run} plans per run" in ev.switch_note
+    assert_candidates_verdicts(ev)
+
+
+def row_mixing_model():
+    """x [4, 16] -> MatMul -> Tanh -> + its mean over the rows -> MatMul: stacked plans
+    would see each other's rows through the mean."""
+    rng = np.random.default_rng(0)
+    w1, w2 = (numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n)
+              for s, n in (((16, 16), "w1"), ((16, 8), "w2")))
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+             helper.make_node("Tanh", ["h"], ["t"], name="tanh"),
+             helper.make_node("ReduceMean", ["t"], ["m"], axes=[0], keepdims=1, name="mean"),
+             helper.make_node("Add", ["t", "m"], ["a"], name="add"),
+             helper.make_node("MatMul", ["a", "w2"], ["y"], name="mm2")]
+    graph = helper.make_graph(
+        nodes, "row_mixing", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])], [w1, w2])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_model_that_mixes_rows_runs_one_plan_a_run_and_several_a_call():
+    ev = switchboard_evaluator(row_mixing_model())
+    # the stacked probe disagreed with single runs: no batched run, but a run costs well
+    # under a millisecond here, so one call takes several plans (10 ms' worth, at most 8)
+    assert ev.switchboard is not None and not ev.switchboard.batched
+    assert 1 < ev.plans_per_run <= MAX_PLANS_PER_CALL
+    assert_candidates_verdicts(ev)

@@ -48,6 +48,7 @@ class Faults:
 class LoopResult:
     evaluations: list[Evaluation] = field(default_factory=list)  # in completion order
     depth: dict[Keep, int] = field(default_factory=dict)
+    told_s: dict[Keep, float] = field(default_factory=dict)  # verdict told, s after start
     rounds: int = 0  # longest chain of evaluations that depended on one another
     cancelled: int = 0
     driver_s: float = 0.0  # time the loop itself spent (not waiting for workers)
@@ -209,6 +210,7 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
             for ev in evs if isinstance(evs, list) else [evs]:
                 out.evaluations.append(ev)
                 out.depth[ev.keep] = depth
+                out.told_s[ev.keep] = time.perf_counter() - t_start
                 out.rounds = max(out.rounds, depth)
                 depth_now = max(depth_now, depth)
                 strategy.tell(ev.keep, ev.verdict, ev.info())

@@ -25,6 +25,9 @@ is always confirmed on real candidates (distprec/confirm.py).
 Plan input (``PLAN_INPUT``, INT32, 1 = kept FP32): shape [N] with one column per searchable
 layer, or [B, N] in the batched form, one row per row of the stacked feeds, so that one run
 evaluates P plans x S samples where every tensor the switch touches has the batch axis first.
+The batched form declares the leading axis of every input and output free, even where the
+model fixes it (most exports fix batch 1): the evaluator uses it only where a stacked run
+agrees with single runs, which a model that mixes or reshapes rows fails.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from distprec.candidates.model import MAX_IR_VERSION, _copy, _opset, float_tenso
 from distprec.candidates.rewrites import LOW_TYPES, _data_slots, _round_trip, low_weight
 
 PLAN_INPUT = "distprec_keep"
+ROWS = "distprec_rows"  # the batched form's leading axis: P plans x the samples' rows
 
 
 @dataclass(frozen=True)
@@ -142,10 +146,38 @@ def _float_switch(model: onnx.ModelProto, columns: tuple[str, ...], dtype: int,
         nodes += [node, low, *selects]
     del graph.node[:]
     graph.node.extend(nodes)
-    shape = ["distprec_rows", len(columns)] if batched else [len(columns)]
+    shape = [ROWS, len(columns)] if batched else [len(columns)]
+    if batched:
+        _free_leading_axis(graph)
     graph.input.append(helper.make_tensor_value_info(PLAN_INPUT, TensorProto.INT32, shape))
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     return model
+
+
+def _free_leading_axis(graph: onnx.GraphProto) -> None:
+    """Declare the first axis of every input and output free (``ROWS``), and of every
+    inferred shape inside that led with the inputs' fixed batch.
+
+    Inferred shapes are relaxed, not dropped: without them ONNX Runtime took 4.4 s instead
+    of 0.4 s to build the demo's batched switchboard (its own inference names a new
+    symbol per Where, and plans memory for each). A shape relaxed by mistake (a leading
+    axis that only equals the batch) is corrected by the runtime's inference, and a
+    model whose rows do not stack fails the evaluator's probe.
+    """
+    fixed = set()
+    for vi in (*graph.input, *graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if not dims:
+            raise ValueError(f"{vi.name!r} has no leading axis to stack plans on")
+        if dims[0].HasField("dim_value"):
+            fixed.add(dims[0].dim_value)
+        dims[0].Clear()
+        dims[0].dim_param = ROWS
+    for vi in graph.value_info:
+        dims = vi.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value in fixed:
+            dims[0].Clear()
+            dims[0].dim_param = ROWS
 
 
 def _condition(keep_bool: str, column: int, rank: int | None, layer: str,

@@ -128,10 +128,11 @@ def summary_table(result: dict) -> Table:
                       f"{how['candidate_verdicts']} real candidates (confirming, "
                       f"{how['confirm_s']:.1f} s); {wrong} disagreement(s)"
                       + ("" if how["confirmed"] else "; answer NOT confirmed"))
-    search_s = result.get("search_s")
+    search_s, answer_s = result.get("search_s"), how.get("answer_confirmed_s")
+    times = [f"search {search_s:.1f} s"] if isinstance(search_s, (int, float)) else []
+    times += [f"answer confirmed at {answer_s:.1f} s"] if answer_s is not None else []
     table.add_row("wall time", f"{result['wall_s']:.1f} s"
-                  + (f" (search {search_s:.1f} s)" if isinstance(search_s, (int, float))
-                     else ""))
+                  + (f" ({', '.join(times)})" if times else ""))
     table.add_row("workers", f"{result['workers']} ({result['device']}"
                   + (", FP16/BF16 emulated" if result.get("emulated") else "") + ")")
     table.add_row("worker utilisation", f"{share:.0%}" if share is not None else "-")

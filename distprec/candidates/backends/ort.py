@@ -45,7 +45,8 @@ class OrtBackend:
         self._ort = ort
         ort.set_default_logger_severity(3)
 
-    def load(self, model: onnx.ModelProto):
+    def load(self, model: onnx.ModelProto, conv_search: str | None = None):
+        """A session for ``model``; ``conv_search`` overrides the backend's (CUDA only)."""
         opts = self._ort.SessionOptions()
         opts.log_severity_level = 3
         opts.intra_op_num_threads = self.threads
@@ -53,7 +54,8 @@ class OrtBackend:
         if not self.fuse:
             opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if self.device == "cuda":
-            cuda = cuda_provider_options(self.conv_search if self.repeatable else None)
+            search = conv_search or self.conv_search
+            cuda = cuda_provider_options(search if self.repeatable else None)
             opts.use_deterministic_compute = self.repeatable
             providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
         else:
@@ -73,7 +75,8 @@ class OrtBackend:
             raise RuntimeError("the CUDA provider did not load (ONNX Runtime fell back to CPU)")
         return session
 
-    def load_graph(self, model: onnx.ModelProto, feed: Feed, outputs: Feed) -> GraphSession:
+    def load_graph(self, model: onnx.ModelProto, feed: Feed, outputs: Feed,
+                   conv_search: str | None = None) -> GraphSession:
         """A session replayed as one CUDA graph, for feeds shaped as ``feed`` and outputs
         shaped as ``outputs`` (CUDA only; raises where a node is not on the CUDA provider).
 
@@ -90,10 +93,8 @@ class OrtBackend:
         opts.log_severity_level = 3
         # The conv algorithm search must match the plain session's: the graph is used only
         # where its outputs match that session's (measured on an H200: with HEURISTIC here
-        # and DEFAULT there, ultraface's outputs differed and no graph was used). DEFAULT
-        # is slow for ultraface's FP32 convs (176 ms a run against 2.9 ms with HEURISTIC);
-        # a HEURISTIC switchboard on both sides was not measured.
-        cuda = cuda_provider_options(self.conv_search, graph=True)
+        # and DEFAULT there, ultraface's outputs differed and no graph was used).
+        cuda = cuda_provider_options(conv_search or self.conv_search, graph=True)
         session = self._ort.InferenceSession(model.SerializeToString(), opts,
                                              providers=[("CUDAExecutionProvider", cuda)])
         return GraphSession(self._ort, session, feed, outputs)
