@@ -78,8 +78,15 @@ def cost_case(name: str, path: str, check, inputs, plans_k: int, switch_searches
     prep = prepare(cfg)
     setup = prep.setup(cfg)
     backend = OrtBackend(DEVICE)
-    fp32 = backend.load(prep.model)
-    infer_s = timed(lambda: backend.run(fp32, setup.feeds), 20)
+    # The baseline: one FP32 inference at its fastest. On CUDA, the faster of cuDNN's
+    # HEURISTIC and EXHAUSTIVE searches (EXHAUSTIVE times the kernels; DEFAULT is slow
+    # for FP32 convs, part fp32).
+    infer = {}
+    for search in ("HEURISTIC", "EXHAUSTIVE") if DEVICE == "cuda" else ("-",):
+        fp32 = OrtBackend(DEVICE, conv_search=search).load(prep.model) if DEVICE == "cuda" \
+            else backend.load(prep.model)
+        infer[search] = timed(functools.partial(backend.run, fp32, setup.feeds), 20)
+    infer_s = min(infer.values())
     plans = random_plans(prep.searchable, plans_k)
     cand_ev = Evaluator(setup, backend)
     cand, cand_t = [], []
@@ -88,7 +95,9 @@ def cost_case(name: str, path: str, check, inputs, plans_k: int, switch_searches
         cand.append(cand_ev.evaluate(keep, via="candidate"))
         cand_t.append(time.perf_counter() - t0)
     row = {"case": name, "layers": len(prep.searchable), "plans": len(plans),
-           "fp32_infer_ms": infer_s * 1e3, "candidate_ms": statistics.median(cand_t) * 1e3,
+           "fp32_infer_ms": infer_s * 1e3,
+           "fp32_infer_ms_by_search": {k: v * 1e3 for k, v in infer.items()},
+           "candidate_ms": statistics.median(cand_t) * 1e3,
            "switchboard": {}}
     # The switchboard under each cuDNN conv search (CUDA; the CPU has one way).
     for search in switch_searches if DEVICE == "cuda" else ["-"]:
