@@ -13,9 +13,10 @@ from distprec.demo import planted_mlp
 from distprec.evaluator import MAX_PLANS_PER_CALL, Evaluator
 
 
-def switchboard_evaluator(model) -> Evaluator:
+def switchboard_evaluator(model, plans_per_run: int | None = None) -> Evaluator:
     base = make_evaluator(model)
-    ev = Evaluator(dataclasses.replace(base.setup, evaluate="switchboard"), base.backend)
+    ev = Evaluator(dataclasses.replace(base.setup, evaluate="switchboard",
+                                       plans_per_run=plans_per_run), base.backend)
     ev.warm_up()
     return ev
 
@@ -31,21 +32,21 @@ def assert_candidates_verdicts(ev: Evaluator) -> None:
 
 def test_a_fixed_batch_model_stacks_several_plans_in_one_run():
     # The planted MLP fixes its batch at 8 rows; the batched switchboard frees that axis.
-    ev = switchboard_evaluator(planted_mlp(blocks=12).model)
+    ev = switchboard_evaluator(planted_mlp(blocks=12).model, plans_per_run=4)
     assert ev.switchboard is not None and ev.switchboard.batched
-    assert ev.plans_per_run > 1 and f"{ev.plans_per_run} plans per run" in ev.switch_note
+    assert ev.plans_per_run == 4 and "4 plans per run" in ev.switch_note
     assert_candidates_verdicts(ev)
 
 
 def row_mixing_model():
-    """x [4, 16] -> MatMul -> Tanh -> + its mean over the rows -> MatMul: stacked plans
-    would see each other's rows through the mean."""
+    """x [4, 16] -> MatMul -> Tanh -> + its softmax over the rows -> MatMul: stacked
+    plans would see each other's rows through the softmax."""
     rng = np.random.default_rng(0)
     w1, w2 = (numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n)
               for s, n in (((16, 16), "w1"), ((16, 8), "w2")))
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
              helper.make_node("Tanh", ["h"], ["t"], name="tanh"),
-             helper.make_node("ReduceMean", ["t"], ["m"], axes=[0], keepdims=1, name="mean"),
+             helper.make_node("Softmax", ["t"], ["m"], axis=0, name="softmax"),
              helper.make_node("Add", ["t", "m"], ["a"], name="add"),
              helper.make_node("MatMul", ["a", "w2"], ["y"], name="mm2")]
     graph = helper.make_graph(
@@ -56,8 +57,9 @@ def row_mixing_model():
 
 def test_a_model_that_mixes_rows_runs_one_plan_a_run_and_several_a_call():
     ev = switchboard_evaluator(row_mixing_model())
-    # the stacked probe disagreed with single runs: no batched run, but a run costs well
-    # under a millisecond here, so one call takes several plans (10 ms' worth, at most 8)
+    # no batched run, but a run costs well under a millisecond here, so one call takes
+    # several plans (10 ms' worth, at most 8)
     assert ev.switchboard is not None and not ev.switchboard.batched
+    assert "the rows of stacked plans mix" in ev.switch_note
     assert 1 < ev.plans_per_run <= MAX_PLANS_PER_CALL
     assert_candidates_verdicts(ev)
