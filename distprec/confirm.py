@@ -9,7 +9,9 @@ again over the verdicts known so far (replayed, not re-evaluated), until the can
 agree. A switchboard that is wrong about one layer is wrong about every plan that lowers
 it, and there can be exponentially many such plans, so after ``SWITCH_PASSES`` passes that
 disagreed the search goes on on real candidates alone (replaying only their verdicts):
-that pass needs no confirmation, so the search ends.
+that pass needs no confirmation, so the search ends. After the first disagreement, the
+switchboard runs on the candidates' convolution kernels (``MATCHED``): slower on CUDA,
+but kernel choice, not only fusion, moved verdicts near a tight tolerance.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 
 from distprec.actors.loop import EventSink, Faults, LoopResult, drive
 from distprec.actors.pool import Worker
+from distprec.evaluator import MATCHED
 from distprec.strategies.base import Info, Keep, Outcome, Strategy, Verdict
 from distprec.strategies.replay import EachOnce, Known, Replay
 
@@ -83,13 +86,15 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
     real: dict[Keep, tuple[Verdict, Info | None]] = dict(seed[1]) if seed else {}
     total, conf = LoopResult(), Confirmation()
     while True:
-        via = "switchboard" if conf.passes < SWITCH_PASSES else "candidate"
+        # After a disagreement, the switchboard runs the candidates' kernels (MATCHED).
+        via = "candidate" if conf.passes >= SWITCH_PASSES else \
+            MATCHED if conf.disagreements else "switchboard"
         # A candidate's verdict wins; on candidates alone, only theirs are replayed.
-        strategy = Replay(make(), {**switch, **real} if via == "switchboard" else real)
+        strategy = Replay(make(), real if via == "candidate" else {**switch, **real})
         loop = run(strategy, via)
         _merge(total, loop)
         for ev in loop.evaluations:
-            (switch if via == "switchboard" else real)[ev.keep] = (ev.verdict, ev.info())
+            (real if via == "candidate" else switch)[ev.keep] = (ev.verdict, ev.info())
         outcome = strategy.result()
         todo = [k for k in confirmation_plans(strategy.inner, outcome) if k not in real]
         answer = frozenset(outcome.keep) if outcome.passed and outcome.keep is not None \

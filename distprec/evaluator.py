@@ -7,6 +7,8 @@ driver ships only the few layer names of each plan.
 Two ways to evaluate a plan (``via``): "candidate" rewrites the model and builds a session
 for it (what the user deploys); "switchboard" runs the one prebuilt switchboard model with
 the plan as an input (distprec/candidates/switchboard.py), for the cost of an inference.
+``MATCHED`` is the switchboard on the candidates' convolution kernels (CUDA), slower, used
+once the fast one has disagreed with a candidate.
 """
 
 from __future__ import annotations
@@ -105,6 +107,10 @@ EVALUATE_MODES = ("candidate", "switchboard", "auto")
 #: 176 ms against 2.9 ms with HEURISTIC, and the switchboard, built once a worker, runs
 #: its FP32 branches on every plan (docs/BENCHMARKS.md).
 SWITCH_CONV_SEARCH = "HEURISTIC"
+#: ``via``: the switchboard on the candidates' conv search. Measured on an H200, ultraface
+#: FP16 at atol 1e-4: the HEURISTIC switchboard disagreed with DEFAULT candidates on 3
+#: plans near the tolerance, where the DEFAULT switchboard had agreed on every plan.
+MATCHED = "switchboard-matched"
 #: Largest batch of plans tried when plans_per_run is chosen by timing.
 MAX_PLANS_PER_RUN = 64
 #: Without a batched run: seconds of runs one call should hold, and at most this many plans.
@@ -265,7 +271,7 @@ class Evaluator:
             (template,) = self.backend.run(self._switch_session, [first])
             session = self._load_switch(board.model, feed=first, outputs=template)
             probe = [frozenset(), frozenset(self.searchable)]
-            graphed = self._run_switch(board, session, probe, pad_to=plans)
+            graphed = [self._run_switch(board, session, [k], pad_to=plans)[0] for k in probe]
             plain = self._run_switch(board, self._switch_session, probe)
             if not all(_close(a, b) for a, b in zip(graphed, plain)):
                 return False
@@ -305,8 +311,8 @@ class Evaluator:
         plan's run as it is; the profile from a second run of the candidate with every layer
         output exposed, which can fuse differently (see profile.py).
         """
-        if (via or self.default_via) == "switchboard":
-            ev = self.evaluate_many([keep], "switchboard")[0]
+        if (via or self.default_via) in ("switchboard", MATCHED):
+            ev = self.evaluate_many([keep], via)[0]
             if profile and ev.verdict is not Verdict.ERROR:
                 self._add_profile(ev, self.candidate(frozenset(keep)))
             return ev
@@ -332,10 +338,13 @@ class Evaluator:
 
     def evaluate_many(self, keeps: Sequence[Keep], via: str | None = None) -> list[Evaluation]:
         """Verdicts on several plans; through the switchboard, ``plans_per_run`` a run."""
-        if (via or self.default_via) != "switchboard":
+        via = via or self.default_via
+        if via == "candidate":
             return [self.evaluate(k, via="candidate") for k in keeps]
         if self.switchboard is None:
             raise RuntimeError(f"no switchboard on {self.worker}: {self.switch_note}")
+        if via == MATCHED:
+            self._match_candidate_kernels()
         out: list[Evaluation] = []
         for i in range(0, len(keeps), self.plans_per_run):
             chunk = [frozenset(k) for k in keeps[i:i + self.plans_per_run]]
@@ -355,6 +364,15 @@ class Evaluator:
                 ev.end = time.time()
             out += evs
         return out
+
+    def _match_candidate_kernels(self) -> None:
+        """From now on, the switchboard's convolutions search as the candidates' do
+        (rebuilt once, on first use: a restarted actor rebuilds it when asked again)."""
+        search = getattr(self.backend, "conv_search", None)
+        if getattr(self.backend, "device", "") == "cuda" and search \
+                and self.switch_conv_search != search:
+            self.switch_conv_search = search
+            self._set_up_switchboard()
 
     @property
     def default_via(self) -> str:
