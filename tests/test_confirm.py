@@ -10,7 +10,7 @@ from strategy_oracles import layers, needs
 
 from distprec.actors.loop import LoopResult
 from distprec.confirm import confirmed_search
-from distprec.evaluator import Evaluation
+from distprec.evaluator import MATCHED, Evaluation
 from distprec.strategies import Verdict, make_strategy
 from distprec.strategies.simulate import simulate
 
@@ -21,7 +21,7 @@ BAD = {"L0005", "L0021", "L0033"}
 def oracle_run(switch, real, workers: int = 3, calls: list | None = None):
     """A ``Run`` whose verdicts come from ``switch`` or ``real`` by the way asked."""
     def run(strategy, via):
-        oracle = switch if via == "switchboard" else real
+        oracle = real if via == "candidate" else switch  # MATCHED: still the switchboard
         sim = simulate(strategy, oracle, workers)
         if calls is not None:
             calls.append((via, [k for k, _ in sim.history]))
@@ -58,12 +58,16 @@ def test_no_confirmed_answer_time_without_a_passing_answer():
 def test_a_disagreeing_candidate_overrides_the_switchboard_and_the_search_goes_on():
     # The switchboard misses that L0010 is needed (a fusion it breaks keeps it safe there).
     real_bad = BAD | {"L0010"}
-    outcome, loop, conf = confirmed_search(make, oracle_run(needs(BAD), needs(real_bad)))
+    calls = []
+    outcome, loop, conf = confirmed_search(make, oracle_run(needs(BAD), needs(real_bad),
+                                                            calls=calls))
     assert outcome.passed and outcome.keep == real_bad and outcome.minimal == "1-minimal"
     assert conf.disagreements and conf.passes >= 2 and conf.confirmed
     assert {"keep", "size", "switchboard", "candidate"} <= set(conf.disagreements[0])
     assert conf.disagreements[0]["switchboard"] == "pass"
     assert conf.disagreements[0]["candidate"] == "fail"
+    # After the disagreement the switchboard runs on the candidates' kernels.
+    assert [via for via, _ in calls][:3] == ["switchboard", "candidate", MATCHED]
     # Every verdict the answer rests on came from a real candidate.
     candidate = {e.keep: e.verdict for e in loop.evaluations if e.via == "candidate"}
     assert candidate[frozenset(real_bad)] is Verdict.PASS
@@ -133,7 +137,7 @@ def test_a_switchboard_wrong_everywhere_hands_over_to_candidates():
     always = lambda keep: True  # noqa: E731
     outcome, _, conf = confirmed_search(make, oracle_run(always, needs(BAD), calls=calls))
     assert outcome.keep == BAD and outcome.minimal == "1-minimal" and conf.confirmed
-    searches = [via for via, plans in calls if plans and via == "switchboard"]
+    searches = [via for via, plans in calls if plans and via != "candidate"]
     assert len(searches) <= SWITCH_PASSES and conf.passes == SWITCH_PASSES
 
 
