@@ -85,10 +85,13 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
     switch: dict[Keep, tuple[Verdict, Info | None]] = dict(seed[0]) if seed else {}
     real: dict[Keep, tuple[Verdict, Info | None]] = dict(seed[1]) if seed else {}
     total, conf = LoopResult(), Confirmation()
+    matched = False
     while True:
         # After a disagreement, the switchboard runs the candidates' kernels (MATCHED).
         via = "candidate" if conf.passes >= SWITCH_PASSES else \
             MATCHED if conf.disagreements else "switchboard"
+        if via == MATCHED and not matched:  # verdicts of the other kernels are not replayed
+            matched, switch = True, {}
         # A candidate's verdict wins; on candidates alone, only theirs are replayed.
         strategy = Replay(make(), real if via == "candidate" else {**switch, **real})
         loop = run(strategy, via)
