@@ -182,7 +182,8 @@ def part_fp32(tmp: Path, names: list[str]) -> list[dict]:
     return rows
 
 
-def part_search(tmp: Path, names: list[str], per_gpu: int, modes: list[str]) -> list[dict]:
+def part_search(tmp: Path, names: list[str], per_gpu: int, modes: list[str],
+                kernels: str) -> list[dict]:
     rows = []
     all_cases = cases(tmp, blocks=100)
     for name in names:
@@ -191,10 +192,11 @@ def part_search(tmp: Path, names: list[str], per_gpu: int, modes: list[str]) -> 
             cfg = SearchConfig(model=path, precision=precision, check=check, samples=2,
                                inputs=inputs, device=DEVICE, evaluate=mode,
                                workers=per_gpu if DEVICE == "cuda" else 1,
-                               workers_per_gpu=per_gpu, layer_errors="none")
+                               workers_per_gpu=per_gpu, layer_errors="none",
+                               switch_kernels=kernels)
             rep = run_search(cfg)
             conf = rep.confirmation.record() if rep.confirmation else None
-            row = {"case": name, "evaluate": mode, "W": cfg.workers,
+            row = {"case": name, "evaluate": mode, "kernels": kernels, "W": cfg.workers,
                    "strategy": cfg.strategy_name, "wall_s": rep.wall_s,
                    "search_s": rep.loop.wall_s, "evaluations": len(rep.loop.evaluations),
                    "answer": len(rep.outcome.keep or ()), "passed": rep.outcome.passed,
@@ -224,6 +226,7 @@ def main() -> None:
     ap.add_argument("--search-cases", default="planted-fp16,candy-fp16,ultraface-int8")
     ap.add_argument("--workers-per-gpu", type=int, default=1)
     ap.add_argument("--modes", default="candidate,auto", help="--evaluate modes (search)")
+    ap.add_argument("--switch-kernels", default="fast", help="fast or matched (search)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -240,7 +243,7 @@ def main() -> None:
             (out / "fp32.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
         if "search" in parts:
             rows = part_search(tmp, a.search_cases.split(","), a.workers_per_gpu,
-                               a.modes.split(","))
+                               a.modes.split(","), a.switch_kernels)
             (out / "search.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
 
 

@@ -93,6 +93,7 @@ class Setup:
     plans_per_run: int | None = None  # switchboard plans per run; None: chosen by timing
     backend: str = "ort"  # BACKENDS: ort or trt
     build_timeout: float | None = None  # seconds an engine build may take (trt)
+    switch_kernels: str = "fast"  # SWITCH_KERNELS
 
     def make_backend(self, device: str, **ort_options):
         return make_backend(self.backend, device, self.precision, self.ranges_json,
@@ -111,6 +112,9 @@ SWITCH_CONV_SEARCH = "HEURISTIC"
 #: FP16 at atol 1e-4: the HEURISTIC switchboard disagreed with DEFAULT candidates on 3
 #: plans near the tolerance, where the DEFAULT switchboard had agreed on every plan.
 MATCHED = "switchboard-matched"
+#: --switch-kernels: fast (SWITCH_CONV_SEARCH, then MATCHED after a disagreement) or matched
+#: (the candidates' conv search from the start).
+SWITCH_KERNELS = ("fast", "matched")
 #: Largest batch of plans tried when plans_per_run is chosen by timing.
 MAX_PLANS_PER_RUN = 64
 #: Without a batched run: seconds of runs one call should hold, and at most this many plans.
@@ -137,7 +141,9 @@ class Evaluator:
         self.switchboard: Switchboard | None = None
         self._switch_session = None
         self.plans_per_run = 1  # plans one switchboard run evaluates
-        self.switch_conv_search = SWITCH_CONV_SEARCH  # cuDNN's, for switchboard sessions
+        self.switch_conv_search = (  # cuDNN's, for switchboard sessions (CUDA)
+            getattr(backend, "conv_search", None) if setup.switch_kernels == "matched"
+            else SWITCH_CONV_SEARCH)
         self._switch_pad = 0  # runs padded to this many plans (a batched CUDA graph)
         self.switch_note = ""  # why there is no switchboard, or how it was set up
 

@@ -36,7 +36,7 @@ from distprec.data import (
     read_layer_names,
 )
 from distprec.errors import InputError, cause, first_line
-from distprec.evaluator import EVALUATE_MODES, Evaluator, Setup
+from distprec.evaluator import EVALUATE_MODES, SWITCH_KERNELS, Evaluator, Setup
 from distprec.journal import Journal, search_key, tap
 from distprec.partial import collect, partial_outcome
 from distprec.plan import PRECISIONS
@@ -82,6 +82,7 @@ class SearchConfig:
     layer_errors: str = "final"  # per-layer profile in result.json: final, all-low or none
     evaluate: str = "auto"  # EVALUATE_MODES: switchboard (confirmed on candidates) or candidate
     plans_per_run: int | None = None  # switchboard plans per run; None: chosen by timing
+    switch_kernels: str = "fast"  # SWITCH_KERNELS: the switchboard's conv kernels (CUDA)
     workers_per_gpu: int = 1  # evaluators sharing each GPU
     backend: str = "ort"  # BACKENDS: ort or trt (TensorRT, distprec[trt])
     build_timeout: float | None = None  # seconds an engine build may take (trt)
@@ -122,6 +123,8 @@ class SearchConfig:
             raise InputError(f"--evaluate must be one of {', '.join(EVALUATE_MODES)}")
         if self.workers_per_gpu < 1:
             raise InputError(f"--workers-per-gpu must be at least 1, got {self.workers_per_gpu}")
+        if self.switch_kernels not in SWITCH_KERNELS:
+            raise InputError(f"--switch-kernels must be one of {', '.join(SWITCH_KERNELS)}")
         if self.plans_per_run is not None and self.plans_per_run < 1:
             raise InputError(f"--plans-per-run must be at least 1, got {self.plans_per_run}")
         check_backend(self.backend, self.build_timeout, self.device)
@@ -150,7 +153,7 @@ class Prepared:
     def setup(self, cfg: SearchConfig) -> Setup:
         return Setup(to_wire(self.model), cfg.precision, self.searchable,
                      self.feeds, self.golden, cfg.check, self.ranges_json, cfg.evaluate,
-                     cfg.plans_per_run, cfg.backend, cfg.build_timeout)
+                     cfg.plans_per_run, cfg.backend, cfg.build_timeout, cfg.switch_kernels)
 
 
 @dataclass

@@ -63,3 +63,13 @@ def test_a_model_that_mixes_rows_runs_one_plan_a_run_and_several_a_call():
     assert "the rows of stacked plans mix" in ev.switch_note
     assert 1 < ev.plans_per_run <= MAX_PLANS_PER_CALL
     assert_candidates_verdicts(ev)
+
+
+def test_switch_kernels_choose_the_switchboards_conv_search():
+    from distprec.evaluator import SWITCH_CONV_SEARCH
+
+    base = make_evaluator(planted_mlp(blocks=2).model)
+    matched = Evaluator(dataclasses.replace(base.setup, switch_kernels="matched"), base.backend)
+    fast = Evaluator(base.setup, base.backend)
+    assert matched.switch_conv_search == base.backend.conv_search != SWITCH_CONV_SEARCH
+    assert fast.switch_conv_search == SWITCH_CONV_SEARCH
