@@ -226,7 +226,7 @@ def main() -> None:
     ap.add_argument("--search-cases", default="planted-fp16,candy-fp16,ultraface-int8")
     ap.add_argument("--workers-per-gpu", type=int, default=1)
     ap.add_argument("--modes", default="candidate,auto", help="--evaluate modes (search)")
-    ap.add_argument("--switch-kernels", default="fast", help="fast or matched (search)")
+    ap.add_argument("--switch-kernels", default="matched", help="matched or fast (search)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

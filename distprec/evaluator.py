@@ -93,7 +93,7 @@ class Setup:
     plans_per_run: int | None = None  # switchboard plans per run; None: chosen by timing
     backend: str = "ort"  # BACKENDS: ort or trt
     build_timeout: float | None = None  # seconds an engine build may take (trt)
-    switch_kernels: str = "fast"  # SWITCH_KERNELS
+    switch_kernels: str = "matched"  # SWITCH_KERNELS
 
     def make_backend(self, device: str, **ort_options):
         return make_backend(self.backend, device, self.precision, self.ranges_json,
@@ -103,18 +103,20 @@ class Setup:
 #: candidate: every plan rewritten and built; switchboard: plans as inputs of one model
 #: (refused when it cannot be built); auto: the switchboard wherever it can be built.
 EVALUATE_MODES = ("candidate", "switchboard", "auto")
-#: cuDNN's convolution algorithm search for the switchboard's sessions on CUDA. Candidates
-#: use DEFAULT (cuda_provider_options says why); DEFAULT ran ultraface's FP32 convs at
-#: 176 ms against 2.9 ms with HEURISTIC, and the switchboard, built once a worker, runs
-#: its FP32 branches on every plan (docs/BENCHMARKS.md).
+#: cuDNN's convolution algorithm search for a fast switchboard on CUDA. Candidates use
+#: DEFAULT (cuda_provider_options says why); DEFAULT ran ultraface's FP32 convs at 176 ms
+#: against 2.9 ms with HEURISTIC, and the switchboard, built once a worker, runs its FP32
+#: branches on every plan (docs/BENCHMARKS.md).
 SWITCH_CONV_SEARCH = "HEURISTIC"
 #: ``via``: the switchboard on the candidates' conv search. Measured on an H200, ultraface
 #: FP16 at atol 1e-4: the HEURISTIC switchboard disagreed with DEFAULT candidates on 3
 #: plans near the tolerance, where the DEFAULT switchboard had agreed on every plan.
 MATCHED = "switchboard-matched"
-#: --switch-kernels: fast (SWITCH_CONV_SEARCH, then MATCHED after a disagreement) or matched
-#: (the candidates' conv search from the start).
-SWITCH_KERNELS = ("fast", "matched")
+#: --switch-kernels: matched (the candidates' conv search) or fast (SWITCH_CONV_SEARCH, then
+#: MATCHED after a disagreement). Matched by default: measured on an H200, ultraface FP16 at
+#: atol 1e-4 reached a confirmed answer in 16.8 s matched against 44.5 s fast (its plans cost
+#: 61 against 6.8 ms, but 1 disagreement cost a second pass; docs/BENCHMARKS.md).
+SWITCH_KERNELS = ("matched", "fast")
 #: Largest batch of plans tried when plans_per_run is chosen by timing.
 MAX_PLANS_PER_RUN = 64
 #: Without a batched run: seconds of runs one call should hold, and at most this many plans.

@@ -82,7 +82,7 @@ class SearchConfig:
     layer_errors: str = "final"  # per-layer profile in result.json: final, all-low or none
     evaluate: str = "auto"  # EVALUATE_MODES: switchboard (confirmed on candidates) or candidate
     plans_per_run: int | None = None  # switchboard plans per run; None: chosen by timing
-    switch_kernels: str = "fast"  # SWITCH_KERNELS: the switchboard's conv kernels (CUDA)
+    switch_kernels: str = "matched"  # SWITCH_KERNELS: the switchboard's conv kernels (CUDA)
     workers_per_gpu: int = 1  # evaluators sharing each GPU
     backend: str = "ort"  # BACKENDS: ort or trt (TensorRT, distprec[trt])
     build_timeout: float | None = None  # seconds an engine build may take (trt)
