@@ -175,7 +175,7 @@ def _table(graph: onnx.GraphProto, dynamic: set[str], floats: set[str],
         if node.op_type in NOT_COMPUTE:
             why = "constant or shape op"
         elif has_body(node):
-            why = "control flow (its bodies' layers are listed after it)"
+            why = "control flow (its bodies' layers follow it)"
         elif not is_dynamic:
             why = "computes a constant"
         elif not any(o in floats for o in node.output):
