@@ -63,13 +63,11 @@ def tensorrt_names(source: onnx.ModelProto, prepared: onnx.ModelProto,
     if in_bodies:
         notes.append(
             f"{len(in_bodies)} layer(s) inside If/Loop/Scan bodies ({', '.join(in_bodies[:3])}"
-            f"{', ...' if len(in_bodies) > 3 else ''}): trtexec and Polygraphy address them "
-            "by these names (where an If's condition is a build-time constant, TensorRT "
-            "builds only the branch taken); ModelOpt AutoCast classifies main-graph nodes "
-            "only and keeps If/Loop/Scan in high precision (its source, not run here), so "
-            "it runs them in FP32; onnxconverter-common's node_block_list can make a model "
-            "ONNX Runtime refuses when it blocks a body node (measured with 1.16): deploy "
-            "the saved mixed model (--save-model) for these")
+            f"{', ...' if len(in_bodies) > 3 else ''}): trtexec and Polygraphy name them so "
+            "(TensorRT builds only the taken branch of an If whose condition is constant); "
+            "ModelOpt AutoCast keeps If/Loop/Scan bodies in FP32 (read in its source) and "
+            "onnxconverter-common's node_block_list cannot block them (1.16 wrote a model "
+            "ONNX Runtime refused): for those, deploy the --save-model output")
     return out, notes
 
 
