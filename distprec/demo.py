@@ -154,7 +154,7 @@ def planted_attention(layers: int = 4, tokens: int = 8, dim: int = 16, batch: in
                    planted, plants)
 
 
-def planted_control_flow(width: int = 16, batch: int = 4, steps: int = 3,
+def planted_control_flow(width: int = 16, batch: int | str = 4, steps: int = 3,
                          seed: int = 0) -> PlantedModel:
     """A model whose computation runs in If, Loop and Scan bodies, with an FP16 overflow
     planted in the If's then-branch (a MatMul to ~1e5 and a per-channel Mul scaling back).
@@ -164,7 +164,8 @@ def planted_control_flow(width: int = 16, batch: int = 4, steps: int = 3,
     -> ``refine`` Loop, ``steps`` times ``s + Tanh(s W + b)`` (weights inside the body)
     -> ``scan`` Scan over the batch rows, ``Relu(row W)`` per row and their running sum
     -> ``head/matmul``. Branch and Scan weights are outer-scope references to main-graph
-    initializers, as exporters write them; the Loop's are the body's own.
+    initializers, as exporters write them; the Loop's are the body's own. ``batch`` may
+    be a name (a free batch axis).
     """
     rng = np.random.default_rng(seed)
     s = 1 / np.sqrt(width)

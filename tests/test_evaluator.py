@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from planted_helpers import make_evaluator
 
 from distprec.demo import planted_mlp
@@ -22,5 +23,27 @@ def test_a_fixed_batch_switchboard_takes_several_plans_a_call_with_candidates_ve
     plans = [frozenset(layers[:k]) for k in range(0, len(layers) + 1, 5)]
     switched = ev.evaluate_many(plans)
     assert [e.via for e in switched] == ["switchboard"] * len(plans)
+    assert [e.verdict for e in switched] == [ev.evaluate(k, via="candidate").verdict
+                                            for k in plans]
+
+
+def test_body_layers_use_the_one_plan_switchboard_where_the_batched_form_declines():
+    """With a free batch axis the evaluator tries the batched switchboard; a model with
+    layers in If/Loop/Scan bodies refuses it (a body need not keep the batch axis first),
+    so plans run one per run, with the candidates' verdicts."""
+    from distprec.demo import planted_control_flow
+
+    planted = planted_control_flow(batch="N")
+    with pytest.warns(UserWarning, match="dynamic dimensions"):  # one row a sample
+        base = make_evaluator(planted.model)
+    ev = Evaluator(dataclasses.replace(base.setup, evaluate="switchboard"), base.backend)
+    ev.warm_up()
+    assert ev.switchboard is not None and not ev.switchboard.batched
+    assert "inside an If/Loop/Scan body" in ev.switch_note
+    everything = frozenset(ev.searchable)
+    plans = [frozenset(), everything, everything - planted.planted, frozenset(planted.planted)]
+    switched = ev.evaluate_many(plans)
+    assert [e.via for e in switched] == ["switchboard"] * len(plans)
+    assert [e.verdict.passed for e in switched] == [False, True, False, True]
     assert [e.verdict for e in switched] == [ev.evaluate(k, via="candidate").verdict
                                             for k in plans]
