@@ -47,3 +47,18 @@ def test_body_layers_use_the_one_plan_switchboard_where_the_batched_form_decline
     assert [e.verdict.passed for e in switched] == [False, True, False, True]
     assert [e.verdict for e in switched] == [ev.evaluate(k, via="candidate").verdict
                                             for k in plans]
+
+
+def test_a_model_computing_only_inside_an_if_branch_is_evaluated():
+    """The voice-activity case: every searchable layer is in a branch, every switch too."""
+    from control_flow_models import if_only_model
+
+    base = make_evaluator(if_only_model())
+    ev = Evaluator(dataclasses.replace(base.setup, evaluate="switchboard"), base.backend)
+    ev.warm_up()
+    assert len(ev.searchable) == 8 and ev.switchboard is not None
+    plans = [frozenset(), frozenset(ev.searchable), frozenset(sorted(ev.searchable)[:3])]
+    switched = ev.evaluate_many(plans)
+    candidates = [ev.evaluate(k, via="candidate") for k in plans]
+    assert all(e.verdict.passed for e in switched)  # FP16 noise is within the demo check
+    assert [e.figures for e in switched] == [e.figures for e in candidates]

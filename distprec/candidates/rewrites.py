@@ -122,15 +122,16 @@ def cast_to_low_precision(model: onnx.ModelProto, low: set[str], dtype: int,
 
     Written here rather than taken from onnxconverter-common: its ``node_block_list`` still
     routes the values between blocked nodes through FP16 (measured: the 412-layer planted
-    model with every node blocked came back with 310 Casts),
-    so it cannot express "these layers stay FP32"; it also has no BF16. It does enter
-    If/Loop/Scan bodies, but blocking a body node there gives an invalid model (measured
-    with 1.16 on demo.planted_control_flow: the blocked node's outer-scope weight is
-    converted to FP16 in the main graph, and ONNX Runtime refuses the If, "MatMul bound to
-    different types"). Each low node reads low
-    inputs (cast once per tensor; weights converted in place) and writes a low tensor
-    that a Cast turns back into the original FP32 name, so FP32 consumers and graph
-    outputs are unchanged; ONNX Runtime drops the lossless Cast pairs between low nodes.
+    model with every node blocked came back with 310 Casts), so it cannot express "these
+    layers stay FP32"; it also has no BF16. It does enter If/Loop/Scan bodies, but blocking
+    a body node gave an invalid model (measured with 1.16 on demo.planted_control_flow:
+    the blocked node's outer-scope weight was converted to FP16 in the main graph, and ONNX
+    Runtime refused the If: "MatMul bound to different types").
+
+    Each low node reads low inputs (cast once per tensor; weights converted in place) and
+    writes a low tensor that a Cast turns back into the original FP32 name, so FP32
+    consumers and graph outputs are unchanged; ONNX Runtime drops the lossless Cast pairs
+    between low nodes.
     """
     model = _copy(model)
     _Lowering(model, low, dtype, False, weights).graph(model.graph, {})

@@ -4,9 +4,10 @@ A model's computation can live entirely in bodies: an opset-18 export of a voice
 model keeps every Conv inside the branches of one ``If``. Bodies see the values of every
 enclosing graph by name (outer-scope references), so a walk carries what each scope sees.
 
-Order convention: a body's nodes come right after the node that holds it (``then_branch``
-before ``else_branch``, as the attributes are listed), each body in its own topological
-order; nested bodies likewise, depth first.
+Order convention: a body's nodes come right after the node that holds it, its bodies in
+the order the node stores them (onnx.helper stores attributes sorted by name, so
+``else_branch`` before ``then_branch``), each body in its own topological order; nested
+bodies likewise, depth first.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ class Placed:
     """A node and where it lives: ``parent`` holds it in its ``branch`` ("" in the main graph)."""
 
     node: onnx.NodeProto
-    graph: onnx.GraphProto
     parent: str = ""
     branch: str = ""
 
@@ -51,7 +51,7 @@ def walk(graph: onnx.GraphProto, parent: str = "", branch: str = "") -> Iterator
     caller is seen under its new name.
     """
     for node in graph.node:
-        yield Placed(node, graph, parent, branch)
+        yield Placed(node, parent, branch)
         for attr, sub in bodies(node):
             yield from walk(sub, node.name, attr)
 

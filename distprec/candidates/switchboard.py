@@ -136,16 +136,13 @@ class _Board:
     def low_input(self, x: str, nodes: list[onnx.NodeProto], low_value: dict[str, str]) -> str:
         """The low branch's view of FP32 tensor ``x``: Cast to low (or rounded), once a scope."""
         if x not in low_value:
-            name = f"{x}/{self.tag}_in"
+            suffix = f"{self.tag}_in"
             if x in self.copies:  # weights: converted once, here, not at run time
-                low_value[x] = self.copies.weight(x, f"{self.tag}_in")
-            elif self.emulate:
-                low_value[x] = name = self.copies.fresh(name)
-                nodes.extend(_round_trip(x, name, self.dtype))
+                low_value[x] = self.copies.weight(x, suffix)
             else:
-                low_value[x] = name = self.copies.fresh(name)
-                nodes.append(helper.make_node("Cast", [x], [name], to=self.dtype,
-                                              name=f"{name}/cast"))
+                low_value[x] = name = self.copies.fresh(f"{x}/{suffix}")
+                nodes.extend(_round_trip(x, name, self.dtype) if self.emulate else [
+                    helper.make_node("Cast", [x], [name], to=self.dtype, name=f"{name}/cast")])
         return low_value[x]
 
     def switch(self, node: onnx.NodeProto, nodes: list[onnx.NodeProto],
