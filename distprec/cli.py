@@ -297,12 +297,16 @@ def cmd_layers(a: argparse.Namespace) -> int:
         raise InputError(f"unknown precision {a.precision!r}")
     model = prepare_model(load_model(a.model))
     layers = layer_table(model, not_low(model, a.precision))
-    table = Table("index", "name", "op type", *(["searchable"] if a.all else []),
+    nested = any(x.parent for x in layers)  # a column for the bodies' layers, where any
+    table = Table("index", "name", "op type", *(["in body of"] if nested else []),
+                  *(["searchable"] if a.all else []),
                   title=f"{a.model}: {sum(x.searchable for x in layers)} searchable layers "
                   f"for {a.precision}")
     for layer in layers:
         if layer.searchable or a.all:
             table.add_row(str(layer.index), layer.name, layer.op_type,
+                          *([f"{layer.parent} ({layer.branch})" if layer.parent else ""]
+                            if nested else []),
                           *(["yes" if layer.searchable else layer.why_not] if a.all else []))
     Console().print(table)
     return 0

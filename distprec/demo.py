@@ -154,6 +154,72 @@ def planted_attention(layers: int = 4, tokens: int = 8, dim: int = 16, batch: in
                    planted, plants)
 
 
+def planted_control_flow(width: int = 16, batch: int | str = 4, steps: int = 3,
+                         seed: int = 0) -> PlantedModel:
+    """A model whose computation runs in If, Loop and Scan bodies, with an FP16 overflow
+    planted in the If's then-branch (a MatMul to ~1e5 and a per-channel Mul scaling back).
+
+    main: ``stem/matmul`` -> ``gate`` If (its condition always holds)
+    then: MatMul -> Add -> plant (its residual Add is the output); else: unnamed MatMul -> Relu
+    -> ``refine`` Loop, ``steps`` times ``s + Tanh(s W + b)`` (weights inside the body)
+    -> ``scan`` Scan over the batch rows, ``Relu(row W)`` per row and their running sum
+    -> ``head/matmul``. Branch and Scan weights are outer-scope references to main-graph
+    initializers, as exporters write them; the Loop's are the body's own. ``batch`` may
+    be a name (a free batch axis).
+    """
+    rng = np.random.default_rng(seed)
+    s = 1 / np.sqrt(width)
+    g = _Builder(rng)
+    h = g.node("MatMul", ["input", g.weight((width, width), s)], "stem/matmul")
+    top = g.node("ReduceMax", ["input"], "gate/max", keepdims=0)
+    cond = g.node("Greater", [top, g.weight((), 0.0, base=-1e30)], "gate/cond")
+    row = [batch, width]
+
+    then = g.body()
+    t = then.node("MatMul", [h, g.weight((width, width), s)], "then/matmul")
+    t = then.node("Add", [t, g.weight((width,), 0.1)], "then/bias")
+    # no Relu after the plant: it would turn the overflow's -inf into 0 and hide it
+    _, planted = then.overflow(t, width, 0, names=("then/overflow_matmul", "then/scale_back",
+                                                    "then/residual"), out="gate/then_out")
+    other = g.body()
+    e = other.node("MatMul", [h, g.weight((width, width), s)], "", out="gate/else_mm")
+    other.node("Relu", [e], "", out="gate/else_out")
+    g.nodes.append(helper.make_node(
+        "If", [cond], ["gated"], name="gate",
+        then_branch=then.graph("then", [], [("gate/then_out", row)]),
+        else_branch=other.graph("else", [], [("gate/else_out", row)])))
+
+    loop = _Builder(rng)  # its own weights, inside the body
+    loop.prefix = "refine/"
+    loop.node("Identity", ["refine/cond_in"], "", out="refine/cond_out")
+    m = loop.node("MatMul", ["refine/s", loop.weight((width, width), s)], "refine/matmul")
+    m = loop.node("Add", [m, loop.weight((width,), 0.1)], "refine/bias")
+    m = loop.node("Tanh", [m], "refine/tanh")
+    loop.node("Add", ["refine/s", m], "refine/residual", out="refine/s_out")
+    body = loop.graph("refine_body", [("refine/i", TensorProto.INT64, []),
+                                      ("refine/cond_in", TensorProto.BOOL, []),
+                                      ("refine/s", TensorProto.FLOAT, row)],
+                      [("refine/cond_out", [], TensorProto.BOOL), ("refine/s_out", row)])
+    g.inits += [numpy_helper.from_array(np.array(steps, np.int64), "refine/steps"),
+                numpy_helper.from_array(np.array(True), "refine/go")]
+    g.nodes.append(helper.make_node("Loop", ["refine/steps", "refine/go", "gated"], ["refined"],
+                                    name="refine", body=body))
+
+    scan = g.body()
+    r = scan.node("MatMul", ["scan/row", g.weight((width, width), s)], "scan/matmul")
+    scan.node("Relu", [r], "scan/relu", out="scan/row_out")
+    scan.node("Add", ["scan/acc", "scan/row_out"], "scan/accumulate", out="scan/acc_out")
+    body = scan.graph("scan_body", [("scan/acc", TensorProto.FLOAT, [width]),
+                                    ("scan/row", TensorProto.FLOAT, [width])],
+                      [("scan/acc_out", [width]), ("scan/row_out", [width])])
+    g.inits.append(numpy_helper.from_array(np.zeros(width, np.float32), "scan/acc0"))
+    g.nodes.append(helper.make_node("Scan", ["scan/acc0", "refined"], ["scan/sum", "scanned"],
+                                    name="scan", body=body, num_scan_inputs=1))
+    g.node("MatMul", ["scanned", g.weight((width, 10), s)], "head/matmul", out="logits")
+    return _finish(g, "distprec_planted_control_flow", row, [batch, 10], planted,
+                   ((0.0, "overflow"),))
+
+
 def _finish(g: _Builder, name: str, in_shape: list[int], out_shape: list[int],
             planted: set[str], plants) -> PlantedModel:
     graph = helper.make_graph(
@@ -169,9 +235,11 @@ def _finish(g: _Builder, name: str, in_shape: list[int], out_shape: list[int],
 class _Builder:
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng, self.nodes, self.inits, self._n = rng, [], [], 0
+        self.outer = False  # weights are the enclosing graph's
+        self.prefix = ""  # of weight names: a body with weights of its own needs one
 
     def weight(self, shape, scale: float, base: float = 0.0) -> str:
-        name = f"w{len(self.inits)}"
+        name = f"{self.prefix}w{len(self.inits)}"
         value = base + scale * self.rng.standard_normal(shape)
         self.inits.append(numpy_helper.from_array(value.astype(np.float32), name))
         return name
@@ -182,14 +250,31 @@ class _Builder:
         self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
         return out
 
-    def overflow(self, x: str, width: int, b: int) -> tuple[str, set[str]]:
+    def body(self) -> _Builder:
+        """A builder for a body whose weights are this graph's (outer-scope references)."""
+        inner = _Builder(self.rng)
+        inner.inits, inner.outer = self.inits, True
+        return inner
+
+    def graph(self, name: str, inputs, outputs) -> onnx.GraphProto:
+        """This builder's nodes as a body: inputs (name, type, shape), outputs (name, shape
+        [, type]); its weights only if they are its own."""
+        own = [] if self.outer else self.inits
+        return helper.make_graph(
+            self.nodes, name, [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+            [helper.make_tensor_value_info(o[0], o[2] if len(o) > 2 else TensorProto.FLOAT,
+                                           o[1]) for o in outputs], own)
+
+    def overflow(self, x: str, width: int, b: int, names: tuple[str, str, str] | None = None,
+                 out: str | None = None) -> tuple[str, set[str]]:
         # Entries of p have std 8e4 * rms(x) with rms(x) >= 0.5: the largest of a batch is
         # well over 65504, while every weight (< 5e4) still fits in FP16.
-        p = self.node("MatMul", [x, self.weight((width, width), 8e4 / np.sqrt(width))],
-                      f"plant{b}/overflow_matmul")
-        q = self.node("Mul", [p, self.weight((width,), 1e-7, base=8e-6)], f"plant{b}/scale_back")
-        x = self.node("Add", [x, q], f"plant{b}/residual")
-        return x, {f"plant{b}/overflow_matmul", f"plant{b}/scale_back"}
+        mm, back, res = names or (f"plant{b}/overflow_matmul", f"plant{b}/scale_back",
+                                  f"plant{b}/residual")
+        p = self.node("MatMul", [x, self.weight((width, width), 8e4 / np.sqrt(width))], mm)
+        q = self.node("Mul", [p, self.weight((width,), 1e-7, base=8e-6)], back)
+        x = self.node("Add", [x, q], res, out=out)
+        return x, {mm, back}
 
     def underflow(self, x: str, width: int, b: int) -> tuple[str, set[str]]:
         # a ~ 1e-4 |x|, fine in FP16; a*a ~ 1e-8, below FP16's smallest subnormal (6e-8).

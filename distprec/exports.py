@@ -13,12 +13,14 @@ import io
 import json
 import shlex
 import struct
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from distprec.atomic import write_bytes
+from distprec.candidates.subgraphs import walk
 from distprec.checks import CheckSpec
 from distprec.data import Feed
 
@@ -33,20 +35,39 @@ def tensorrt_names(source: onnx.ModelProto, prepared: onnx.ModelProto,
     """(names TensorRT will see, notes) for distprec layer names of the prepared model.
 
     Nodes are matched by their first output, which preparation keeps; a layer that
-    preparation made (a lowered legacy op) keeps its distprec name, with a note.
+    preparation made (a lowered legacy op) keeps its distprec name, with a note. Layers in
+    If/Loop/Scan bodies: TensorRT's parser imports bodies into the same network and names
+    their layers as main-graph ones (onnx-tensorrt: If/Loop/Scan importers call parseGraph);
+    the notes say what the other tools can and cannot do with them.
     """
-    by_output = {n.output[0]: n for n in source.graph.node if n.output}
-    prepared_nodes = {n.name: n for n in prepared.graph.node}
-    out, notes = [], []
+    by_output = {p.node.output[0]: p.node for p in walk(source.graph) if p.node.output}
+    own_names = Counter(p.node.name for p in walk(source.graph) if p.node.name)
+    prepared_nodes = {p.node.name: p for p in walk(prepared.graph)}
+    out, notes, in_bodies = [], [], []
     for name in names:
-        node = prepared_nodes.get(name)
+        placed = prepared_nodes.get(name)
+        node = placed.node if placed is not None else None
         original = by_output.get(node.output[0]) if node is not None and node.output else None
         if original is None:
             out.append(name)
             notes.append(f"layer {name!r} is not in the original model (made when preparing "
                          "it); TensorRT may name it differently")
-        else:
-            out.append(original.name or f"node_of_{original.output[0]}")
+            continue
+        out.append(original.name or f"node_of_{original.output[0]}")
+        if placed.parent:
+            in_bodies.append(out[-1])
+        if own_names[original.name] > 1:
+            notes.append(f"layer {out[-1]!r}: several nodes of the model have this name; "
+                         "TensorRT gives the later ones a suffix (_1, _2...), so it may "
+                         "apply to another of them")
+    if in_bodies:
+        notes.append(
+            f"{len(in_bodies)} layer(s) inside If/Loop/Scan bodies ({', '.join(in_bodies[:3])}"
+            f"{', ...' if len(in_bodies) > 3 else ''}): trtexec and Polygraphy name them so "
+            "(TensorRT builds only the taken branch of an If whose condition is constant); "
+            "ModelOpt AutoCast keeps If/Loop/Scan bodies in FP32 (read in its source) and "
+            "onnxconverter-common's node_block_list cannot block them (1.16 wrote a model "
+            "ONNX Runtime refused): for those, deploy the --save-model output")
     return out, notes
 
 

@@ -21,7 +21,7 @@ from distprec.cache import calibration
 from distprec.candidates.backends import OrtBackend, check_backend
 from distprec.candidates.external import to_wire
 from distprec.candidates.model import Layer, layer_table, load_model, model_hash, prepare_model
-from distprec.candidates.rewrites import not_low
+from distprec.candidates.rewrites import SUBGRAPH_NOT_QUANTIZED, not_low
 from distprec.checks import CheckSpec, refuse_bad_check_func
 from distprec.confirm import Confirmation, confirmed_search, on_workers
 from distprec.data import (
@@ -179,7 +179,10 @@ def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
     layers = layer_table(model, not_low(model, cfg.precision))
     searchable = tuple(layer.name for layer in layers if layer.searchable)
     if not searchable:
-        raise InputError(f"{cfg.model}: no layer can run in {cfg.precision}")
+        in_bodies = sum(x.why_not == SUBGRAPH_NOT_QUANTIZED for x in layers)
+        raise InputError(f"{cfg.model}: no layer can run in {cfg.precision}" + (
+            f" ({in_bodies} are inside If/Loop/Scan bodies, which quantize_static does not "
+            "quantize)" if in_bodies else ""))
     specs = input_specs(model)
     feeds = validation_feeds(cfg, specs)
     origin = cfg.inputs or cfg.data_loader or "--input-shapes"

@@ -223,3 +223,45 @@ def test_bf16_end_to_end(ray_session, small_planted_path, tmp_path):
     casts = {a.i for n in onnx.load(model_out).graph.node if n.op_type == "Cast"
              for a in n.attribute if a.name == "to"}
     assert onnx.TensorProto.BFLOAT16 in casts and onnx.TensorProto.FLOAT16 not in casts
+
+
+def test_search_finds_a_planted_layer_inside_an_if_branch(ray_session, tmp_path, capsys):
+    """Layers of If/Loop/Scan bodies are searched like main-graph ones: the overflow planted
+    in an If's then-branch is found by name, confirmed on candidates, and deployable."""
+    import onnx
+    import onnxruntime as ort
+
+    from distprec.demo import planted_control_flow
+
+    planted = planted_control_flow()
+    path, out, saved = tmp_path / "flow.onnx", tmp_path / "r.json", tmp_path / "mixed.onnx"
+    path.write_bytes(planted.model.SerializeToString())
+    code = main(["search", str(path), "--precision", "fp16", "--workers", "2", "--device",
+                 "cpu", "--samples", "2", "-o", str(out), "--save-model", str(saved),
+                 "--no-live", *TOL])
+    result = json.loads(out.read_text())
+    assert code == 0 and result["searchable_layers"] == 17  # 14 of them in bodies
+    assert set(result["high_precision_layers"]) == planted.planted  # both in the then-branch
+    assert result["minimal"] == "1-minimal"
+    assert result["evaluation"]["mode"] == "switchboard" and result["evaluation"]["confirmed"]
+    assert set(result["tensorrt_layers"]) == planted.planted  # their own names
+    assert any("inside If/Loop/Scan bodies" in n for n in result["export_notes"])
+    # The saved model: FP16 Casts inside the branch, the kept layers reading FP32, and it runs.
+    model = onnx.load(saved)
+    (gate,) = [n for n in model.graph.node if n.name == "gate"]
+    then = next(a.g for a in gate.attribute if a.name == "then_branch")
+    nodes = {n.name: n for n in then.node}
+    assert any(n.op_type == "Cast" for n in then.node)
+    assert nodes["then/matmul"].input[0].endswith("/fp16")  # an outer value cast in the body
+    assert not any(x.endswith("/fp16") for x in nodes["then/overflow_matmul"].input)
+    onnx.checker.check_model(model, full_check=True)  # If/Loop/Scan output types still hold
+    session = ort.InferenceSession(saved.read_bytes(), providers=["CPUExecutionProvider"])
+    feed = np.random.default_rng(0).random((4, 16), dtype=np.float32)
+    assert np.isfinite(session.run(None, {"input": feed})[0]).all()
+    # `check` confirms the answer on a candidate and refuses it without the scale-back Mul.
+    args = ["check", str(path), "--device", "cpu", "--samples", "2", *TOL]
+    assert main([*args, "--keep-file", str(out)]) == 0
+    assert main([*args, "--keep", "then/overflow_matmul"]) == 1
+    capsys.readouterr()
+    assert main(["layers", str(path)]) == 0
+    assert "gate (then_branch)" in capsys.readouterr().out

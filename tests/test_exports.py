@@ -73,6 +73,26 @@ def test_unnamed_nodes_get_tensorrts_names():
     assert names == ["node_of_h", "relu:0", "out"] and not notes
 
 
+def test_body_layers_get_tensorrts_names_and_a_note_on_what_other_tools_cannot_do():
+    """TensorRT's parser imports If/Loop/Scan bodies into one network, naming body layers as
+    main-graph ones: own name, or node_of_<first output>. A name repeated in the model is
+    suffixed by TensorRT, so it is flagged."""
+    from control_flow_models import nested_model
+
+    from distprec.candidates.model import layer_table
+
+    source = nested_model()
+    prepared = prepare_model(source)
+    searchable = [x.name for x in layer_table(prepared) if x.searchable]
+    names, notes = tensorrt_names(source, prepared, searchable)
+    assert names == ["dup", "node_of_total", "fc", "fc", "dup", "node_of_t_out", "out"]
+    assert sum("several nodes of the model have this name" in n for n in notes) == 4
+    (body,) = [n for n in notes if "inside If/Loop/Scan bodies" in n]
+    assert "5 layer(s)" in body and "ModelOpt AutoCast" in body and "node_block_list" in body
+    _, notes = tensorrt_names(source, prepared, ["out"])
+    assert notes == []  # a main-graph layer alone: nothing to say
+
+
 def test_trtexec_string_follows_its_grammar():
     names = ["node_of_h", "relu:0", "out"]
     value, notes = trtexec_layer_precisions(names)

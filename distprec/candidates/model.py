@@ -1,6 +1,7 @@
 """Loading a model and building its table of searchable layers.
 
-A "layer" is an ONNX node. Names matter: every answer distprec gives is a list of node
+A "layer" is an ONNX node, in the main graph or inside an If/Loop/Scan body (see
+subgraphs.py for the order). Names matter: every answer distprec gives is a list of node
 names, so unnamed nodes get stable names derived from their position and op type.
 """
 
@@ -15,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference, version_converter
 
+from distprec.candidates.subgraphs import all_graphs, bodies, has_body, reads
 from distprec.errors import InputError, first_line
 
 #: The IR version every prepared and rewritten model is written with: onnx >= 1.20 writes
@@ -30,11 +32,13 @@ FLOAT = TensorProto.FLOAT
 
 @dataclass(frozen=True)
 class Layer:
-    index: int  # position in the node list (topological order)
+    index: int  # position in the table: topological, a body's layers right after their parent
     name: str
     op_type: str
     why_not: str = ""  # reason a layer is not searchable
     forced_high: bool = False  # computes, but the target converter keeps it FP32
+    parent: str = ""  # the If/Loop/Scan node whose body holds the layer ("": main graph)
+    branch: str = ""  # which of its bodies: then_branch, else_branch, body
 
     @property
     def searchable(self) -> bool:
@@ -93,7 +97,13 @@ def prepare_model(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def name_nodes(graph: onnx.GraphProto) -> None:
-    """Give every node a unique, stable name (converters block nodes by name)."""
+    """Give every node a unique, stable name (converters block nodes by name).
+
+    Main-graph nodes keep their own name when it is unique in the main graph, else get
+    ``<op>_<position>``. A body node keeps its own name when no other node of the model has
+    it, else (or unnamed) gets ``<parent>/<branch>/<own name or op_position>``: answers name
+    body layers too, so names must be unique across the whole model.
+    """
     taken = Counter(n.name for n in graph.node if n.name)
     seen: set[str] = set()
     for i, node in enumerate(graph.node):
@@ -106,50 +116,79 @@ def name_nodes(graph: onnx.GraphProto) -> None:
             name, k = f"{base}_{k}", k + 1
         node.name = name
         seen.add(name)
+    everywhere = Counter(n.name for g in all_graphs(graph) for n in g.node if n.name)
+    for node in graph.node:
+        for branch, sub in bodies(node):
+            _name_body(sub, f"{node.name}/{branch}", seen, everywhere)
+
+
+def _name_body(graph: onnx.GraphProto, scope: str, seen: set[str], everywhere: Counter) -> None:
+    for i, node in enumerate(graph.node):
+        own = node.name
+        if not (own and everywhere[own] == 1 and own not in seen):
+            base = f"{scope}/{own or f'{node.op_type}_{i}'}"
+            name, k = base, 1
+            while name in seen or everywhere[name]:
+                name, k = f"{base}_{k}", k + 1
+            node.name = name
+        seen.add(node.name)
+        for branch, sub in bodies(node):
+            _name_body(sub, f"{node.name}/{branch}", seen, everywhere)
 
 
 def float_tensors(model: onnx.ModelProto) -> set[str]:
-    """Names of the FP32 tensors in the main graph (inputs, initializers, values)."""
-    names = {t.name for t in model.graph.initializer if t.data_type == FLOAT}
-    for vi in (*model.graph.input, *model.graph.value_info, *model.graph.output):
-        if vi.type.tensor_type.elem_type == FLOAT:
-            names.add(vi.name)
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value" and attr.t.data_type == FLOAT:
-                    names.add(node.output[0])
+    """Names of the FP32 tensors of the model, bodies included (inputs, weights, values)."""
+    names: set[str] = set()
+    for graph in all_graphs(model.graph):
+        names.update(t.name for t in graph.initializer if t.data_type == FLOAT)
+        for vi in (*graph.input, *graph.value_info, *graph.output):
+            if vi.type.tensor_type.elem_type == FLOAT:
+                names.add(vi.name)
+        for node in graph.node:
+            if node.op_type == "Constant":
+                for attr in node.attribute:
+                    if attr.name == "value" and attr.t.data_type == FLOAT:
+                        names.add(node.output[0])
     return names
 
 
 def layer_table(model: onnx.ModelProto, not_low: dict[str, str] | None = None) -> list[Layer]:
-    """All nodes in topological order, each marked searchable or not, with the reason.
+    """All nodes, bodies included, in topological order (a body's nodes right after the
+    node that holds it), each marked searchable or not, with the reason.
 
     ``not_low`` maps the nodes the target converter cannot lower (rewrites.not_low) to the
-    reason: keeping them in FP32 changes nothing, so they are not searched.
+    reason: keeping them in FP32 changes nothing, so they are not searched. Body nodes
+    follow the main graph's rules; a value is dynamic (depends on the inputs) in a body
+    when it is read from a dynamic outer value or from the inputs of a dynamic parent.
     """
-    not_low = not_low or {}
-    floats = float_tensors(model)
-    dynamic = {i.name for i in graph_inputs(model)}
-    layers = []
-    for i, node in enumerate(model.graph.node):
-        is_dynamic = any(x in dynamic for x in node.input if x)
-        if is_dynamic:
-            dynamic.update(node.output)
+    layers: list[Layer] = []
+    _table(model.graph, {i.name for i in graph_inputs(model)}, float_tensors(model),
+           not_low or {}, layers, "", "")
+    return layers
+
+
+def _table(graph: onnx.GraphProto, dynamic: set[str], floats: set[str],
+           not_low: dict[str, str], layers: list[Layer], parent: str, branch: str) -> None:
+    for node in graph.node:
+        is_dynamic = any(x in dynamic for x in reads(node))
         why, forced = "", False
         if node.op_type in NOT_COMPUTE:
             why = "constant or shape op"
-        elif any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-                 for a in node.attribute):
-            why = "control flow"
+        elif has_body(node):
+            why = "control flow (its bodies' layers follow it)"
         elif not is_dynamic:
             why = "computes a constant"
         elif not any(o in floats for o in node.output):
             why = "no floating-point output"
         elif node.name in not_low:
             why, forced = not_low[node.name], True
-        layers.append(Layer(i, node.name, node.op_type, why, forced))
-    return layers
+        layers.append(Layer(len(layers), node.name, node.op_type, why, forced, parent, branch))
+        for attr, sub in bodies(node):
+            # a body's inputs (Loop/Scan state, slices, counters) vary as its parent's do
+            inner = dynamic | ({i.name for i in sub.input} if is_dynamic else set())
+            _table(sub, inner, floats, not_low, layers, node.name, attr)
+        if is_dynamic:
+            dynamic.update(node.output)
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from distprec.candidates.model import _copy
+from distprec.candidates.subgraphs import reads
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def _set_params(model: onnx.ModelProto, form: QdqForm, marks: dict, params: dict
                 else:
                     graph.initializer.append(init)
                     inits[init.name] = init
-    used = {x for n in graph.node for x in n.input}
+    used = {x for n in graph.node for x in reads(n)}  # bodies read main-graph weights too
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
@@ -271,7 +272,7 @@ def _strip(form: QdqForm, drop: set[str]) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(form.floats[t] for t in restore)
-    used = {x for n in graph.node for x in n.input} | {o.name for o in graph.output}
+    used = {x for n in graph.node for x in reads(n)} | {o.name for o in graph.output}
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
@@ -524,7 +525,7 @@ def _toposort(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.
     while pending:
         rest = []
         for node in pending:
-            if all(x in ready for x in node.input):
+            if all(x in ready for x in reads(node)):  # a body's outer reads too
                 out.append(node)
                 ready.update(node.output)
             else:

@@ -18,6 +18,7 @@ import onnx
 from onnx import TensorProto, defs, helper, numpy_helper
 
 from distprec.candidates.model import MAX_IR_VERSION, _copy, _opset, float_tensors
+from distprec.candidates.subgraphs import all_graphs, all_names, bodies, walk
 from distprec.plan import Plan
 
 LOW_TYPES = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
@@ -25,6 +26,7 @@ _NP_LOW = {TensorProto.FLOAT16: np.float16, TensorProto.BFLOAT16: ml_dtypes.bflo
 _TYPE_STR = {TensorProto.FLOAT16: "tensor(float16)", TensorProto.BFLOAT16: "tensor(bfloat16)"}
 #: INT8 as TensorRT takes it: symmetric, per-channel weights, QDQ format.
 QUANT_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True}
+SUBGRAPH_NOT_QUANTIZED = "not quantized (quantize_static's QDQ format skips If/Loop/Scan bodies)"
 
 
 def quantizable_ops() -> set[str]:
@@ -36,15 +38,21 @@ def quantizable_ops() -> set[str]:
 
 def not_low(model: onnx.ModelProto, precision: str) -> dict[str, str]:
     """Nodes that cannot run in ``precision`` under its converter, with the reason."""
+    placed = list(walk(model.graph))
     if precision == "int8":
+        # quantize_static in QDQ format walks the main graph only: its EnableSubgraph
+        # option is read by the QOperator quantizer alone (onnx_quantizer.py), and
+        # nodes_to_exclude never matches a body node. Body layers are FP32 in every INT8
+        # candidate (tests/candidates/test_qdq.py shows it), so they are not searched.
         ops = quantizable_ops()
-        return {n.name: "not quantized" for n in model.graph.node if n.op_type not in ops}
+        return {p.node.name: SUBGRAPH_NOT_QUANTIZED if p.parent else "not quantized"
+                for p in placed if p.parent or p.node.op_type not in ops}
     from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST
 
     low = LOW_TYPES[precision]
     opset = _opset(model)
     out = {}
-    for node in model.graph.node:
+    for node in (p.node for p in placed):
         if precision == "fp16" and node.op_type in DEFAULT_OP_BLOCK_LIST:
             out[node.name] = "kept FP32 by the FP16 converter"
         elif not _supports(node, opset, low):
@@ -100,41 +108,11 @@ def emulate_low_precision(model: onnx.ModelProto, low: set[str], dtype: int,
     and where a low node writes it, through Cast(low) -> Cast(FP32) pairs that the runtime
     keeps (they lose bits, so no optimizer removes them). Overflow (> 65504 in FP16),
     underflow and rounding then show, as they would on a GPU; arithmetic inside one node
-    (accumulation) still runs in FP32.
+    (accumulation) still runs in FP32. Low nodes inside If/Loop/Scan bodies likewise, with
+    their rounding inside the body (``_Lowering``).
     """
     model = _copy(model)
-    graph, opset = model.graph, _opset(model)
-    floats = float_tensors(model)
-    inits = {t.name: t for t in graph.initializer}
-    tag = "fp16" if dtype == TensorProto.FLOAT16 else "bf16"
-    rounded: dict[str, str] = {}  # tensor -> its rounded copy
-    written_low: set[str] = set()  # outputs of low nodes: already rounded
-    nodes: list[onnx.NodeProto] = []
-    for node in graph.node:
-        if node.name not in low:
-            nodes.append(node)
-            continue
-        ins, outs = _data_slots(node, opset)
-        for i in ins:
-            x = node.input[i]
-            if not x or x not in floats or x in written_low:
-                continue
-            if x not in rounded:
-                rounded[x] = f"{x}/{tag}_in"
-                if x in inits:  # weights: round once, here, instead of at run time
-                    graph.initializer.append(low_weight(inits[x], rounded[x], dtype, True,
-                                                        weights))
-                else:
-                    nodes += _round_trip(x, rounded[x], dtype)
-            node.input[i] = rounded[x]
-        nodes.append(node)
-        for j in outs:
-            y = node.output[j]
-            if y and y in floats:
-                node.output[j] = f"{y}/{tag}_raw"
-                nodes += _round_trip(node.output[j], y, dtype)
-                written_low.add(y)
-    _replace_nodes(graph, nodes)
+    _Lowering(model, low, dtype, True, weights).graph(model.graph, {})
     return model
 
 
@@ -144,52 +122,138 @@ def cast_to_low_precision(model: onnx.ModelProto, low: set[str], dtype: int,
 
     Written here rather than taken from onnxconverter-common: its ``node_block_list`` still
     routes the values between blocked nodes through FP16 (measured: the 412-layer planted
-    model with every node blocked came back with 310 Casts),
-    so it cannot express "these layers stay FP32"; it also has no BF16. Each low node reads low
-    inputs (cast once per tensor; weights converted in place) and writes a low tensor
-    that a Cast turns back into the original FP32 name, so FP32 consumers and graph
-    outputs are unchanged; ONNX Runtime drops the lossless Cast pairs between low nodes.
+    model with every node blocked came back with 310 Casts), so it cannot express "these
+    layers stay FP32"; it also has no BF16. It does enter If/Loop/Scan bodies, but blocking
+    a body node gave an invalid model (measured with 1.16 on demo.planted_control_flow:
+    the blocked node's outer-scope weight was converted to FP16 in the main graph, and ONNX
+    Runtime refused the If: "MatMul bound to different types").
+
+    Each low node reads low inputs (cast once per tensor; weights converted in place) and
+    writes a low tensor that a Cast turns back into the original FP32 name, so FP32
+    consumers and graph outputs are unchanged; ONNX Runtime drops the lossless Cast pairs
+    between low nodes.
     """
     model = _copy(model)
-    graph, opset = model.graph, _opset(model)
-    floats = float_tensors(model)
-    inits = {t.name: t for t in graph.initializer}
-    tag = "bf16" if dtype == TensorProto.BFLOAT16 else "fp16"
-    low_name: dict[str, str] = {}  # FP32 tensor -> its low-precision twin
-    nodes: list[onnx.NodeProto] = []
-    for node in graph.node:
-        if node.name not in low:
+    _Lowering(model, low, dtype, False, weights).graph(model.graph, {})
+    return model
+
+
+class _Lowering:
+    """One rewrite of a model, main graph and bodies: each low node between Casts (or, for
+    the emulation, Cast pairs that round).
+
+    Bodies: a body starts from a copy of what its parent's scope has converted so far
+    (``seen``), so a body layer reads an outer value's existing low copy, and converts
+    one that has none with a Cast *inside the body*, where the value is read: a branch
+    not taken costs nothing, and the outer graph's types stay as they were. A weight's low
+    copy is made once, in the graph that holds the weight, so every scope that sees the
+    weight sees it. A body layer's outputs are Cast back to their FP32 names, so body
+    outputs keep the types the If/Loop/Scan node declares. Names are fresh across the
+    whole model (the then and else branches may each convert the same outer value).
+    """
+
+    def __init__(self, model: onnx.ModelProto, low: set[str], dtype: int, emulate: bool,
+                 cache: dict | None) -> None:
+        self.low, self.dtype, self.emulate = low, dtype, emulate
+        self.opset, self.floats = _opset(model), float_tensors(model)
+        self.tag = "bf16" if dtype == TensorProto.BFLOAT16 else "fp16"
+        self.copies = WeightCopies(model, dtype, emulate, cache)
+        self.fresh = self.copies.fresh
+        self.twins: set[str] = set()  # names of the low-precision copies made (cast mode)
+
+    def graph(self, graph: onnx.GraphProto, seen: dict[str, str]) -> None:
+        """Lower ``graph``'s low nodes and those of its bodies; ``seen`` maps an FP32 tensor
+        to the copy a low node reads (itself when a low node wrote it, already rounded)."""
+        nodes: list[onnx.NodeProto] = []
+        for node in graph.node:
+            if node.name in self.low:
+                nodes += self.node(node, seen)
+                continue
+            for _, sub in bodies(node):
+                self.graph(sub, dict(seen))
             nodes.append(node)
-            continue
-        ins, outs = _data_slots(node, opset)
+        if not self.emulate:
+            # A Cast back to FP32 that nothing reads still runs (one more kernel per low
+            # layer: measured on the H200, 3.7 ms against 2.1 ms for the 412-layer model
+            # all in FP16).
+            used = _read_names(graph, nodes)
+            nodes = [n for n in nodes if not (n.op_type == "Cast" and n.input[0] in self.twins
+                                              and n.output[0] not in used)]
+            _drop_stale_value_info(graph, self.twins)
+        _replace_nodes(graph, nodes)
+
+    def node(self, node: onnx.NodeProto, seen: dict[str, str]) -> list[onnx.NodeProto]:
+        """``node`` lowered, with the Casts before and after it."""
+        out: list[onnx.NodeProto] = []
+        tag, dtype = self.tag, self.dtype
+        ins, outs = _data_slots(node, self.opset)
         for i in ins:
             x = node.input[i]
-            if not x or x not in floats:
+            if not x or x not in self.floats:
                 continue
-            if x not in low_name:
-                low_name[x] = f"{x}/{tag}"
-                if x in inits:
-                    graph.initializer.append(low_weight(inits[x], low_name[x], dtype, False,
-                                                        weights))
+            if x not in seen:
+                suffix = f"{tag}_in" if self.emulate else tag
+                if x in self.copies:  # weights: converted once, here, not at run time
+                    seen[x] = self.copies.weight(x, suffix)
+                elif self.emulate:
+                    seen[x] = self.fresh(f"{x}/{suffix}")
+                    out += _round_trip(x, seen[x], dtype)
                 else:
-                    nodes.append(helper.make_node("Cast", [x], [low_name[x]], to=dtype,
-                                                  name=f"{x}/to_{tag}"))
-            node.input[i] = low_name[x]
-        nodes.append(node)
+                    seen[x] = self.fresh(f"{x}/{suffix}")
+                    out.append(helper.make_node("Cast", [x], [seen[x]], to=dtype,
+                                                name=f"{x}/to_{tag}"))
+                self.twins.add(seen[x])
+            node.input[i] = seen[x]
+        out.append(node)
         for j in outs:
             y = node.output[j]
-            if y and y in floats:
-                low_name[y] = node.output[j] = f"{y}/{tag}"
-                nodes.append(helper.make_node("Cast", [low_name[y]], [y], to=TensorProto.FLOAT,
-                                              name=f"{y}/to_fp32"))
-    # A Cast back to FP32 that nothing reads still runs (one more kernel per low layer:
-    # measured on the H200, 3.7 ms against 2.1 ms for the 412-layer model all in FP16).
-    used, twins = _read_names(graph, nodes), set(low_name.values())
-    nodes = [n for n in nodes if not (n.op_type == "Cast" and n.input[0] in twins
-                                      and n.output[0] not in used)]
-    _replace_nodes(graph, nodes)
-    _drop_stale_value_info(graph, low_name.values())
-    return model
+            if not y or y not in self.floats:
+                continue
+            if self.emulate:
+                node.output[j] = self.fresh(f"{y}/{tag}_raw")
+                out += _round_trip(node.output[j], y, dtype)
+                seen[y] = y  # rounded where it was written
+            else:
+                seen[y] = node.output[j] = self.fresh(f"{y}/{tag}")
+                self.twins.add(seen[y])
+                out.append(helper.make_node("Cast", [seen[y]], [y], to=TensorProto.FLOAT,
+                                            name=f"{y}/to_fp32"))
+        return out
+
+
+class WeightCopies:
+    """Low-precision copies of a model's weights, and names no graph of it uses yet.
+
+    A weight's copy is made once, in the graph that holds the weight (main graph or body),
+    so every scope that sees the weight sees its copy too.
+    """
+
+    def __init__(self, model: onnx.ModelProto, dtype: int, emulate: bool,
+                 cache: dict | None = None) -> None:
+        self.dtype, self.emulate, self.cache = dtype, emulate, cache
+        self.owner = {t.name: (g, t) for g in all_graphs(model.graph) for t in g.initializer}
+        self.taken = all_names(model)
+        self.made: dict[str, str] = {}  # weight -> its copy
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.owner
+
+    def weight(self, x: str, suffix: str) -> str:
+        """The name of weight ``x``'s copy (``low_weight``), made on first use."""
+        if x not in self.made:
+            graph, init = self.owner[x]
+            name = self.made[x] = self.fresh(f"{x}/{suffix}")
+            graph.initializer.append(low_weight(init, name, self.dtype, self.emulate,
+                                                self.cache))
+        return self.made[x]
+
+    def fresh(self, name: str) -> str:
+        """``name``, or ``name_k`` if the model has it already."""
+        out, k = name, 1
+        while out in self.taken:
+            out, k = f"{name}_{k}", k + 1
+        self.taken.add(out)
+        return out
 
 
 def quantize_qdq(model: onnx.ModelProto, exclude: set[str], ranges_json: str) -> onnx.ModelProto:
@@ -243,6 +307,7 @@ def _root_logger_quiet():
 
 
 def _names(model: onnx.ModelProto) -> set[str]:
+    """The nodes quantize_static can quantize or exclude: the main graph's (see not_low)."""
     return {n.name for n in model.graph.node}
 
 
@@ -315,17 +380,15 @@ def _replace_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
 
 
 def _read_names(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> set[str]:
-    """Tensor names that ``nodes`` (and their subgraphs) read, and the graph's outputs."""
+    """Tensor names that ``nodes`` (and their bodies) read, and the graph's outputs."""
     used = {o.name for o in graph.output}
     stack = list(nodes)
     while stack:
         node = stack.pop()
         used.update(node.input)
-        for attr in node.attribute:
-            for sub in (attr.g, *attr.graphs) if attr.type in (
-                    onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) else ():
-                used.update(o.name for o in sub.output)
-                stack.extend(sub.node)
+        for _, sub in bodies(node):
+            used.update(o.name for o in sub.output)
+            stack.extend(sub.node)
     return used
 
 

@@ -40,7 +40,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from distprec.candidates.model import MAX_IR_VERSION, _copy, _opset, float_tensors
-from distprec.candidates.rewrites import LOW_TYPES, _data_slots, _round_trip, low_weight
+from distprec.candidates.rewrites import LOW_TYPES, WeightCopies, _data_slots, _round_trip
+from distprec.candidates.subgraphs import bodies, walk
 
 PLAN_INPUT = "distprec_keep"
 ROWS = "distprec_rows"  # the batched form's leading axis: P plans x the samples' rows
@@ -84,58 +85,100 @@ def build_switchboard(model: onnx.ModelProto, searchable: Sequence[str], precisi
 
 def _float_switch(model: onnx.ModelProto, columns: tuple[str, ...], dtype: int,
                   emulate: bool, batched: bool) -> onnx.ModelProto:
-    """FP16/BF16: a high and a low branch per searchable layer, a Where per float output."""
-    model = _copy(model)
-    graph, opset = model.graph, _opset(model)
-    floats = float_tensors(model)
-    inits = {t.name: t for t in graph.initializer}
-    ranks = _ranks(model) if batched else {}
-    col = {name: i for i, name in enumerate(columns)}
-    tag = "bf16" if dtype == TensorProto.BFLOAT16 else "fp16"
-    keep_bool = f"{PLAN_INPUT}/bool"
-    nodes = [helper.make_node("Cast", [PLAN_INPUT], [keep_bool], to=TensorProto.BOOL,
-                              name=keep_bool)]
-    low_value: dict[str, str] = {}  # tensor -> the value the low branches read
+    """FP16/BF16: a high and a low branch per searchable layer, a Where per float output.
 
-    def low_input(x: str) -> str:
-        """The low branch's view of FP32 tensor ``x``: Cast to low (or rounded), once."""
-        if x not in low_value:
-            low_value[x] = name = f"{x}/{tag}_in"
-            if x in inits:  # weights: converted once, here, not at run time
-                graph.initializer.append(low_weight(inits[x], name, dtype, emulate))
-            elif emulate:
-                nodes.extend(_round_trip(x, name, dtype))
+    Layers inside If/Loop/Scan bodies are switched inside their body: the plan input is a
+    main-graph value, which every body sees as an outer-scope reference. Their low branch
+    is the candidate's (rewrites._Lowering), Casts inside the body included.
+    """
+    model = _copy(model)
+    graph = model.graph
+    col = {name: i for i, name in enumerate(columns)}
+    if batched:
+        inside = next((p.node.name for p in walk(graph) if p.parent and p.node.name in col), None)
+        if inside is not None:
+            # a body's tensors need not keep the batch axis first (Scan slices along it)
+            raise ValueError(f"layer {inside!r} is inside an If/Loop/Scan body: the batched "
+                             "switchboard cannot switch it per row")
+    keep_bool = f"{PLAN_INPUT}/bool"
+    board = _Board(model, col, dtype, emulate, batched, keep_bool)
+    board.graph(graph, {})
+    graph.node.insert(0, helper.make_node("Cast", [PLAN_INPUT], [keep_bool], to=TensorProto.BOOL,
+                                          name=keep_bool))
+    shape = [ROWS, len(columns)] if batched else [len(columns)]
+    if batched:
+        _free_leading_axis(graph)
+    graph.input.append(helper.make_tensor_value_info(PLAN_INPUT, TensorProto.INT32, shape))
+    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    return model
+
+
+class _Board:
+    """Builds the switch of each searchable layer of one model, graph by graph."""
+
+    def __init__(self, model: onnx.ModelProto, col: dict[str, int], dtype: int, emulate: bool,
+                 batched: bool, keep_bool: str) -> None:
+        self.main, self.col, self.dtype, self.emulate = model.graph, col, dtype, emulate
+        self.batched, self.keep_bool = batched, keep_bool
+        self.opset, self.floats = _opset(model), float_tensors(model)
+        self.ranks = _ranks(model) if batched else {}
+        self.tag = "bf16" if dtype == TensorProto.BFLOAT16 else "fp16"
+        self.copies = WeightCopies(model, dtype, emulate)
+
+    def graph(self, graph: onnx.GraphProto, low_value: dict[str, str]) -> None:
+        """Switch ``graph``'s layers and its bodies'; ``low_value`` maps an FP32 tensor to
+        what low branches read (a body starts from a copy of its parent scope's)."""
+        nodes: list[onnx.NodeProto] = []
+        for node in list(graph.node):
+            if node.name in self.col:
+                nodes += self.switch(node, nodes, low_value)
             else:
-                nodes.append(helper.make_node("Cast", [x], [name], to=dtype, name=f"{name}/cast"))
+                for _, sub in bodies(node):
+                    self.graph(sub, dict(low_value))
+                nodes.append(node)
+        del graph.node[:]
+        graph.node.extend(nodes)
+
+    def low_input(self, x: str, nodes: list[onnx.NodeProto], low_value: dict[str, str]) -> str:
+        """The low branch's view of FP32 tensor ``x``: Cast to low (or rounded), once a scope."""
+        if x not in low_value:
+            suffix = f"{self.tag}_in"
+            if x in self.copies:  # weights: converted once, here, not at run time
+                low_value[x] = self.copies.weight(x, suffix)
+            else:
+                low_value[x] = name = self.copies.fresh(f"{x}/{suffix}")
+                nodes.extend(_round_trip(x, name, self.dtype) if self.emulate else [
+                    helper.make_node("Cast", [x], [name], to=self.dtype, name=f"{name}/cast")])
         return low_value[x]
 
-    for node in list(graph.node):
-        if node.name not in col:
-            nodes.append(node)
-            continue
-        ins, outs = _data_slots(node, opset)
+    def switch(self, node: onnx.NodeProto, nodes: list[onnx.NodeProto],
+               low_value: dict[str, str]) -> list[onnx.NodeProto]:
+        """``node`` as a high copy, a low copy and a Where per float output."""
+        ins, outs = _data_slots(node, self.opset)
         low = onnx.NodeProto()
         low.CopyFrom(node)
         low.name = f"{node.name}/low"
         for k in ins:
-            if node.input[k] in floats:
-                low.input[k] = low_input(node.input[k])
+            if node.input[k] in self.floats:
+                low.input[k] = self.low_input(node.input[k], nodes, low_value)
         selects: list[onnx.NodeProto] = []
         condition = None
+        fresh = self.copies.fresh
         for j, y in enumerate(node.output):
             if not y:
                 continue
-            if j not in outs or y not in floats:
-                low.output[j] = f"{y}/low_unused"  # index outputs and the like: high branch's
+            if j not in outs or y not in self.floats:
+                low.output[j] = fresh(f"{y}/low_unused")  # index outputs: high branch's
                 continue
             if condition is None:
-                condition, made = _condition(keep_bool, col[node.name], ranks.get(y), node.name,
-                                             graph, batched)
+                condition, made = _condition(self.keep_bool, self.col[node.name],
+                                             self.ranks.get(y), node.name, self.main,
+                                             self.batched)
                 selects += made
-            high, raw, lowered = f"{y}/high", f"{y}/{tag}", f"{y}/low"
+            high, raw, lowered = fresh(f"{y}/high"), fresh(f"{y}/{self.tag}"), fresh(f"{y}/low")
             node.output[j], low.output[j] = high, raw
-            if emulate:
-                selects += _round_trip(raw, lowered, dtype)
+            if self.emulate:
+                selects += _round_trip(raw, lowered, self.dtype)
             else:
                 selects.append(helper.make_node("Cast", [raw], [lowered], to=TensorProto.FLOAT,
                                                 name=f"{lowered}/cast"))
@@ -143,15 +186,7 @@ def _float_switch(model: onnx.ModelProto, columns: tuple[str, ...], dtype: int,
                                             name=f"{y}/switch"))
         if condition is None:
             raise ValueError(f"layer {node.name!r} has no floating-point output to switch")
-        nodes += [node, low, *selects]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    shape = [ROWS, len(columns)] if batched else [len(columns)]
-    if batched:
-        _free_leading_axis(graph)
-    graph.input.append(helper.make_tensor_value_info(PLAN_INPUT, TensorProto.INT32, shape))
-    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
-    return model
+        return [node, low, *selects]
 
 
 def _free_leading_axis(graph: onnx.GraphProto) -> None:
@@ -182,7 +217,11 @@ def _free_leading_axis(graph: onnx.GraphProto) -> None:
 
 def _condition(keep_bool: str, column: int, rank: int | None, layer: str,
                graph: onnx.GraphProto, batched: bool) -> tuple[str, list[onnx.NodeProto]]:
-    """The bool that selects layer ``column``'s high branch: a scalar, or [B, 1, ...] rows."""
+    """The bool that selects layer ``column``'s high branch: a scalar, or [B, 1, ...] rows.
+
+    Its constants go to ``graph`` (the main graph, seen from every body); its nodes go
+    where the layer is (in a body, read there from the outer scope).
+    """
     index = f"{PLAN_INPUT}/col{column}"
     graph.initializer.append(numpy_helper.from_array(np.array(column, np.int64), index))
     bit = f"{PLAN_INPUT}/bit{column}"

@@ -13,7 +13,7 @@ from distprec.candidates import qdq
 from distprec.candidates.model import layer_table, prepare_model
 from distprec.candidates.rewrites import calibrate, not_low, quantize_qdq
 from distprec.data import input_specs, random_feeds
-from distprec.demo import planted_attention, planted_cnn, planted_mlp
+from distprec.demo import planted_attention, planted_cnn, planted_control_flow, planted_mlp
 
 MODELS = Path(__file__).resolve().parents[2].parent / "shared" / "models"
 
@@ -22,6 +22,7 @@ def cases():
     yield "planted_cnn", planted_cnn(blocks=3).model
     yield "planted_attention", planted_attention(layers=2).model  # Softmax: range [0, 1]
     yield "planted_mlp", planted_mlp(blocks=4).model
+    yield "planted_control_flow", planted_control_flow().model  # If/Loop/Scan bodies
     for name in ("mnist.onnx", "ultraface_rfb320.onnx"):
         if (MODELS / name).exists():
             yield name, onnx.load(str(MODELS / name))
@@ -142,3 +143,52 @@ def test_int8_search_through_the_switchboard_ends_confirmed(ray_session, tmp_pat
     assert result["evaluation"]["mode"] == "switchboard" and result["evaluation"]["confirmed"]
     assert result["evaluation"]["switchboard_verdicts"] > 0
     assert result["evaluation"]["disagreements"] == []  # measured: none on mnist
+
+
+def test_quantize_static_leaves_every_body_in_fp32_and_so_does_distprec():
+    """quantize_static's QDQ format walks the main graph only: EnableSubgraph (read by the
+    QOperator quantizer alone) changes nothing, and excluding a body node is a no-op. So body
+    layers are FP32 in every INT8 candidate: distprec does not search them, says why, and
+    exports them as FP32 layers (TensorRT must not run in INT8 what was never tested so)."""
+    import json
+    import tempfile
+
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    from distprec.candidates.rewrites import QUANT_OPTIONS, SUBGRAPH_NOT_QUANTIZED
+    from distprec.candidates.subgraphs import walk
+
+    model, _, searchable, ranges = setup(planted_control_flow().model)
+
+    def in_bodies(quantized: onnx.ModelProto) -> list[str]:
+        return [p.node.op_type for p in walk(quantized.graph) if p.parent
+                and p.node.op_type in ("QuantizeLinear", "DequantizeLinear")]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cache, out = Path(tmp) / "ranges.json", Path(tmp) / "q.onnx"
+        cache.write_text(ranges)
+        quantize_static(model, out, None, quant_format=QuantFormat.QDQ, per_channel=True,
+                        extra_options={**QUANT_OPTIONS, "EnableSubgraph": True},
+                        calibration_cache_path=cache)
+        enabled = onnx.load(str(out))
+    full = quantize_qdq(model, set(), ranges)
+    assert in_bodies(enabled) == [] and in_bodies(full) == []
+    assert any(n.op_type == "DequantizeLinear" for n in full.graph.node)  # the main graph is
+    body_nodes = {p.node.name for p in walk(model.graph) if p.parent}
+    excluded = quantize_qdq(model, body_nodes, ranges)
+    assert structure(excluded) == structure(full)
+    assert set(json.loads(ranges)["data"]) <= {n for p in walk(model.graph)
+                                               if not p.parent for n in p.node.output} | {
+        i.name for i in model.graph.input}  # calibration sees main-graph tensors only
+    table = layer_table(model, not_low(model, "int8"))
+    body = [x for x in table if x.parent and x.op_type == "MatMul"]
+    assert body and all(x.why_not == SUBGRAPH_NOT_QUANTIZED and x.forced_high for x in body)
+    assert not body_nodes & set(searchable)
+    candidate = qdq.int8_candidate(model, {n.name for n in model.graph.node} - set(searchable),
+                                   ranges)
+    then = next(a.g for n in candidate.graph.node if n.name == "gate" for a in n.attribute
+                if a.name == "then_branch")
+    original = next(a.g for n in model.graph.node if n.name == "gate" for a in n.attribute
+                    if a.name == "then_branch")
+    assert [(n.name, list(n.input)) for n in then.node] == [
+        (n.name, list(n.input)) for n in original.node]  # untouched, FP32 weights and all

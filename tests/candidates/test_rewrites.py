@@ -270,3 +270,115 @@ def test_emulation_rounds_a_value_once_between_two_low_layers(setup):
     again = [n.name for n in low.graph.node if n.op_type == "Cast"
              and to[n.output[0]] == onnx.TensorProto.FLOAT16 and n.input[0] in back]
     assert back and again == []
+
+
+# -- layers inside If/Loop/Scan bodies ----------------------------------------------------
+@pytest.fixture(scope="module")
+def flow():
+    from distprec.demo import planted_control_flow
+
+    planted = planted_control_flow()
+    model = prepare_model(planted.model)
+    searchable = {x.name for x in layer_table(model, not_low(model, "fp16")) if x.searchable}
+    feeds = random_feeds(input_specs(model), {}, seed=0, samples=2)
+    return planted, model, searchable, feeds
+
+
+def _body(model: onnx.ModelProto, parent: str, branch: str) -> onnx.GraphProto:
+    node = next(n for n in model.graph.node if n.name == parent)
+    return next(a.g for a in node.attribute if a.name == branch)
+
+
+def test_emulation_shows_an_overflow_planted_in_an_if_branch(flow):
+    planted, model, searchable, feeds = flow
+    for feed in feeds:  # every sample: the plant overflows on each
+        out = run(emulate_low_precision(model, searchable, LOW_TYPES["fp16"]), [feed])
+        assert not np.isfinite(out).all()
+    kept = emulate_low_precision(model, searchable - planted.planted, LOW_TYPES["fp16"])
+    out, golden = run(kept, feeds), run(model, feeds)
+    assert np.isfinite(out).all() and np.abs(out - golden).max() < 0.05
+    for name in planted.planted:  # each plant alone kept is not enough
+        alone = emulate_low_precision(model, searchable - {name}, LOW_TYPES["fp16"])
+        assert not np.isfinite(run(alone, feeds)).all(), name
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("rewrite", [cast_to_low_precision, emulate_low_precision])
+def test_body_layers_are_lowered_inside_their_bodies(flow, rewrite, precision):
+    """Casts (or rounding pairs) for a body layer sit in its body, an outer FP32 value read
+    by a body layer is converted there, and every body output keeps its FP32 type."""
+    _, model, searchable, feeds = flow
+    main = {n.name for n in model.graph.node}
+    low = searchable - main  # only body layers lowered: the main graph stays as it was
+    rewritten = rewrite(model, low, LOW_TYPES[precision])
+    onnx.checker.check_model(rewritten, full_check=True)  # body and node types agree
+    assert [n.op_type for n in rewritten.graph.node] == [n.op_type for n in model.graph.node]
+    then = _body(rewritten, "gate", "then_branch")
+    casts = [n for n in then.node if n.op_type == "Cast"]
+    assert any(n.input[0] == "stem/matmul:0" for n in casts)  # the outer value, cast inside
+    for parent, branch in (("gate", "then_branch"), ("gate", "else_branch"),
+                           ("refine", "body"), ("scan", "body")):
+        body = _body(rewritten, parent, branch)
+        assert any(n.op_type == "Cast" for n in body.node), (parent, branch)
+        assert all(o.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT,
+                                                    onnx.TensorProto.BOOL) for o in body.output)
+    if rewrite is emulate_low_precision or precision == "fp16":  # no BF16 MatMul on CPU
+        assert run(rewritten, feeds).shape == run(model, feeds).shape
+
+
+def test_weights_are_converted_once_where_they_live(flow):
+    """A main-graph weight that a branch reads gets its FP16 copy in the main graph; the
+    Loop's own weights get theirs in the Loop body; FP32 originals nobody reads are gone."""
+    _, model, searchable, _ = flow
+    rewritten = cast_to_low_precision(model, searchable, LOW_TYPES["fp16"])
+    main = {t.name: t.data_type for t in rewritten.graph.initializer}
+    loop = {t.name: t.data_type for t in _body(rewritten, "refine", "body").initializer}
+    then_weight = _body(model, "gate", "then_branch").node[0].input[1]
+    assert main[f"{then_weight}/fp16"] == onnx.TensorProto.FLOAT16 and then_weight not in main
+    assert loop and all(t == onnx.TensorProto.FLOAT16 for t in loop.values())
+
+
+def test_both_branches_converting_one_outer_value_get_names_of_their_own(flow):
+    _, model, searchable, feeds = flow
+    low = searchable - {"stem/matmul"}  # both branches read stem's FP32 output
+    rewritten = cast_to_low_precision(model, low, LOW_TYPES["fp16"])
+    outs = [n.output[0] for b in ("then_branch", "else_branch")
+            for n in _body(rewritten, "gate", b).node
+            if n.op_type == "Cast" and n.input[0] == "stem/matmul:0"]
+    assert len(outs) == 2 and len(set(outs)) == 2
+    onnx.checker.check_model(rewritten, full_check=True)
+    run(rewritten, feeds)
+
+
+@pytest.mark.parametrize("rewrite", [cast_to_low_precision, emulate_low_precision])
+def test_nested_bodies_are_lowered(rewrite):
+    """An If inside a Loop body, both lowered; names repeat across its scopes."""
+    from control_flow_models import nested_model
+
+    model = prepare_model(nested_model())
+    searchable = {x.name for x in layer_table(model, not_low(model, "fp16")) if x.searchable}
+    rewritten = rewrite(model, searchable, LOW_TYPES["fp16"])
+    onnx.checker.check_model(rewritten, full_check=True)
+    inner = next(n for n in _body(rewritten, "loop", "body").node if n.name == "inner")
+    then = next(a.g for a in inner.attribute if a.name == "then_branch")
+    assert any(n.op_type == "Cast" for n in then.node)
+    feed = {"x": np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)}
+    assert np.isfinite(run(rewritten, [feed])).all()
+
+
+def test_onnxconverter_common_cannot_block_a_body_node(flow):
+    """Why body layers are lowered here and not by convert_float_to_float16: blocking the
+    planted body nodes makes a model ONNX Runtime refuses (their outer-scope weights are
+    converted to FP16 in the main graph). If this starts passing, revisit the docstring of
+    cast_to_low_precision and exports' note."""
+    import warnings
+
+    from onnxconverter_common.float16 import convert_float_to_float16
+
+    planted, model, _, _ = flow
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns about every weight it clamps
+        converted = convert_float_to_float16(model, keep_io_types=True,
+                                             node_block_list=sorted(planted.planted))
+    with pytest.raises(Exception, match="bound to different types"):
+        CPU.load(converted)

@@ -13,7 +13,7 @@ from distprec.candidates.model import layer_table, prepare_model
 from distprec.candidates.rewrites import mixed_model, not_low
 from distprec.candidates.switchboard import PLAN_INPUT, build_switchboard
 from distprec.data import input_specs, random_feeds
-from distprec.demo import planted_attention, planted_cnn, planted_mlp
+from distprec.demo import planted_attention, planted_cnn, planted_control_flow, planted_mlp
 from distprec.plan import Plan
 
 MODELS = Path(__file__).resolve().parents[2].parent / "shared" / "models"
@@ -49,6 +49,7 @@ def cases():
     yield "planted_mlp", planted_mlp(blocks=10).model
     yield "planted_cnn", planted_cnn(blocks=4).model
     yield "planted_attention", planted_attention(layers=2).model
+    yield "planted_control_flow", planted_control_flow().model  # layers in If/Loop/Scan bodies
     for name in ("mnist.onnx", "image_classifier.onnx", "ultraface_rfb320.onnx"):
         if (MODELS / name).exists():
             yield name, onnx.load(str(MODELS / name))
@@ -164,3 +165,33 @@ def test_real_kernel_switchboard_equals_cast_candidates_unfused():
         assert outputs_equal(got, backend.run(backend.load(candidate), feeds)[0]), len(keep)
         seen.add(got["logits"].tobytes())
     assert len(seen) > 1  # the plan input changes the outputs: the switch is live
+
+
+def test_body_layers_switch_inside_their_bodies_and_refuse_the_batched_form():
+    """The plan input is a main-graph value that every body reads from the outer scope; each
+    body layer's high/low pair and its Where stay in the body, real FP16 kernels included."""
+    model, searchable, feeds = setup(planted_control_flow().model)
+    board = build_switchboard(model, searchable, "fp16", emulate=False)
+    onnx.checker.check_model(board.model, full_check=True)
+    (gate,) = [n for n in board.model.graph.node if n.name == "gate"]
+    then = next(a.g for a in gate.attribute if a.name == "then_branch")
+    assert {"then/overflow_matmul", "then/overflow_matmul/low"} <= {n.name for n in then.node}
+    assert sum(n.op_type == "Where" for n in then.node) == 5  # one per then-branch layer
+    backend = OrtBackend("cpu", fuse=False)
+    session = backend.load(board.model)
+    # The main graph's layers stay high here: the CPU provider has no FP16 MatMul, runs it in
+    # FP32 between Casts it inserts, and drops the rounding pairs it can see within one
+    # graph; an FP16 value passing from the main graph into a body then keeps its rounding
+    # in one form and not the other (measured: only plans lowering both stem/matmul and
+    # then/matmul differed, by 7e-4). The emulation (bit-equal above) is what runs on CPU.
+    main = {n.name for n in model.graph.node} & set(searchable)
+    seen = set()
+    for keep in random_plans(searchable, 3, seed=3):
+        keep = keep | main
+        got = backend.run(session, [{**feeds[0], PLAN_INPUT: board.mask(keep)}])[0]
+        candidate = mixed_model(model, Plan("fp16", keep), searchable, emulate=False)
+        assert outputs_equal(got, backend.run(backend.load(candidate), feeds)[0]), len(keep)
+        seen.add(got["logits"].tobytes())
+    assert len(seen) > 1
+    with pytest.raises(ValueError, match="inside an If/Loop/Scan body"):
+        build_switchboard(model, searchable, "fp16", emulate=True, batched=True)

@@ -37,6 +37,7 @@ from distprec.candidates.backends.trt_state import (
     ranges_to_cache,
     read_plan,
 )
+from distprec.candidates.subgraphs import walk
 from distprec.candidates.switchboard import PLAN_INPUT
 from distprec.data import Feed
 from distprec.errors import InputError
@@ -254,7 +255,9 @@ class TrtBackend:
         layers = [network.get_layer(i) for i in range(network.num_layers)]
         recorded = [NetworkLayer(layer.name, getattr(layer, "metadata", "") or "")
                     for layer in layers]
-        nodes = [parser_node_name(n) for n in session.model.graph.node]
+        # body nodes too: the parser imports If/Loop/Scan bodies into the same network, their
+        # layers named as main-graph ones (onnx-tensorrt parseGraph via importSubgraph)
+        nodes = [parser_node_name(p.node) for p in walk(session.model.graph)]
         c = plan_constraints(keep, map_layers(nodes, recorded))
         session.unmapped = c.unmapped
         pinned = set(c.fp32_layers)

@@ -1,0 +1,97 @@
+"""The graphs inside If/Loop/Scan nodes (bodies), as the layer table and the rewrites walk them.
+
+A model's computation can live entirely in bodies: an opset-18 export of a voice-activity
+model keeps every Conv inside the branches of one ``If``. Bodies see the values of every
+enclosing graph by name (outer-scope references), so a walk carries what each scope sees.
+
+Order convention: a body's nodes come right after the node that holds it, its bodies in
+the order the node stores them (onnx.helper stores attributes sorted by name, so
+``else_branch`` before ``then_branch``), each body in its own topological order; nested
+bodies likewise, depth first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import onnx
+
+_GRAPH_ATTRS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+
+
+def bodies(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
+    """(attribute name, graph) of each body of ``node``: If's two branches, Loop/Scan's body."""
+    out = []
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            out.append((attr.name, attr.g))
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            out.extend((f"{attr.name}[{i}]", g) for i, g in enumerate(attr.graphs))
+    return out
+
+
+def has_body(node: onnx.NodeProto) -> bool:
+    return any(a.type in _GRAPH_ATTRS for a in node.attribute)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A node and where it lives: ``parent`` holds it in its ``branch`` ("" in the main graph)."""
+
+    node: onnx.NodeProto
+    parent: str = ""
+    branch: str = ""
+
+
+def walk(graph: onnx.GraphProto, parent: str = "", branch: str = "") -> Iterator[Placed]:
+    """Every node of ``graph`` and of its bodies, in the order of the module docstring.
+
+    A body is entered after the caller has seen its parent, so a parent renamed by the
+    caller is seen under its new name.
+    """
+    for node in graph.node:
+        yield Placed(node, parent, branch)
+        for attr, sub in bodies(node):
+            yield from walk(sub, node.name, attr)
+
+
+def all_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every body inside it, at any depth."""
+    yield graph
+    for node in graph.node:
+        for _, sub in bodies(node):
+            yield from all_graphs(sub)
+
+
+def outer_reads(graph: onnx.GraphProto) -> set[str]:
+    """Names a body reads from enclosing scopes (its own inputs, weights and values excluded)."""
+    local = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    reads: set[str] = set()
+    for node in graph.node:
+        local.update(node.output)
+        reads.update(node.input)
+        for _, sub in bodies(node):
+            reads |= outer_reads(sub)
+    return reads - local - {""}
+
+
+def reads(node: onnx.NodeProto) -> set[str]:
+    """What a node needs from its scope: its inputs and its bodies' outer-scope reads."""
+    out = {x for x in node.input if x}
+    for _, sub in bodies(node):
+        out |= outer_reads(sub)
+    return out
+
+
+def all_names(model: onnx.ModelProto) -> set[str]:
+    """Every value and weight name of the model, bodies included (to make fresh names)."""
+    names: set[str] = set()
+    for g in all_graphs(model.graph):
+        names.update(i.name for i in g.input)
+        names.update(o.name for o in g.output)
+        names.update(t.name for t in g.initializer)
+        for node in g.node:
+            names.update(node.input)
+            names.update(node.output)
+    return names
