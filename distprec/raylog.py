@@ -51,8 +51,8 @@ class FdTail:
 
     fd 2 is pointed at a temporary file and a thread tails it. A file rather than a pipe:
     Ray daemons started meanwhile inherit fd 2, and a pipe nobody drains would block them.
-    On exit fd 2 is put back, unless someone else has pointed it elsewhere since (then
-    theirs is left in place).
+    Tails nest (the live view's, then a RayLog's once Ray is up) and must unwind in
+    order: each puts back the fd 2 it found.
     """
 
     def __init__(self, sink: Sink, poll_s: float = 0.2, fd: int = 2) -> None:
@@ -101,22 +101,13 @@ class FdTail:
             sys.__stderr__.flush()
         except (AttributeError, ValueError):
             pass
-        if _same_file(self.fd, self._file.fileno()):
-            os.dup2(self._saved, self.fd)
+        os.dup2(self._saved, self.fd)
         os.close(self._saved)
         self._saved = None
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._file.close()
-
-
-def _same_file(a: int, b: int) -> bool:
-    try:
-        sa, sb = os.fstat(a), os.fstat(b)
-    except OSError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def notice(message: str) -> str:
