@@ -11,6 +11,7 @@ import argparse
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from distprec.candidates.backends import BACKENDS
@@ -318,7 +319,7 @@ def cmd_layers(a: argparse.Namespace) -> int:
 def cmd_golden(a: argparse.Namespace) -> int:
     from distprec.candidates.model import load_model, model_hash, prepare_model
     from distprec.data import input_specs, save_outputs
-    from distprec.search import SearchConfig, reference_outputs, validation_feeds
+    from distprec.search import SearchConfig, guessed_dims, reference_outputs, validation_feeds
 
     _check_output_path(a.output)
     check_outputs({"-o": a.output}, _inputs(a))
@@ -328,8 +329,10 @@ def cmd_golden(a: argparse.Namespace) -> int:
     cfg.validate()
     source = load_model(a.model)
     model = prepare_model(source)
-    feeds = validation_feeds(cfg, input_specs(model))
-    save_outputs(a.output, reference_outputs(model, feeds), model_hash(source))
+    specs = input_specs(model)
+    feeds = validation_feeds(cfg, specs)
+    save_outputs(a.output, reference_outputs(model, feeds, hint=guessed_dims(cfg, specs)),
+                 model_hash(source))
     print(f"wrote {a.output}: {len(feeds)} sample(s), outputs "
           f"{', '.join(o.name for o in model.graph.output)}")
     return 0
@@ -378,6 +381,7 @@ def cmd_search(a: argparse.Namespace) -> int:
     console = SearchConsole(cfg, live=not a.no_live)
     with interruptible(), console, RayLog(log_path(a.output, a.log), console.log):
         prep = prepare(cfg, console.on_event)  # every input checked before Ray starts
+        _warnings.release()
         if a.kind and not a.inventory:
             route = _route(cfg, a.kind, a.wait)
         report = run_search(cfg, console.on_event, prepared=prep, **route)
@@ -585,7 +589,48 @@ COMMANDS = {"layers": cmd_layers, "golden": cmd_golden, "search": cmd_search,
             "demo": cmd_demo, "report": cmd_report}
 
 
+class HeldWarnings:
+    """Python warnings as one line each, held until the command's input is known good.
+
+    A refused run then prints its one error line alone: a guessed dynamic dimension's
+    warning came ahead of the error that names it, with its source line under it. A run
+    that goes on prints them ("distprec: warning: ...") once its inputs are read
+    (``release``), or at its end.
+    """
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+        self.released = False
+
+    def show(self, message, category, filename, lineno, file=None, line=None) -> None:
+        text = f"distprec: warning: {message}"
+        if self.released:
+            print(text, file=sys.stderr)
+        elif text not in self.held:
+            self.held.append(text)
+
+    def release(self) -> None:
+        self.released = True
+        for text in self.held:
+            print(text, file=sys.stderr)
+        self.held = []
+
+
+_warnings = HeldWarnings()
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _warnings
+    _warnings = HeldWarnings()
+    with warnings.catch_warnings():
+        warnings.showwarning = _warnings.show
+        code = _main(argv)
+        if code != 2:
+            _warnings.release()
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

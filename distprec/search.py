@@ -26,6 +26,7 @@ from distprec.checks import CheckSpec, refuse_bad_check_func
 from distprec.confirm import Confirmation, confirmed_search, on_workers
 from distprec.data import (
     Feed,
+    defaulted_dims,
     feeds_from_script,
     input_specs,
     load_feeds,
@@ -196,15 +197,16 @@ def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
     emit("phase", {"name": "golden", "total": len(feeds), "done": 0})
     outputs = [o.name for o in model.graph.output]
     _check_tolerance_names(cfg.check, outputs)
+    hint = guessed_dims(cfg, specs)
     if cfg.golden:
         golden = load_outputs(cfg.golden, outputs, len(feeds), source_hash)
         refuse_nonfinite(golden, cfg.golden, "golden output")
-        _check_golden(golden, reference_outputs(model, feeds[:1])[0], cfg.golden)
+        _check_golden(golden, reference_outputs(model, feeds[:1], hint=hint)[0], cfg.golden)
         emit("phase", {"name": "golden", "total": len(feeds), "done": len(feeds),
                        "source": cfg.golden})
     else:
         golden = reference_outputs(model, feeds, progress=lambda i: emit(
-            "phase", {"name": "golden", "total": len(feeds), "done": i}))
+            "phase", {"name": "golden", "total": len(feeds), "done": i}), hint=hint)
     if cfg.check.check_func:
         refuse_bad_check_func(cfg.check.check_func, golden)
     prep = Prepared(model, source_hash, layers, searchable, feeds, golden, start=start,
@@ -259,12 +261,22 @@ def validation_feeds(cfg: SearchConfig, specs) -> list[Feed]:
                         cfg.samples, parse_val_range(cfg.val_range, specs))
 
 
+def guessed_dims(cfg: SearchConfig, specs) -> str:
+    """What an error of the FP32 run should add: dynamic dimensions set to 1 for want of
+    ``--input-shapes`` (random inputs only)."""
+    if cfg.inputs or cfg.data_loader:
+        return ""
+    return defaulted_dims(specs, parse_input_shapes(cfg.input_shapes, specs))
+
+
 def reference_outputs(model: onnx.ModelProto, feeds: list[Feed],
-                      progress: Callable[[int], None] | None = None) -> list[Feed]:
+                      progress: Callable[[int], None] | None = None,
+                      hint: str = "") -> list[Feed]:
     """The FP32 reference: ONNX Runtime's CPU provider on the prepared model.
 
     Runs sample by sample so that ``progress(done)`` can drive a progress bar: on a large
-    model and data set the reference run is the first long wait of a search.
+    model and data set the reference run is the first long wait of a search. ``hint`` ends
+    the error's line (the dynamic dimensions that were guessed).
     """
     backend = OrtBackend("cpu", threads=0)
     try:
@@ -277,7 +289,7 @@ def reference_outputs(model: onnx.ModelProto, feeds: list[Feed],
         return outputs
     except Exception as exc:
         raise InputError(f"the FP32 model does not run on these inputs: "
-                         f"{first_line(exc)}") from None
+                         f"{first_line(exc, 160)}" + (f"; {hint}" if hint else "")) from None
 
 
 def resolve_device(device: str, in_cluster: bool = True) -> str:
@@ -308,7 +320,7 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     prep = prepared or prepare(cfg, on_event)  # before Ray: bad input never starts it
     key = search_key(cfg, prep) if cfg.journal else None
     # A journal of another search is refused before Ray too (reading holds no file open);
-    # a new one is written only once the cluster can take the search.
+    # a new one is written only once the workers are up.
     journal = Journal(cfg.journal, key, resume=True) if cfg.journal and cfg.resume else None
     connect(cfg.address)
     device = resolve_device(cfg.device)
@@ -316,14 +328,6 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     own = workers is None
     if own and not boards:
         placement(device, cfg.workers, resources, cfg.workers_per_gpu if device == "cuda" else 1)
-    notes = list(prep.notes)
-    if cfg.journal and not cfg.resume:
-        journal = Journal(cfg.journal, key, resume=False)
-    if journal:
-        on_event = tap(journal, on_event)
-        if cfg.resume:
-            notes.append(f"resumed from {cfg.journal}: {len(journal.entries)} verdict(s) "
-                         "replayed, not evaluated again")
     if on_event:
         on_event("phase", {"name": "cluster", "address": cfg.address or "local"})
     if own and boards:
@@ -339,6 +343,14 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     if on_event:
         on_event("workers", {"workers": [(w.name, w.node, w.device) for w in workers],
                              "device": device, "cluster": cluster_summary()})
+    notes = list(prep.notes)
+    if cfg.journal and not cfg.resume:
+        journal = Journal(cfg.journal, key, resume=False)
+    if journal:
+        on_event = tap(journal, on_event)
+        if cfg.resume:
+            notes.append(f"resumed from {cfg.journal}: {len(journal.entries)} verdict(s) "
+                         "replayed, not evaluated again")
 
     def strategy() -> Strategy:
         return make_strategy(cfg.strategy_name, prep.searchable, cfg.direction, top=cfg.top,
