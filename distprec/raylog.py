@@ -134,8 +134,8 @@ class RayLog:
     def __init__(self, path: str | os.PathLike, notify: Sink | None = None) -> None:
         self.path = Path(path)
         self.notify: Sink = notify or self._to_terminal
-        self.lines = 0
         self.notices = 0
+        self._closed = False
         self._file: TextIO | None = None
         self._lock = threading.Lock()
         self._tail: FdTail | None = None
@@ -161,6 +161,7 @@ class RayLog:
             worker.print_to_stdstream = self._original
         _armed = None
         with self._lock:
+            self._closed = True  # a Ray thread still in _from_ray writes nothing more
             if self._file is not None:
                 self._file.close()
                 self._file = None
@@ -184,12 +185,13 @@ class RayLog:
     # -- lines ------------------------------------------------------------------------------
     def write(self, line: str) -> None:
         with self._lock:
+            if self._closed:
+                return
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
             self._file.write(line + "\n")
             self._file.flush()
-            self.lines += 1
 
     def _from_ray(self, data: dict, ignore_prefix: bool = False) -> None:
         """Ray's ``print_to_stdstream(data, ignore_prefix)``: one batch of a worker's lines,

@@ -300,8 +300,8 @@ def table(doc: dict, width: int = 60):
     """
     from rich.table import Column, Table
 
-    faults = [f"{run['device']}/{run['precision']}: {fault_text(run['faults'])}"
-              for run in doc["runs"] if fault_text(run.get("faults"))]
+    faults = [f"{run['device']}/{run['precision']}: {text}" for run in doc["runs"]
+              if (text := fault_text(run.get("faults")))]
     t = Table("device", "precision", "on", "status", "count", "evals", "wall s",
               Column("layers kept in FP32, or why not run", overflow="fold", ratio=1),
               title=f"distprec sweep: {doc['model']}"
