@@ -11,6 +11,7 @@ import argparse
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from distprec.candidates.backends import BACKENDS
@@ -146,6 +147,17 @@ def journal_path(output: str, journal: str | None) -> str:
     return journal or str(Path(output).with_suffix("")) + ".journal.jsonl"
 
 
+def _add_log_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log", metavar="FILE", help="where Ray's own lines go once it is up: "
+                   "the workers' stdout/stderr, the cluster's error messages (each also "
+                   "said in one console line) and native driver lines (default: next to "
+                   "-o, OUTPUT.log; appended)")
+
+
+def log_path(output: str, log: str | None) -> str:
+    return log or str(Path(output).with_suffix("")) + ".log"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distprec", description="Parallel per-layer precision search for "
                      "ONNX models: which layers must stay FP32 under FP16, BF16 or INT8.")
@@ -184,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-live", action="store_true", help="plain log lines, no live view")
     p.add_argument("--report", metavar="HTML", help="also write the HTML report (and its PNG "
                    "figures next to it) at the end; needs matplotlib")
+    _add_log_arg(p)
     _add_fault_args(p)
 
     p = sub.add_parser("sweep", help="one search per (device kind, precision), side by side")
@@ -205,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_routing_args(p)
     p.add_argument("-o", "--output", default="sweep.json", help="sweep JSON")
     p.add_argument("--no-live", action="store_true", help="plain log lines, no live view")
+    _add_log_arg(p)
     _add_calib_args(p)
     _add_data_args(p)
     _add_check_args(p)
@@ -315,7 +329,7 @@ def cmd_layers(a: argparse.Namespace) -> int:
 def cmd_golden(a: argparse.Namespace) -> int:
     from distprec.candidates.model import load_model, model_hash, prepare_model
     from distprec.data import input_specs, save_outputs
-    from distprec.search import SearchConfig, reference_outputs, validation_feeds
+    from distprec.search import SearchConfig, guessed_dims, reference_outputs, validation_feeds
 
     _check_output_path(a.output)
     check_outputs({"-o": a.output}, _inputs(a))
@@ -325,8 +339,10 @@ def cmd_golden(a: argparse.Namespace) -> int:
     cfg.validate()
     source = load_model(a.model)
     model = prepare_model(source)
-    feeds = validation_feeds(cfg, input_specs(model))
-    save_outputs(a.output, reference_outputs(model, feeds), model_hash(source))
+    specs = input_specs(model)
+    feeds = validation_feeds(cfg, specs)
+    save_outputs(a.output, reference_outputs(model, feeds, hint=guessed_dims(cfg, specs)),
+                 model_hash(source))
     print(f"wrote {a.output}: {len(feeds)} sample(s), outputs "
           f"{', '.join(o.name for o in model.graph.output)}")
     return 0
@@ -335,8 +351,9 @@ def cmd_golden(a: argparse.Namespace) -> int:
 def cmd_search(a: argparse.Namespace) -> int:
     from distprec.atomic import write_json
     from distprec.exports import write_exports
+    from distprec.raylog import RayLog
     from distprec.result import build_result, save_mixed_model
-    from distprec.search import run_search
+    from distprec.search import prepare, run_search
     from distprec.view.console import SearchConsole
 
     cfg = _config(a)
@@ -346,7 +363,7 @@ def cmd_search(a: argparse.Namespace) -> int:
     if a.save_engine and cfg.backend != "trt":
         raise InputError("--save-engine needs --backend trt")
     check_outputs({"-o": a.output, "--save-model": a.save_model, "--report": a.report,
-                   "--journal": cfg.journal},
+                   "--journal": cfg.journal, "--log": log_path(a.output, a.log)},
                   {**_inputs(a), "--start": a.start,
                    "--calibration-cache": a.calibration_cache})
     if cfg.resume and not Path(cfg.journal).is_file():
@@ -358,15 +375,26 @@ def cmd_search(a: argparse.Namespace) -> int:
     if a.workers is not None and a.workers < 1:
         raise InputError(f"--workers must be at least 1, got {a.workers}")
     _check_report_path(a.report)
+    _wait(a.wait)
     if a.inventory:
         from distprec.boards.cli import board_route
 
-        route = board_route(cfg, a.inventory, a.kind, _wait(a.wait))
+        route = board_route(cfg, a.inventory, a.kind, a.wait)
     else:
-        route = _route(cfg, a.kind, a.wait) if a.kind else {"wait": _wait(a.wait)}
+        route = {"wait": a.wait}
+        if a.kind:
+            from distprec.devices import profile
+
+            why = profile(a.kind).why_not(cfg.precision)
+            if why:
+                raise InputError(why)
     console = SearchConsole(cfg, live=not a.no_live)
-    with interruptible(), console:
-        report = run_search(cfg, console.on_event, **route)
+    with interruptible(), console, RayLog(log_path(a.output, a.log), console.log):
+        prep = prepare(cfg, console.on_event)  # every input checked before Ray starts
+        _warnings.release()
+        if a.kind and not a.inventory:
+            route = _route(cfg, a.kind, a.wait)
+        report = run_search(cfg, console.on_event, prepared=prep, **route)
     result = build_result(cfg, report)
     result["complete"] = not report.interrupted
     result["journal"] = cfg.journal
@@ -416,14 +444,10 @@ def _wait(wait: float) -> float:
 
 def _route(cfg, kind: str, wait: float) -> dict:
     """run_search's placement arguments for ``--kind``; fails at once if no node has it."""
-    from distprec.devices import LABEL, profile, resource_name
+    from distprec.devices import LABEL, resource_name
     from distprec.routing import connect_as_host, require
     from distprec.search import resolve_device
 
-    _wait(wait)
-    why = profile(kind).why_not(cfg.precision)
-    if why:
-        raise InputError(why)
     connect_as_host(cfg.address)
     cfg.device = resolve_device(cfg.device)
     slots, labelled = require(kind, cfg.device)
@@ -438,10 +462,14 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     from rich.console import Console
 
     from distprec.atomic import write_json
+    from distprec.raylog import RayLog
     from distprec.sweep import run_sweep, table
     from distprec.view.sweep import SweepView
 
     _check_output_path(a.output)
+    check_outputs({"-o": a.output, "--log": log_path(a.output, a.log)},
+                  {**_inputs(a), "--calibration-cache": a.calibration_cache,
+                   "--inventory": a.inventory})
     devices = [d.strip() for d in a.devices.split(",") if d.strip()]
     precisions = [p.strip() for p in a.precision.split(",") if p.strip()]
     if not devices or not precisions:
@@ -456,7 +484,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     console = Console(highlight=False)
     labels = [f"{d}/{p}" for d in dict.fromkeys(devices) for p in dict.fromkeys(precisions)]
     view = SweepView(labels, console, live=not a.no_live, title=f"distprec sweep: {a.model}")
-    with view:
+    with view, RayLog(log_path(a.output, a.log), view.log):
         doc = run_sweep(base, devices, precisions, a.workers_per_device, a.wait, view.log,
                         events=view.sink if view.live else None, boards=boards)
     write_json(a.output, doc)
@@ -571,7 +599,48 @@ COMMANDS = {"layers": cmd_layers, "golden": cmd_golden, "search": cmd_search,
             "demo": cmd_demo, "report": cmd_report}
 
 
+class HeldWarnings:
+    """Python warnings as one line each, held until the command's input is known good.
+
+    A refused run then prints its one error line alone: a guessed dynamic dimension's
+    warning came ahead of the error that names it, with its source line under it. A run
+    that goes on prints them ("distprec: warning: ...") once its inputs are read
+    (``release``), or at its end.
+    """
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+        self.released = False
+
+    def show(self, message, category, filename, lineno, file=None, line=None) -> None:
+        text = f"distprec: warning: {message}"
+        if self.released:
+            print(text, file=sys.stderr)
+        elif text not in self.held:
+            self.held.append(text)
+
+    def release(self) -> None:
+        self.released = True
+        for text in self.held:
+            print(text, file=sys.stderr)
+        self.held = []
+
+
+_warnings = HeldWarnings()
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _warnings
+    _warnings = HeldWarnings()
+    with warnings.catch_warnings():
+        warnings.showwarning = _warnings.show
+        code = _main(argv)
+        if code != 2:
+            _warnings.release()
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

@@ -97,6 +97,17 @@ def parse_val_range(text: str | list | None,
     return ranges
 
 
+def defaulted_dims(specs: list[InputSpec], shapes: dict[str, tuple[int, ...]]) -> str:
+    """A hint naming the first input whose dynamic dimensions ``random_feeds`` set to 1
+    (no --input-shapes for it), for an error that may come from them; "" if none."""
+    for spec in specs:
+        if spec.name not in shapes and any(not isinstance(d, int) for d in spec.shape):
+            dims = "x".join(str(d) if isinstance(d, int) else "N" for d in spec.shape)
+            return (f"input {spec.name!r} has dynamic dimensions {_fmt(spec.shape)}, set "
+                    f"to 1: give their sizes with --input-shapes {spec.name}:{dims}")
+    return ""
+
+
 def random_feeds(specs: list[InputSpec], shapes: dict[str, tuple[int, ...]],
                  seed: int = 0, samples: int = 1,
                  ranges: dict[str, tuple[float, float]] | None = None) -> list[Feed]:

@@ -305,6 +305,7 @@ def run_demo(out: str = "distprec-demo", workers: int | None = None,
     from distprec.actors.pool import connect, placement
     from distprec.atomic import write_bytes, write_json
     from distprec.errors import InputError
+    from distprec.raylog import RayLog
     from distprec.result import build_result
     from distprec.search import SearchConfig, resolve_device, run_search
     from distprec.view.console import SearchConsole
@@ -318,13 +319,15 @@ def run_demo(out: str = "distprec-demo", workers: int | None = None,
                        workers=workers, samples=4, top=top,
                        check=DEMO_CHECK)
     cfg.validate()
-    connect()
-    placement(resolve_device(cfg.device), workers)  # refuse before writing anything
-    planted = planted_mlp(blocks=blocks)
-    write_bytes(model_path, planted.model.SerializeToString())
-    console = SearchConsole(cfg, live=live)
-    with console:
-        report = run_search(cfg, console.on_event)
+    with RayLog(folder / "demo.log") as ray_lines:
+        connect()
+        placement(resolve_device(cfg.device), workers)  # refuse before writing anything
+        planted = planted_mlp(blocks=blocks)
+        write_bytes(model_path, planted.model.SerializeToString())
+        console = SearchConsole(cfg, live=live)
+        ray_lines.notify = console.log
+        with console:
+            report = run_search(cfg, console.on_event)
     result = build_result(cfg, report)
     result["planted_layers"] = sorted(planted.planted)
     result["exports"] = [str(folder / "result.json")]

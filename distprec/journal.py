@@ -74,7 +74,8 @@ class Journal:
             self.entries = self._read()
         else:
             write_text(self.path, json.dumps({"format": FORMAT, "key": key}) + "\n")
-        self._file: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._file: IO[str] | None = None  # opened by the first record: reading holds none
+        self._closed = False
 
     def _read(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
@@ -118,8 +119,10 @@ class Journal:
 
     def record(self, ev: Evaluation) -> None:
         """One line, flushed and fsynced before the verdict counts as kept."""
-        if self._file is None:
+        if self._closed:
             return
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         line = json.dumps(json_safe({"keep": sorted(ev.keep), "verdict": ev.verdict.value,
                                      "via": ev.via, "figures": ev.figures,
                                      "profile": ev.layer_errors, "reason": ev.reason,
@@ -129,6 +132,7 @@ class Journal:
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
+        self._closed = True
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -83,12 +83,15 @@ def require(kind: str, device: str) -> tuple[int, bool]:
 
 
 def start_on_kind(setup_ref, device: str, kind: str, count: int, wait: float,
-                  prefix: str = "w", labelled: bool = True) -> list[Worker]:
-    """``count`` evaluator actors on nodes of ``kind``; InputError after ``wait`` seconds."""
+                  prefix: str = "w", labelled: bool = True,
+                  max_restarts: int = 0) -> list[Worker]:
+    """``count`` evaluator actors on nodes of ``kind``; InputError after ``wait`` seconds.
+    ``max_restarts``: how often Ray brings a lost one back in its slot."""
     selector = {LABEL: kind} if labelled else None
     try:
         return start_workers(setup_ref, device, count, resources={resource_name(kind): 1},
-                             label_selector=selector, timeout=wait, prefix=prefix)
+                             label_selector=selector, timeout=wait, prefix=prefix,
+                             max_restarts=max_restarts)
     except InputError as exc:  # most often: the kind's slots are held by other searches
         free = ray.available_resources().get(resource_name(kind), 0)
         raise InputError(f"device kind {kind!r}: {exc} ({free:g} of its slots free now)") \

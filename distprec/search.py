@@ -26,6 +26,7 @@ from distprec.checks import CheckSpec, refuse_bad_check_func
 from distprec.confirm import Confirmation, confirmed_search, on_workers
 from distprec.data import (
     Feed,
+    defaulted_dims,
     feeds_from_script,
     input_specs,
     load_feeds,
@@ -149,6 +150,8 @@ class Prepared:
     golden: list[Feed]
     ranges_json: str | None = None
     calibration: dict = field(default_factory=dict)
+    start: frozenset[str] | None = None  # minimize's start (--start), checked names
+    notes: list[str] = field(default_factory=list)  # what preparing dropped or changed
 
     def setup(self, cfg: SearchConfig) -> Setup:
         return Setup(to_wire(self.model), cfg.precision, self.searchable,
@@ -172,10 +175,17 @@ class SearchReport:
 
 
 def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
+    """Model, layers, ``--start``, inputs, golden outputs, check function and calibration.
+
+    All of it runs in the driver without Ray, and before Ray starts (``run_search``): each
+    step reads the user's files, and a bad one must be refused with one line, not after a
+    local Ray instance came up (issue 13). Cheap checks come first.
+    """
     emit = on_event or (lambda kind, data: None)
     cfg.validate()
     source = load_model(cfg.model)
     model = prepare_model(source)
+    source_hash = model_hash(source)
     layers = layer_table(model, not_low(model, cfg.precision))
     searchable = tuple(layer.name for layer in layers if layer.searchable)
     if not searchable:
@@ -183,6 +193,8 @@ def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
         raise InputError(f"{cfg.model}: no layer can run in {cfg.precision}" + (
             f" ({in_bodies} are inside If/Loop/Scan bodies, which quantize_static does not "
             "quantize)" if in_bodies else ""))
+    notes: list[str] = []
+    start = read_start(cfg.start, source_hash, layers, notes) if cfg.start else None
     specs = input_specs(model)
     feeds = validation_feeds(cfg, specs)
     origin = cfg.inputs or cfg.data_loader or "--input-shapes"
@@ -191,18 +203,20 @@ def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
     emit("phase", {"name": "golden", "total": len(feeds), "done": 0})
     outputs = [o.name for o in model.graph.output]
     _check_tolerance_names(cfg.check, outputs)
+    hint = guessed_dims(cfg, specs)
     if cfg.golden:
-        golden = load_outputs(cfg.golden, outputs, len(feeds), model_hash(source))
+        golden = load_outputs(cfg.golden, outputs, len(feeds), source_hash)
         refuse_nonfinite(golden, cfg.golden, "golden output")
-        _check_golden(golden, reference_outputs(model, feeds[:1])[0], cfg.golden)
+        _check_golden(golden, reference_outputs(model, feeds[:1], hint=hint)[0], cfg.golden)
         emit("phase", {"name": "golden", "total": len(feeds), "done": len(feeds),
                        "source": cfg.golden})
     else:
         golden = reference_outputs(model, feeds, progress=lambda i: emit(
-            "phase", {"name": "golden", "total": len(feeds), "done": i}))
+            "phase", {"name": "golden", "total": len(feeds), "done": i}), hint=hint)
     if cfg.check.check_func:
         refuse_bad_check_func(cfg.check.check_func, golden)
-    prep = Prepared(model, model_hash(source), layers, searchable, feeds, golden)
+    prep = Prepared(model, source_hash, layers, searchable, feeds, golden, start=start,
+                    notes=notes)
     if cfg.precision == "int8":
         calib = feeds
         if cfg.calib_data:
@@ -253,12 +267,22 @@ def validation_feeds(cfg: SearchConfig, specs) -> list[Feed]:
                         cfg.samples, parse_val_range(cfg.val_range, specs))
 
 
+def guessed_dims(cfg: SearchConfig, specs) -> str:
+    """What an error of the FP32 run should add: dynamic dimensions set to 1 for want of
+    ``--input-shapes`` (random inputs only)."""
+    if cfg.inputs or cfg.data_loader:
+        return ""
+    return defaulted_dims(specs, parse_input_shapes(cfg.input_shapes, specs))
+
+
 def reference_outputs(model: onnx.ModelProto, feeds: list[Feed],
-                      progress: Callable[[int], None] | None = None) -> list[Feed]:
+                      progress: Callable[[int], None] | None = None,
+                      hint: str = "") -> list[Feed]:
     """The FP32 reference: ONNX Runtime's CPU provider on the prepared model.
 
     Runs sample by sample so that ``progress(done)`` can drive a progress bar: on a large
-    model and data set the reference run is the first long wait of a search.
+    model and data set the reference run is the first long wait of a search. ``hint`` ends
+    the error's line (the dynamic dimensions that were guessed).
     """
     backend = OrtBackend("cpu", threads=0)
     try:
@@ -271,7 +295,7 @@ def reference_outputs(model: onnx.ModelProto, feeds: list[Feed],
         return outputs
     except Exception as exc:
         raise InputError(f"the FP32 model does not run on these inputs: "
-                         f"{first_line(exc)}") from None
+                         f"{first_line(exc, 160)}" + (f"; {hint}" if hint else "")) from None
 
 
 def resolve_device(device: str, in_cluster: bool = True) -> str:
@@ -299,22 +323,17 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     """
     t0 = time.perf_counter()
     cfg.validate()
+    prep = prepared or prepare(cfg, on_event)  # before Ray: bad input never starts it
+    key = search_key(cfg, prep) if cfg.journal else None
+    # A journal of another search is refused before Ray too (reading holds no file open);
+    # a new one is written only once the workers are up.
+    journal = Journal(cfg.journal, key, resume=True) if cfg.journal and cfg.resume else None
     connect(cfg.address)
     device = resolve_device(cfg.device)
     check_backend(cfg.backend, cfg.build_timeout, device)
     own = workers is None
     if own and not boards:
-        # refuse before anything is computed
         placement(device, cfg.workers, resources, cfg.workers_per_gpu if device == "cuda" else 1)
-    prep = prepared or prepare(cfg, on_event)
-    notes: list[str] = []
-    start = read_start(cfg.start, prep, notes) if cfg.start else None
-    journal = Journal(cfg.journal, search_key(cfg, prep), cfg.resume) if cfg.journal else None
-    if journal:
-        on_event = tap(journal, on_event)
-        if cfg.resume:
-            notes.append(f"resumed from {cfg.journal}: {len(journal.entries)} verdict(s) "
-                         "replayed, not evaluated again")
     if on_event:
         on_event("phase", {"name": "cluster", "address": cfg.address or "local"})
     if own and boards:
@@ -330,10 +349,18 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     if on_event:
         on_event("workers", {"workers": [(w.name, w.node, w.device) for w in workers],
                              "device": device, "cluster": cluster_summary()})
+    notes = list(prep.notes)
+    if cfg.journal and not cfg.resume:
+        journal = Journal(cfg.journal, key, resume=False)
+    if journal:
+        on_event = tap(journal, on_event)
+        if cfg.resume:
+            notes.append(f"resumed from {cfg.journal}: {len(journal.entries)} verdict(s) "
+                         "replayed, not evaluated again")
 
     def strategy() -> Strategy:
         return make_strategy(cfg.strategy_name, prep.searchable, cfg.direction, top=cfg.top,
-                             start=start, sensitivity=cfg.sensitivity)
+                             start=prep.start, sensitivity=cfg.sensitivity)
 
     faults = Faults(cfg.eval_timeout, restart_wait=wait)  # a lost worker may take --wait
     seen: list = []
@@ -392,25 +419,26 @@ def _profile_answer(cfg: SearchConfig, report: SearchReport,
         report.notes.append(f"layer errors not measured: {cause(exc, 200)}")
 
 
-def read_start(path: str, prep: Prepared, notes: list[str]) -> frozenset[str]:
+def read_start(path: str, source_hash: str, layers: list[Layer],
+               notes: list[str]) -> frozenset[str]:
     """Minimize's start: a result.json's high_precision_layers, or names one per line.
 
     A result made for another model is refused; names of layers that exist but cannot be
     lowered are dropped (they stay FP32 anyway), with a note.
     """
-    names = read_layer_names(path, prep.source_hash)
+    names = read_layer_names(path, source_hash)
     if not names:
         raise InputError(f"{path}: no layer names in it")
-    _refuse_unknown(names, prep, f"{path}: ")
-    start = frozenset(names) & set(prep.searchable)
+    _refuse_unknown(names, layers, f"{path}: ")
+    start = frozenset(names) & {layer.name for layer in layers if layer.searchable}
     if len(start) < len(set(names)):
         notes.append(f"start: dropped {len(set(names)) - len(start)} layer(s) that are not "
                      "searchable (they stay FP32 in every plan)")
     return start
 
 
-def _refuse_unknown(names, prep: Prepared, where: str = "") -> None:
-    unknown = sorted(set(names) - {layer.name for layer in prep.layers})
+def _refuse_unknown(names, layers: list[Layer], where: str = "") -> None:
+    unknown = sorted(set(names) - {layer.name for layer in layers})
     if unknown:
         raise InputError(f"{where}unknown layer name {unknown[0]!r}"
                          + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
@@ -427,6 +455,6 @@ def check_plan(cfg: SearchConfig, keep: frozenset[str], prepared: Prepared | Non
                device: str = "cpu"):
     """Evaluate one plan in this process (no Ray): a user's way to confirm an answer."""
     prep = prepared or prepare(cfg)
-    _refuse_unknown(keep, prep)
+    _refuse_unknown(keep, prep.layers)
     evaluator = Evaluator(prep.setup(cfg), prep.setup(cfg).make_backend(device, threads=0))
     return evaluator.evaluate(keep & set(prep.searchable)), evaluator.emulate

@@ -62,7 +62,7 @@ class Run:
                 "evaluations": res.get("evaluations"), "workers": self.workers,
                 "wall_s": self.ended - self.started if self.ended else None,
                 "started": self.started or None, "ended": self.ended or None,
-                "evaluated_on": self.on, "result": self.result}
+                "evaluated_on": self.on, "faults": res.get("faults"), "result": self.result}
 
 
 @dataclass
@@ -143,6 +143,9 @@ def run_sweep(base: SearchConfig, devices: list[str], precisions: list[str],
     if not wait > 0:
         raise InputError(f"--wait must be a positive number of seconds, got {wait}")
     todo, skipped = split_pairs(devices, precisions)
+    prepared = {}  # before Ray starts: a bad input never starts it (issue 13)
+    for p in dict.fromkeys(pair.precision for pair in todo):
+        prepared[p] = prepare(replace(base, precision=p))
     connect_as_host(base.address)
     backend = resolve_device(base.device)
     on_boards = {}
@@ -163,10 +166,8 @@ def run_sweep(base: SearchConfig, devices: list[str], precisions: list[str],
             events(run.pair.label)("pair", {"status": "skipped"})
     if note:
         log(f"note: {note}")
-    prepared = {}
-    for p in dict.fromkeys(pair.precision for pair in todo):
-        prepared[p] = prepare(replace(base, precision=p))
-        log(f"prepared {p}: {len(prepared[p].searchable)} searchable layers")
+    for p, prep in prepared.items():
+        log(f"prepared {p}: {len(prep.searchable)} searchable layers")
     runs = {pair: Run(pair) for pair in todo}
     driver = _Driver(base, backend, prepared, runs, wait, log, len(lanes), events)
     threads = [threading.Thread(target=driver.lane, args=(lane,), daemon=True,
@@ -235,7 +236,8 @@ class _Driver:
             else:
                 workers = start_on_kind(self.setups[pair.precision], self.backend,
                                         pair.device, lane.workers, self.wait,
-                                        prefix=f"{pair.label}/w", labelled=lane.labelled)
+                                        prefix=f"{pair.label}/w", labelled=lane.labelled,
+                                        max_restarts=cfg.max_restarts)
                 run.on = "cpu stand-in" if self.backend == "cpu" and pair.device != "cpu" \
                     else "ray node"
             if first:
@@ -293,14 +295,19 @@ def table(doc: dict, width: int = 60):
     """The side-by-side table of a sweep document (a rich Table).
 
     Name lists are cut to ``width`` characters (sweep.json has them whole); a skipped or
-    failed pair shows its reason instead.
+    failed pair shows its reason instead. Lost workers and plans run again are said under
+    it.
     """
     from rich.table import Column, Table
 
+    faults = [f"{run['device']}/{run['precision']}: {text}" for run in doc["runs"]
+              if (text := fault_text(run.get("faults")))]
     t = Table("device", "precision", "on", "status", "count", "evals", "wall s",
               Column("layers kept in FP32, or why not run", overflow="fold", ratio=1),
               title=f"distprec sweep: {doc['model']}"
-              + (" (CPU backend standing in)" if doc.get("stand_in") else ""), expand=True)
+              + (" (CPU backend standing in)" if doc.get("stand_in") else ""), expand=True,
+              caption="recovered faults (no verdict came from a lost worker): "
+              + "; ".join(faults) if faults else None, caption_justify="left")
     for run in doc["runs"]:
         keep = run["high_precision_layers"]
         if run["status"] == "done":
@@ -314,3 +321,15 @@ def table(doc: dict, width: int = 60):
                   "" if run["evaluations"] is None else str(run["evaluations"]),
                   "" if run["wall_s"] is None else f"{run['wall_s']:.1f}", text)
     return t
+
+
+def fault_text(faults: dict | None) -> str:
+    """What went wrong under a search and was recovered: "1 worker lost, 1 plan rerun"."""
+    if not faults:
+        return ""
+    lost, rerun = len(faults["lost_workers"]), faults["requeued"]
+    parts = [f"{lost} worker{'s' * (lost != 1)} lost"] if lost else []
+    parts += [f"{rerun} plan{'s' * (rerun != 1)} rerun"] if rerun else []
+    parts += [f"{len(faults['gone'])} not back"] if faults["gone"] else []
+    parts += [f"{faults['timeouts']} timed out"] if faults["timeouts"] else []
+    return ", ".join(parts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distprec.checks import CheckSpec, make_check, parse_stats, parse_tolerances
+from distprec.checks import CheckSpec, make_check, parse_stats, parse_tolerances, verdict_of
 from distprec.errors import InputError
 
 
@@ -172,3 +172,19 @@ def test_per_iteration_pooling_fails_an_output_that_the_pooled_mean_passes(bad_s
     assert per.outputs["y"]["failed_iterations"] == 1
     pooled = two_samples(CheckSpec(**tol, pooling="pooled"), bad_sample)
     assert pooled and "failed_iterations" not in pooled.outputs["y"]
+
+
+# -- what a --check-func may return (its refusals: test_hostile_inputs.py) ---------------
+@pytest.mark.parametrize("value,want", [(True, (True, float("nan"))), (np.bool_(False),
+                                        (False, float("nan"))), ((True, 0.5), (True, 0.5)),
+                                       ((np.bool_(True), np.float32(2)), (True, 2.0))])
+def test_verdicts_a_check_may_return(value, want):
+    got = verdict_of(value)
+    assert got[0] is want[0] and (got[1] == want[1] or np.isnan(want[1]) and np.isnan(got[1]))
+
+
+@pytest.mark.parametrize("value", ["fail", 1, None, np.ones(2), (True,), (True, "x"),
+                                   (True, 1, 2), ("yes", 1.0), (True, True)])
+def test_anything_else_is_not_a_verdict(value):
+    with pytest.raises(TypeError):
+        verdict_of(value)

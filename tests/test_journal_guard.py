@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -46,18 +43,3 @@ def test_what_may_be_replaced(tmp_path):
     notes.write_text("my notes\n")
     with pytest.raises(InputError, match="not a distprec journal"):
         refuse_overwrite(notes, out)
-
-
-def test_the_cli_refuses_before_any_work(tmp_path, small_planted_path):
-    journal = tmp_path / "r.journal.jsonl"
-    _journal(journal, 3)
-    before = journal.read_bytes()
-    proc = subprocess.run([sys.executable, "-m", "distprec.cli", "search",
-                           str(small_planted_path), "--device", "cpu", "--no-live", "-o",
-                           str(tmp_path / "r.json")], capture_output=True, text=True,
-                          timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    err = proc.stderr.strip()
-    assert len(err.splitlines()) == 1 and "--resume" in err and "new -o" in err, err
-    assert journal.read_bytes() == before and not (tmp_path / "r.json").exists()
-    assert "ray" not in proc.stdout.lower()

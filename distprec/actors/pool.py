@@ -12,6 +12,7 @@ from pathlib import Path
 
 import ray
 
+from distprec import raylog
 from distprec.actors.evaluator import EvaluatorActor
 from distprec.errors import InputError, cause, first_line
 from distprec.reaper import watch
@@ -40,25 +41,34 @@ def connect(address: str | None = None, resources: dict | None = None,
     or the last ``ray start`` on this host names (``--address auto`` asks for that).
 
     Joining needs the cluster's token in RAY_AUTH_TOKEN (token auth is on by default).
-    Ray's own log lines are kept off the terminal: the console owns it. ``resources`` and
+    Ray's own log lines are kept off the terminal: the console owns it. Under the
+    command's RayLog they go to its log file once Ray is up. ``resources`` and
     ``labels`` only apply to a local instance (a joined cluster's nodes advertise their
     own): they let this host offer its device kind, as ``distprec node-args`` would.
     """
     address = address or "local"
     _probe(address)
+    route = raylog.armed()
     if ray.is_initialized():
+        if route:
+            route.engage()
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     local = {"resources": resources, "labels": labels} if address == "local" else {}
     try:
         with _native_stderr_held():
+            # Worker lines reach the driver only where a RayLog takes them into its file;
+            # printed as they come they would tear the live view (distprec/raylog.py).
             ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
-                     log_to_driver=False, configure_logging=True, **local)
+                     log_to_driver=bool(route and route.forwards_workers),
+                     configure_logging=True, **local)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = "a local instance" if address == "local" else address
         raise InputError(f"cannot start or reach Ray at {where}: "
                          f"{first_line(exc)}") from None
     rearm()  # ray.init replaces the SIGTERM handler
+    if route:
+        route.engage()
     if address == "local" and os.environ.get("DISTPREC_NO_REAPER") != "1":
         watch(ray._private.worker._global_node.get_session_dir_path())
     _private_token()

@@ -48,6 +48,8 @@ class Layer:
 def load_model(path: str | Path) -> onnx.ModelProto:
     """Read and check an ONNX file; every failure is an InputError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not an ONNX model file")
     if not path.is_file():
         raise InputError(f"model file not found: {path}")
     try:

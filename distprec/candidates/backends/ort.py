@@ -13,6 +13,11 @@ from distprec.data import Feed
 from distprec.errors import InputError
 
 DEVICES = ("cpu", "cuda")
+#: ONNX Runtime's native logger: fatal only. Its ERROR lines repeat what the exception
+#: then says, on fd 2 and ahead of distprec's own line (a bad input gave two lines; on CUDA
+#: a mixed conv plan logs hundreds of cuDNN ones); the exception's text still reaches the
+#: user as the error or the verdict's reason.
+LOG_SEVERITY = 4
 
 
 class OrtBackend:
@@ -43,12 +48,12 @@ class OrtBackend:
         self.fuse = fuse
         self.conv_search = conv_search  # cuDNN's convolution algorithm search (see load)
         self._ort = ort
-        ort.set_default_logger_severity(3)
+        ort.set_default_logger_severity(LOG_SEVERITY)
 
     def load(self, model: onnx.ModelProto, conv_search: str | None = None):
         """A session for ``model``; ``conv_search`` overrides the backend's (CUDA only)."""
         opts = self._ort.SessionOptions()
-        opts.log_severity_level = 3
+        opts.log_severity_level = LOG_SEVERITY
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         if not self.fuse:
@@ -90,7 +95,7 @@ class OrtBackend:
         if self.device != "cuda":
             raise ValueError("CUDA graphs need the CUDA provider")
         opts = self._ort.SessionOptions()
-        opts.log_severity_level = 3
+        opts.log_severity_level = LOG_SEVERITY
         # The conv algorithm search must match the plain session's: the graph is used only
         # where its outputs match that session's (measured on an H200: with HEURISTIC here
         # and DEFAULT there, ultraface's outputs differed and no graph was used).

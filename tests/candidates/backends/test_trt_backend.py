@@ -1,7 +1,7 @@
 """TensorRT end to end on the planted model; skipped, with the reason, where it cannot run.
 
 Run where TensorRT and cuda-python import and a GPU is visible:
-``python -m pytest -m trt -rs tests/candidates/backends tests/test_cli_backend.py``.
+``python -m pytest -m trt -rs tests/candidates/backends tests/test_hostile_inputs.py``.
 """
 
 from __future__ import annotations
