@@ -7,7 +7,7 @@ has not sent before and, per plan, the switchboard's mask. Outputs come back and
 host's check decides the verdict, so the rules are the same on every device.
 
 With ``runtime: trt`` (or ``trtexec``) the board runs TensorRT's legacy per-layer path
-(JetPack 4.6 and 5.1 ship TensorRT 8.2 and 8.5): the evaluator hands over the FP32 model
+(JetPack 4.6.1+ and 5.1 ship TensorRT 8.2 and 8.5): the evaluator hands over the FP32 model
 carrying the plan (``per_layer``), this backend ships the FP32 model once and, per plan,
 only the precision and the kept nodes (named as TensorRT's ONNX parser names them); the
 runner builds one engine per plan and caches it on the board. No switchboard there.
@@ -163,7 +163,6 @@ class RemoteBackend:
         self.precision, self.ranges_json = precision, ranges_json
         self.api: TrtApi | None = None
         self._calibration: str | None = None
-        self._model: tuple[str, dict[str, str], list[str], dict] | None = None
         self.link = SshLink(board, options, connect_timeout)
         self.retries, self.retry_wait = retries, retry_wait
         self.proc: subprocess.Popen | None = None
@@ -176,9 +175,14 @@ class RemoteBackend:
         self._cached: set[str] = set()  # array ids the runner holds (this connection)
         self._drops: list[tuple[int, int, str]] = []  # (generation, session id, sha)
         self._lock = threading.Lock()
-        self._connect()
+        try:
+            self._connect()
+            if self.per_layer:
+                self.api = self._trt_api()
+        except BaseException:
+            self.close()  # a refused board keeps no runner, master or socket folder
+            raise
         if self.per_layer:
-            self.api = self._trt_api()
             self.device = self.facts["runtime"]  # trt (the Python module) or trtexec
         else:
             providers = self.facts.get("providers", [])
@@ -194,7 +198,7 @@ class RemoteBackend:
             model = _without_plan(model)
         data = model.SerializeToString()
         sha = hashlib.sha256(data).hexdigest()
-        fields = self._plan_fields(model, sha, *plan) if plan is not None else None
+        fields = self._plan_fields(model, *plan) if plan is not None else None
         session = RemoteSession(self, data, sha, fields)
         self._with_retries(lambda: self._ensure(session))
         return session
@@ -229,28 +233,16 @@ class RemoteBackend:
                                "no switchboard, plans are evaluated as candidates")
         return read_plan(model) or (None, [])
 
-    def _plan_fields(self, base: onnx.ModelProto, sha: str, precision: str | None,
+    def _plan_fields(self, base: onnx.ModelProto, precision: str | None,
                      keep: list[str]) -> dict:
-        """The load request's plan: precision, kept nodes under the names TensorRT's parser
-        gives them, every node name (to map layers), the inputs' dims (-1: dynamic) and,
-        for INT8, the search's calibration as a TensorRT cache for the board's version."""
-        if self._model is None or self._model[0] != sha:  # every plan shares one model
-            names = {n.name: parser_node_name(n) for n in base.graph.node}
-            weights = {t.name for t in base.graph.initializer}
-            inputs = {vi.name: [d.dim_value if d.HasField("dim_value") and d.dim_value > 0
-                                else -1 for d in vi.type.tensor_type.shape.dim]
-                      for vi in base.graph.input if vi.name not in weights}
-            self._model = (sha, names, sorted(set(names.values())), inputs)
-        _, names, nodes, inputs = self._model
         calibration = None
         if precision == "int8":
             if self.ranges_json is None:
                 raise RuntimeError("INT8 on TensorRT needs the search's calibration")
-            if self._calibration is None:
+            if self._calibration is None:  # TensorRT's cache format, for the board's version
                 self._calibration = ranges_to_cache(self.ranges_json, self.api.version).decode()
             calibration = self._calibration
-        return {"precision": precision, "keep": sorted(names.get(k, k) for k in keep),
-                "nodes": nodes, "inputs": inputs, "calibration": calibration}
+        return plan_request(base, precision, keep, calibration)
 
     # -- connection ------------------------------------------------------------------
     def _connect(self) -> None:
@@ -418,6 +410,20 @@ def _socket_dir() -> str:
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(old, ignore_errors=True)
     return tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root)
+
+
+def plan_request(base: onnx.ModelProto, precision: str | None, keep: list[str],
+                 calibration: str | None = None) -> dict:
+    """A TensorRT load request's plan: the precision, the kept nodes under the names
+    TensorRT's ONNX parser gives them, every node so named (the runner maps layers to
+    them), the inputs' dims (-1: dynamic) and, for INT8, the calibration cache's text."""
+    names = {n.name: parser_node_name(n) for n in base.graph.node}
+    weights = {t.name for t in base.graph.initializer}
+    inputs = {vi.name: [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1
+                        for d in vi.type.tensor_type.shape.dim]
+              for vi in base.graph.input if vi.name not in weights}
+    return {"precision": precision, "keep": sorted(names.get(k, k) for k in keep),
+            "nodes": sorted(set(names.values())), "inputs": inputs, "calibration": calibration}
 
 
 def _without_plan(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -16,12 +16,13 @@ Any request may carry ``drop`` (sessions, their model files, cached arrays to fr
 Replies carry ``ok``; a failure is ``ok: false`` with one ``error`` line, and the runner
 carries on.
 
-TensorRT is the legacy per-layer path (TensorRT 8.2 on JetPack 4.6, 8.5 on JetPack 5.1, up
-to 10.x): the FP32 model is parsed, the plan's precision is a builder flag, and every layer
+TensorRT is the legacy per-layer path (TensorRT 8.2 on JetPack 4.6.1+, 8.5 on JetPack 5.1,
+up to 10.x): the FP32 model is parsed, the plan's precision is a builder flag, and every layer
 of a kept node is pinned to FP32 (OBEY_PRECISION_CONSTRAINTS). One engine per plan, cached
-on disk in ``engines/`` by a key of model, plan, TensorRT version, GPU and shapes. The
-plan-as-input switchboard cannot be built this way (its FP16 half would need per-layer
-casts the weakly typed builder may drop), so the host evaluates candidates on TensorRT.
+on disk in ``engines/`` by a key of model, plan, TensorRT version, GPU and shapes. No
+plan-as-input switchboard here: on the weakly typed path its two copies of every layer
+would each need pinning (one FP32, one FP16) and TensorRT could still fuse across the
+Where nodes; that was not built, so the host evaluates candidates on TensorRT boards.
 
 ``python3 distprec_runner.py --check trt`` (or ``ort``, ``trtexec``) prints what the board
 offers as JSON and exits 0 when that runtime can run.
@@ -306,14 +307,12 @@ def profile_of(shapes, dynamic, old=None):
     out = {}
     for name in sorted(dynamic):
         seen = [tuple(s[name]) for s in shapes]
+        opt = max(sorted(set(seen)), key=seen.count)
         if old and name in old and len(old[name][0]) == len(seen[0]):
-            seen += [tuple(old[name][0]), tuple(old[name][2])]
+            seen += [tuple(old[name][0]), tuple(old[name][2])]  # the bounds seen before
         if len(set(len(s) for s in seen)) > 1:
             raise ValueError(f"input {name!r} is fed with different ranks")
-        lo = tuple(min(d) for d in zip(*seen))
-        hi = tuple(max(d) for d in zip(*seen))
-        opt = max(sorted(set(seen)), key=seen.count)
-        out[name] = (lo, opt, hi)
+        out[name] = (tuple(min(d) for d in zip(*seen)), opt, tuple(max(d) for d in zip(*seen)))
     return out
 
 

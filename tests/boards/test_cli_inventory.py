@@ -3,12 +3,14 @@ inventories refused with exit 2 and one line (no traceback, no secret)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 
 import pytest
 from planted_helpers import planted_file
 
+from distprec.boards import remote_eval
 from distprec.cli import main
 from distprec.demo import DEMO_ATOL, DEMO_RTOL
 
@@ -44,6 +46,8 @@ def test_search_on_an_inventory_board(ray_session, sshd, planted, tmp_path):
     ("missing-key", "does not exist"),
     ("unreachable", "a board cannot be used"),
     ("no-such-kind", "no board of kind 'tx2'"),
+    ("no-tensorrt", "board nano-a: runtime trt: the board has no TensorRT: no usable "
+                    "tensorrt module"),
 ])
 def test_bad_inventories_exit_2_with_one_line(ray_session, sshd, planted, tmp_path, capsys,
                                               problem, message):
@@ -61,6 +65,10 @@ def test_bad_inventories_exit_2_with_one_line(ray_session, sshd, planted, tmp_pa
         entry = entry.replace(f"key: {sshd.key}", f"key: {tmp_path / 'gone'}")
     elif problem == "unreachable":
         entry = entry.replace(f"port: {sshd.port}", "port: 1")
+    elif problem == "no-tensorrt":
+        if remote_eval.find_trtexec() or importlib.util.find_spec("tensorrt"):
+            pytest.skip("TensorRT is installed here: nothing to refuse")
+        entry += "    runtime: trt\n"
     else:
         extra = ["--kind", "tx2"]
     inv = tmp_path / "devices.yaml"
