@@ -893,6 +893,7 @@ class Runner:
         self.ort = None
         self.trt = None  # TrtModule or Trtexec
         self.runtime = None
+        self.swept = False  # engines/ made and cleared of dead runners' temp files
 
     def handle(self, header, arrays):
         if "drop" in header:  # the host piggybacks what it no longer holds on any request
@@ -941,10 +942,6 @@ class Runner:
                 self.trt = Trtexec(self.np, facts["trtexec"], text)
             except RuntimeError as exc:
                 runtime, why = None, first_line(exc)
-        if runtime in ("trt", "trtexec"):
-            if not os.path.isdir(ENGINES):
-                os.makedirs(ENGINES)
-            sweep_leftovers(ENGINES)
         self.runtime = runtime
         facts["runtime"], facts["runtime_error"] = runtime, why
         return facts
@@ -980,6 +977,11 @@ class Runner:
         if self.runtime == "ort":
             session = OrtSession(self.ort, path, header)
         else:
+            if not self.swept:  # once per runner: what runners before it left behind
+                if not os.path.isdir(ENGINES):
+                    os.makedirs(ENGINES)
+                sweep_leftovers(ENGINES)
+                self.swept = True
             session = TrtSession(self.trt, path, sha, header)
         self.next_id += 1
         self.sessions[self.next_id] = (session, sha)
