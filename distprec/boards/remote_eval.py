@@ -343,7 +343,10 @@ def trtexec_build_argv(exe, version, model, engine, plan, profile, calib=None,
     which name each node's first layer. Layers a node adds after the first
     (``<node>_<n>``) are not pinned: trtexec cannot list them (the tensorrt module can).
     """
-    args = [exe, "--onnx=" + model, "--saveEngine=" + engine, "--buildOnly", "--noTF32"]
+    # 8.6 renamed --buildOnly to --skipInference (10 drops the old name), 8.4 --workspace
+    # to --memPoolSize (both in MiB)
+    args = [exe, "--onnx=" + model, "--saveEngine=" + engine,
+            "--buildOnly" if version < (8, 6) else "--skipInference", "--noTF32"]
     mib = max(1, workspace >> 20)
     args.append(f"--workspace={mib}" if version < (8, 4) else f"--memPoolSize=workspace:{mib}")
     precision, keep = plan.get("precision"), sorted(plan.get("keep", []))
@@ -627,7 +630,7 @@ class TrtModule:
             engine = self._deserialize(f.read())
         return engine, engine.create_execution_context()
 
-    def execute(self, loaded, feed):
+    def execute(self, loaded, feed, dynamic=()):
         """[(output, array)] of one sample: names and execute_async_v3 from 8.5, binding
         indices and execute_v2 before."""
         engine, ctx = loaded
@@ -736,7 +739,8 @@ class Trtexec:
             shutil.copyfile(path, own + str(n))
         return _TempFile(own + str(n))
 
-    def execute(self, loaded, feed):
+    def execute(self, loaded, feed, dynamic=()):
+        """One trtexec process per sample; ``--shapes`` for the ``dynamic`` inputs only."""
         np = self.np
         folder = tempfile.mkdtemp(prefix=_mine("run"), dir=ENGINES)
         try:
@@ -745,7 +749,8 @@ class Trtexec:
                 a = np.ascontiguousarray(value, dtype=io_dtype(np, value.dtype))
                 files[name] = os.path.join(folder, f"{i}.bin")
                 a.tofile(files[name])
-                shapes[name] = a.shape
+                if name in dynamic:
+                    shapes[name] = a.shape
             out = os.path.join(folder, "out.json")
             self._call(trtexec_run_argv(self.exe, loaded.path, files, shapes, out), "run")
             with open(out) as f:
@@ -860,7 +865,7 @@ class TrtSession:
         if self.dynamic and (self.loaded is None or not covers(self.profile, shapes)):
             self.profile = profile_of(shapes, self.dynamic, self.profile)
             self._prepare()
-        return [self.backend.execute(self.loaded, feed) for feed in feeds]
+        return [self.backend.execute(self.loaded, feed, self.dynamic) for feed in feeds]
 
     def _prepare(self):
         b = self.backend

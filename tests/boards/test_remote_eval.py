@@ -103,7 +103,9 @@ def test_trtexec_build_lines_per_version():
                           "--optShapes=x:2x4", "--maxShapes=x:8x4"]
     int8 = rv.trtexec_build_argv("trtexec", (8, 5, 2), "m.onnx", "e.engine",
                                  {"precision": "int8", "keep": []}, {}, calib="c.calib")
-    assert int8[-2:] == ["--int8", "--calib=c.calib"]
+    assert int8[-2:] == ["--int8", "--calib=c.calib"] and "--buildOnly" in int8
+    later = rv.trtexec_build_argv("trtexec", (10, 3, 0), "m.onnx", "e.engine", plan, {})
+    assert later[3] == "--skipInference" and "--layerPrecisions=a:fp32,b:fp32" in later
     with pytest.raises(ValueError, match="calibration"):
         rv.trtexec_build_argv("trtexec", (8, 5, 2), "m", "e", {"precision": "int8"}, {})
 
@@ -277,3 +279,59 @@ def test_without_tensorrt_the_runner_refuses_in_one_line(tmp_path, monkeypatch):
     ort = subprocess.run([sys.executable, rv.__file__, "--check", "ort"], capture_output=True,
                          text=True, timeout=60)
     assert ort.returncode == 0 and json.loads(ort.stdout)["runtime"] == "ort"
+
+
+class RecordingBuilder:
+    """Stands in for TrtModule/Trtexec to test the runner's engine cache, not TensorRT:
+    an "engine" is the JSON of what it was built from, and a run echoes the feed."""
+
+    name, text, device = "trt", "8.2.1", "NVIDIA Tegra X1"
+
+    def __init__(self):
+        self.builds = []
+
+    def build(self, model_path, plan, profile, calibration):
+        self.builds.append((plan["keep"], profile))
+        note = "pinned layers fused by TensorRT: a" if plan["keep"] else ""
+        return json.dumps({"keep": plan["keep"], "profile": profile}).encode(), note
+
+    def load(self, path):
+        with open(path) as f:
+            return json.load(f)  # a torn file raises: the session builds again
+
+    def execute(self, loaded, feed, dynamic=()):
+        return [("y", feed["x"] * 2)]
+
+
+def test_engines_are_built_once_per_plan_and_read_back(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.makedirs(rv.ENGINES)
+    builder = RecordingBuilder()
+    header = {"precision": "fp16", "keep": ["a"], "nodes": ["a", "b"], "inputs": {"x": [2, 4]}}
+    first = rv.TrtSession(builder, "m.onnx", "f" * 64, header)
+    assert builder.builds == [(["a"], {})] and first.note.startswith("pinned layers fused")
+    again = rv.TrtSession(builder, "m.onnx", "f" * 64, header)  # another session, same plan
+    assert len(builder.builds) == 1 and again.note == first.note  # the note is kept too
+    rv.TrtSession(builder, "m.onnx", "f" * 64, dict(header, keep=[]))
+    assert len(builder.builds) == 2
+    for engine in (tmp_path / rv.ENGINES).glob("*.engine"):
+        engine.write_bytes(b"torn")
+    rv.TrtSession(builder, "m.onnx", "f" * 64, header)
+    assert len(builder.builds) == 3  # a torn engine is built again
+    assert not [p for p in (tmp_path / rv.ENGINES).iterdir() if p.name.startswith(".part")]
+
+
+def test_dynamic_inputs_build_on_the_first_run_and_widen(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.makedirs(rv.ENGINES)
+    builder = RecordingBuilder()
+    session = rv.TrtSession(builder, "m.onnx", "f" * 64,
+                            {"precision": "fp16", "keep": [], "inputs": {"x": [-1, 4]}})
+    assert builder.builds == []
+    feeds = [{"x": np.ones((2, 4), np.float32)}, {"x": np.ones((3, 4), np.float32)}]
+    out = session.run(feeds)
+    assert [o[0][0] for o in out] == ["y", "y"] and out[1][0][1].shape == (3, 4)
+    session.run(feeds[:1])  # inside the profile: no new engine
+    session.run([{"x": np.ones((8, 4), np.float32)}])
+    assert [p for _, p in builder.builds] == [{"x": ((2, 4), (2, 4), (3, 4))},
+                                              {"x": ((2, 4), (8, 4), (8, 4))}]
