@@ -29,13 +29,13 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from distprec.boards.remote_eval import RUNTIMES  # what a board runs plans with
 from distprec.devices import KINDS
 from distprec.errors import InputError
 
 FIELDS = ("name", "kind", "host", "port", "user", "key", "workdir", "runtime", "python",
           "known_hosts")
 REQUIRED = ("name", "kind", "host", "user", "key")
-RUNTIMES = ("ort", "trt", "trtexec")  # what the board runs plans with (remote_eval.py)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _HOST = re.compile(r"^[A-Za-z0-9_.:%-]+$")  # no spaces, no option-like text reaches ssh
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
