@@ -51,7 +51,7 @@ class Run:
     started: float = 0.0  # time.time() when its evaluators were asked for
     ended: float = 0.0
     result: dict | None = None
-    on: str = ""  # what evaluated it: "board", "ray node" or "cpu stand-in"
+    on: str = ""  # what evaluated it: "board (trt-8.2.1)", "ray node" or "cpu stand-in"
 
     def record(self) -> dict:
         res = self.result or {}
@@ -227,12 +227,12 @@ class _Driver:
                 if pair.precision not in self.setups:
                     self.setups[pair.precision] = ray.put(prep.setup(cfg))
             if lane.boards:
-                from distprec.boards.actor import start_proxies
+                from distprec.boards.actor import runtime_label, start_proxies
 
                 workers = start_proxies(self.setups[pair.precision], lane.boards,
                                         max_restarts=cfg.max_restarts, timeout=self.wait,
                                         prefix=f"{pair.label}/")
-                run.on = "board"
+                run.on = f"board ({', '.join(sorted({runtime_label(w) for w in workers}))})"
             else:
                 workers = start_on_kind(self.setups[pair.precision], self.backend,
                                         pair.device, lane.workers, self.wait,

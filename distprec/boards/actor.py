@@ -37,7 +37,8 @@ class ProxyActor:
                  ssh_options: tuple[str, ...] = ()) -> None:
         self.board = board
         try:
-            backend = RemoteBackend(board, ssh_options)
+            backend = RemoteBackend(board, ssh_options, precision=setup.precision,
+                                    ranges_json=setup.ranges_json)
             self.evaluator = Evaluator(setup, backend, worker,
                                        ray.get_runtime_context().get_node_id())
             self.evaluator.node = f"{board.name}@{board.host}"
@@ -74,6 +75,12 @@ class ProxyActor:
         """How the connection fared: reconnects made, runs done, the runner's pid."""
         b = self.evaluator.backend
         return {"reconnects": b.reconnects, "runs": b.runs, "runner_pid": b.facts.get("pid")}
+
+
+def runtime_label(worker: Worker) -> str:
+    """What a board evaluated with, from its device name: ort-cpu, ort-cuda, trt-8.2.1..."""
+    runtime = worker.device.rpartition("/")[2]
+    return f"ort-{runtime}" if runtime in ("cpu", "cuda") else runtime
 
 
 def start_proxies(setup_ref, boards: list[Board], *, ssh_options: tuple[str, ...] = (),

@@ -12,7 +12,8 @@ def board_route(cfg, inventory: str, kind: str | None, wait: float) -> dict:
     if kind is not None and kind not in KINDS:
         raise InputError(f"unknown --kind {kind!r} (choose from {', '.join(KINDS)})")
     if cfg.backend != "ort":
-        raise InputError("--inventory: boards run ONNX Runtime only for now (--backend ort)")
+        raise InputError("--inventory: each board's runtime is set in the inventory "
+                         "(runtime: ort, trt or trtexec); leave --backend at ort")
     boards: list[Board] = load_inventory(inventory)
     if kind is not None:
         boards = [b for b in boards if b.kind == kind]

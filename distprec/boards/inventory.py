@@ -13,8 +13,10 @@ owner only (OpenSSH refuses such keys too, later and less clearly). PyYAML comes
         user: ubuntu
         key: ~/.ssh/jetson      # private key file, mode 0600 or stricter
         workdir: distprec       # optional, relative to the remote home
-        runtime: ort            # optional: ort (TensorRT on the board is not built yet)
-        python: python3         # optional: the board's Python 3.6+ with numpy, onnxruntime
+        runtime: trt            # optional: ort (default), trt (the tensorrt module, else
+                                # trtexec) or trtexec (docs/JETSON.md)
+        python: python3         # optional: the board's Python 3.6+ with numpy and
+                                # onnxruntime or tensorrt
         known_hosts: ~/.ssh/distprec_known_hosts  # optional: its host keys, trusted on
                                                   # first use (else OpenSSH's own files)
 """
@@ -27,13 +29,13 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from distprec.boards.remote_eval import RUNTIMES  # what a board runs plans with
 from distprec.devices import KINDS
 from distprec.errors import InputError
 
 FIELDS = ("name", "kind", "host", "port", "user", "key", "workdir", "runtime", "python",
           "known_hosts")
 REQUIRED = ("name", "kind", "host", "user", "key")
-RUNTIMES = ("ort",)  # "trt" (the legacy per-layer path on the board) is issue 15's next step
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _HOST = re.compile(r"^[A-Za-z0-9_.:%-]+$")  # no spaces, no option-like text reaches ssh
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -127,7 +129,7 @@ def parse_board(entry: object, where: str, base: Path = Path(".")) -> Board:
         raise InputError(f"{where}: port must be a number from 1 to 65535, got {port!r}")
     runtime = values.get("runtime", "ort")
     if runtime not in RUNTIMES:
-        raise InputError(f"{where}: runtime {runtime!r} is not supported on boards yet "
+        raise InputError(f"{where}: runtime {runtime!r} is not supported on boards "
                          f"(choose from {', '.join(RUNTIMES)})")
     for k in ("workdir", "python"):
         if k in values and (not _PATH.match(values[k]) or values[k].startswith("-")):

@@ -6,6 +6,12 @@ board's work directory, checked by the runner before loading), then sends only f
 has not sent before and, per plan, the switchboard's mask. Outputs come back and the
 host's check decides the verdict, so the rules are the same on every device.
 
+With ``runtime: trt`` (or ``trtexec``) the board runs TensorRT's legacy per-layer path
+(JetPack 4.6.1+ and 5.1 ship TensorRT 8.2 and 8.5): the evaluator hands over the FP32 model
+carrying the plan (``per_layer``), this backend ships the FP32 model once and, per plan,
+only the precision and the kept nodes (named as TensorRT's ONNX parser names them); the
+runner builds one engine per plan and caches it on the board. No switchboard there.
+
 Connection: one OpenSSH control master per board (``ControlMaster``/``ControlPersist``):
 the runner's session, and each file copy (``cat >`` over a multiplexed session), share
 one TCP connection and one authentication. ``ServerAliveInterval`` is the heartbeat: a
@@ -36,7 +42,17 @@ import onnx
 
 from distprec.boards import remote_eval
 from distprec.boards.inventory import Board
+from distprec.candidates.backends.trt_api import LEGACY, TrtApi, check_version
+from distprec.candidates.backends.trt_layers import parser_node_name
+from distprec.candidates.backends.trt_state import (
+    PLAN_KEY,
+    PRECISION_KEY,
+    ranges_to_cache,
+    read_plan,
+)
+from distprec.candidates.switchboard import PLAN_INPUT
 from distprec.data import Feed
+from distprec.errors import InputError
 
 RUNNER = "distprec_runner.py"
 #: Arrays up to this size go with every run; larger ones are sent once and cached by id.
@@ -127,21 +143,26 @@ class SshLink:
 class RemoteSession:
     """A model loaded on the board; reloaded after a reconnect, dropped when collected."""
 
-    def __init__(self, backend: RemoteBackend, data: bytes, sha: str) -> None:
+    def __init__(self, backend: RemoteBackend, data: bytes, sha: str,
+                 plan: dict | None = None) -> None:
         self.data, self.sha = data, sha
+        self.plan = plan  # TensorRT: the load request's plan fields (None on ONNX Runtime)
         self.where = [-1, 0]  # connection generation and session id on that connection
-        self.outputs: list[str] = []
+        self.note = ""  # TensorRT: kept nodes it could not pin, pins it fused away
         weakref.finalize(self, backend._release, self.where, sha)  # no reference to self
 
 
 class RemoteBackend:
     """Loads and runs models on one board (see the module doc); ``OrtBackend``'s interface."""
 
-    per_layer = False  # the board runs ONNX Runtime; TensorRT's per-layer path is not here
-
     def __init__(self, board: Board, options: tuple[str, ...] = (), retries: int = 3,
-                 retry_wait: float = 1.0, connect_timeout: float = 10.0) -> None:
+                 retry_wait: float = 1.0, connect_timeout: float = 10.0,
+                 precision: str = "fp16", ranges_json: str | None = None) -> None:
         self.board = board
+        self.per_layer = board.runtime != "ort"  # TensorRT's legacy path: FP32 model + plan
+        self.precision, self.ranges_json = precision, ranges_json
+        self.api: TrtApi | None = None
+        self._calibration: str | None = None
         self.link = SshLink(board, options, connect_timeout)
         self.retries, self.retry_wait = retries, retry_wait
         self.proc: subprocess.Popen | None = None
@@ -154,16 +175,31 @@ class RemoteBackend:
         self._cached: set[str] = set()  # array ids the runner holds (this connection)
         self._drops: list[tuple[int, int, str]] = []  # (generation, session id, sha)
         self._lock = threading.Lock()
-        self._connect()
-        providers = self.facts.get("providers", [])
-        self.device = "cuda" if "CUDAExecutionProvider" in providers else "cpu"
+        try:
+            self._connect()
+            if self.per_layer:
+                self.api = self._trt_api()
+        except BaseException:
+            self.close()  # a refused board keeps no runner, master or socket folder
+            raise
+        if self.per_layer:
+            self.device = self.facts["runtime"]  # trt (the Python module) or trtexec
+        else:
+            providers = self.facts.get("providers", [])
+            self.device = "cuda" if "CUDAExecutionProvider" in providers else "cpu"
         self.emulates = self.device == "cpu"  # the CPU provider computes FP16 in FP32
         self.fuse = True
 
     # -- the OrtBackend interface ----------------------------------------------------
     def load(self, model: onnx.ModelProto) -> RemoteSession:
+        plan = None
+        if self.per_layer:  # every plan ships the same FP32 bytes, and its plan apart
+            plan = self._plan_of(model)
+            model = _without_plan(model)
         data = model.SerializeToString()
-        session = RemoteSession(self, data, hashlib.sha256(data).hexdigest())
+        sha = hashlib.sha256(data).hexdigest()
+        fields = self._plan_fields(model, *plan) if plan is not None else None
+        session = RemoteSession(self, data, sha, fields)
         self._with_retries(lambda: self._ensure(session))
         return session
 
@@ -173,7 +209,40 @@ class RemoteBackend:
         return out
 
     def device_name(self) -> str:
-        return f"{self.board.kind}:{self.board.name}/{self.device}"
+        where = f"{self.board.kind}:{self.board.name}/{self.device}"
+        return f"{where}-{self.api.text}" if self.api is not None else where
+
+    # -- TensorRT on the board ---------------------------------------------------------
+    def _trt_api(self) -> TrtApi:
+        """The board's TensorRT, refused (one line) where it cannot run this search."""
+        try:
+            api = check_version(self.facts.get("tensorrt"))
+            api.path(self.precision, LEGACY)  # no BF16 before 9, no weak typing from 11
+        except InputError as exc:
+            raise RuntimeError(f"board {self.board.name}: {exc}") from None
+        if self.facts["runtime"] == "trtexec" and not api.precision_flags:
+            raise RuntimeError(f"board {self.board.name}: trtexec of TensorRT {api.text} cannot "
+                               "pin layers (--layerPrecisions is 8.4 on) and the tensorrt Python "
+                               "module is missing (JetPack's python3-libnvinfer)")
+        return api
+
+    def _plan_of(self, model: onnx.ModelProto) -> tuple[str | None, list[str]]:
+        """(precision, kept nodes) the evaluator attached; (None, []) for the FP32 model."""
+        if any(i.name == PLAN_INPUT for i in model.graph.input):
+            raise RuntimeError("TensorRT on a board pins layers per engine (the legacy path): "
+                               "no switchboard, plans are evaluated as candidates")
+        return read_plan(model) or (None, [])
+
+    def _plan_fields(self, base: onnx.ModelProto, precision: str | None,
+                     keep: list[str]) -> dict:
+        calibration = None
+        if precision == "int8":
+            if self.ranges_json is None:
+                raise RuntimeError("INT8 on TensorRT needs the search's calibration")
+            if self._calibration is None:  # TensorRT's cache format, for the board's version
+                self._calibration = ranges_to_cache(self.ranges_json, self.api.version).decode()
+            calibration = self._calibration
+        return plan_request(base, precision, keep, calibration)
 
     # -- connection ------------------------------------------------------------------
     def _connect(self) -> None:
@@ -186,10 +255,13 @@ class RemoteBackend:
         self.generation += 1
         self._present.clear()
         self._cached.clear()
-        self.facts = self._call({"op": "hello"})[0]
+        self.facts = self._call({"op": "hello", "runtime": self.board.runtime})[0]
         if self.facts.get("protocol") != remote_eval.PROTOCOL:
             raise RuntimeError(f"board {self.board.name} speaks protocol "
                                f"{self.facts.get('protocol')}, not {remote_eval.PROTOCOL}")
+        if not self.facts.get("runtime"):
+            raise RuntimeError(f"board {self.board.name}: runtime {self.board.runtime}: "
+                               f"{self.facts.get('runtime_error')}")
 
     def _reconnect(self) -> None:
         last: Exception | None = None
@@ -277,10 +349,14 @@ class RemoteBackend:
             if session.sha not in have:
                 self.link.copy(session.data, f"{remote_eval.MODELS}/{session.sha}.onnx")
             self._present.add(session.sha)
-        reply, _ = self._call({"op": "load", "sha": session.sha, "fuse": self.fuse,
-                               "threads": 0, "providers": self._providers()})
+        if session.plan is not None:
+            request = {"op": "load", "sha": session.sha, **session.plan}
+        else:
+            request = {"op": "load", "sha": session.sha, "fuse": self.fuse, "threads": 0,
+                       "providers": self._providers()}
+        reply, _ = self._call(request)
         session.where[:] = [self.generation, reply["session"]]
-        session.outputs = reply["outputs"]
+        session.note = reply.get("note", "")
 
     def _providers(self) -> list[str]:
         if self.device == "cuda":
@@ -309,6 +385,7 @@ class RemoteBackend:
         reply, payload = self._call({"op": "run", "session": session.where[1], "samples": samples,
                                      "store": store}, arrays)
         self._cached.update(store)
+        session.note = reply.get("note", session.note)  # engines built on the first run
         return [{name: payload[f"{s}/{name}"] for name in names}
                 for s, names in enumerate(reply["outputs"])]
 
@@ -333,6 +410,33 @@ def _socket_dir() -> str:
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(old, ignore_errors=True)
     return tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root)
+
+
+def plan_request(base: onnx.ModelProto, precision: str | None, keep: list[str],
+                 calibration: str | None = None) -> dict:
+    """A TensorRT load request's plan: the precision, the kept nodes under the names
+    TensorRT's ONNX parser gives them, every node so named (the runner maps layers to
+    them), the inputs' dims (-1: dynamic) and, for INT8, the calibration cache's text."""
+    names = {n.name: parser_node_name(n) for n in base.graph.node}
+    weights = {t.name for t in base.graph.initializer}
+    inputs = {vi.name: [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1
+                        for d in vi.type.tensor_type.shape.dim]
+              for vi in base.graph.input if vi.name not in weights}
+    return {"precision": precision, "keep": sorted(names.get(k, k) for k in keep),
+            "nodes": sorted(set(names.values())), "inputs": inputs, "calibration": calibration}
+
+
+def _without_plan(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy without the plan's metadata, the rest sorted: the same bytes for every plan
+    of one model, and for the model itself (the warm-up's FP32 run)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    props = sorted((p.key, p.value) for p in out.metadata_props
+                   if p.key not in (PLAN_KEY, PRECISION_KEY))
+    del out.metadata_props[:]
+    for k, v in props:
+        out.metadata_props.add(key=k, value=v)
+    return out
 
 
 def _array_id(a: np.ndarray) -> str:

@@ -3,11 +3,13 @@ unreachable board refused with exit 2 and one line (no traceback, no secret)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 from planted_helpers import planted_file
 
+from distprec.boards import remote_eval
 from distprec.cli import main
 from distprec.demo import DEMO_ATOL, DEMO_RTOL
 
@@ -50,6 +52,21 @@ def test_an_unreachable_board_exits_2_with_one_line(ray_session, sshd, planted, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("distprec: error:") and "a board cannot be used" in err
     assert "\n" not in err and "PRIVATE KEY" not in err and not out.exists()
+
+
+def test_a_trt_board_without_tensorrt_exits_2_with_one_line(ray_session, sshd, planted,
+                                                           tmp_path, capsys):
+    """The board's runtime is known only once its runner answers, after Ray started."""
+    if remote_eval.find_trtexec() or importlib.util.find_spec("tensorrt"):
+        pytest.skip("TensorRT is installed here: nothing to refuse")
+    _, path = planted
+    inv = tmp_path / "devices.yaml"
+    inv.write_text("boards:\n" + sshd.inventory_entry("nano-a", "nano") + "    runtime: trt\n")
+    out = tmp_path / "result.json"
+    assert _search(path, inv, out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("distprec: error:") and "\n" not in err and not out.exists()
+    assert "board nano-a: runtime trt: the board has no TensorRT: no usable tensorrt module" in err
 
 
 def test_sweep_runs_each_kind_on_its_board(ray_session, sshd, sshd2, planted, tmp_path):

@@ -35,15 +35,16 @@ GOOD = """boards:
     key: {abs}
     workdir: work/dp
     python: /usr/bin/python3.8
+    runtime: trt
 """
 
 
 def test_reads_boards_with_defaults_and_relative_keys(tmp_path):
     key = _key(tmp_path)
     boards = load_inventory(_write(tmp_path, GOOD.format(abs=key)))
-    assert [(b.name, b.kind, b.port, b.workdir, b.python) for b in boards] == [
-        ("nano-1", "nano", 2222, "distprec", "python3"),
-        ("xavier", "xavier-nx", 22, "work/dp", "/usr/bin/python3.8")]
+    assert [(b.name, b.kind, b.port, b.workdir, b.python, b.runtime) for b in boards] == [
+        ("nano-1", "nano", 2222, "distprec", "python3", "ort"),
+        ("xavier", "xavier-nx", 22, "work/dp", "/usr/bin/python3.8", "trt")]
     assert boards[0].key == key  # relative to the inventory's folder
     assert "secret" not in repr(boards[0])
 
@@ -56,7 +57,7 @@ def test_reads_boards_with_defaults_and_relative_keys(tmp_path):
     (lambda t: t.replace("name: xavier", "name: nano-1"), "two boards are named 'nano-1'"),
     (lambda t: t.replace("host: 127.0.0.1", "host: -oProxyCommand=x"), "is not a host name"),
     (lambda t: t.replace("key: id_test", "key: nothere"), "key file"),
-    (lambda t: t.replace("    python: /usr/bin/python3.8", "    runtime: tensorflow"),
+    (lambda t: t.replace("runtime: trt", "runtime: tensorflow"),
      "runtime 'tensorflow' is not supported"),
     (lambda t: "boards: [", "not valid YAML at line"),
     (lambda t: "boards: []", "'boards' is empty"),

@@ -115,7 +115,7 @@ def check_version(text: str | None) -> TrtApi:
                          "read") from None
     if version < MIN_VERSION:
         raise InputError(f"TensorRT {text} is older than 8.2, the oldest distprec supports "
-                         "(JetPack 4.6); upgrade TensorRT")
+                         "(JetPack 4.6.1; JetPack 4.6 itself has 8.0); upgrade TensorRT")
     return TrtApi(version)
 
 
