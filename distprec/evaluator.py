@@ -179,10 +179,8 @@ class Evaluator:
         """Build the switchboard and its session; batch plans where the batch axis allows.
 
         The batched form stacks plans on the leading axis of every input and output (freed
-        where the model fixes it) and needs every switched tensor's rank; a first batched
-        run must also agree with single runs (a model that mixes or reshapes rows across
-        the batch would not), else one plan per run. With
-        one plan per run, a call still takes several plans, run one after another
+        where the model fixes it) where its probe passes (``_set_up_batched``), else one
+        plan per run, and a call still takes several plans, run one after another
         (``_time_plans_per_call``). On CUDA either form is then replayed as a CUDA graph
         where it can be (``_use_cuda_graph``).
         """
@@ -191,24 +189,28 @@ class Evaluator:
         want = self.setup.plans_per_run
         single = build_switchboard(*args, **build)
         self.switchboard, self._switch_session = single, self._load_switch(single.model)
-        self.switch_note = "switchboard: one plan per run"
-        cuda = hasattr(self.backend, "load_graph") and self.backend.device == "cuda"
+        self.switch_note, self._switch_pad = "switchboard: one plan per run", 0
         if want != 1 and self.setup.precision != "int8" \
                 and self._set_up_batched(single, args, build):
             self.plans_per_run = want or self._time_plans_per_run()
             per = "plan" if self.plans_per_run == 1 else "plans"
             self.switch_note = f"switchboard: {self.plans_per_run} {per} per run"
-            if cuda:
+            if self._cuda:
                 self._use_cuda_graph(self.plans_per_run)
             return
-        if cuda:
+        if self._cuda:
             self._use_cuda_graph(1)
         self.plans_per_run = want or self._time_plans_per_call()
         self.switch_note += f", {self.plans_per_run} per call"
 
+    @property
+    def _cuda(self) -> bool:
+        """ONNX Runtime's CUDA provider: CUDA graphs and a choice of conv kernels."""
+        return hasattr(self.backend, "load_graph") and self.backend.device == "cuda"
+
     def _load_switch(self, model: onnx.ModelProto, **graph):
         """A session for the switchboard: on CUDA under ``switch_conv_search``."""
-        if not hasattr(self.backend, "load_graph") or self.backend.device != "cuda":
+        if not self._cuda:
             return self.backend.load(model)
         if graph:
             return self.backend.load_graph(model, graph["feed"], graph["outputs"],
@@ -282,6 +284,7 @@ class Evaluator:
             graphed = [self._run_switch(board, session, [k], pad_to=plans)[0] for k in probe]
             plain = self._run_switch(board, self._switch_session, probe)
             if not all(_close(a, b) for a, b in zip(graphed, plain)):
+                self.switch_note += " (no CUDA graph: its outputs differ from a plain run's)"
                 return False
         except Exception as exc:
             self.switch_note += f" (no CUDA graph: {first_line(exc)})"
@@ -377,8 +380,7 @@ class Evaluator:
         """From now on, the switchboard's convolutions search as the candidates' do
         (rebuilt once, on first use: a restarted actor rebuilds it when asked again)."""
         search = getattr(self.backend, "conv_search", None)
-        if getattr(self.backend, "device", "") == "cuda" and search \
-                and self.switch_conv_search != search:
+        if self._cuda and search and self.switch_conv_search != search:
             self.switch_conv_search = search
             self._set_up_switchboard()
 

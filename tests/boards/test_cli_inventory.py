@@ -83,7 +83,7 @@ def test_sweep_runs_each_kind_on_its_board(ray_session, sshd, sshd2, planted, tm
     assert code == 0 and {r["device"] for r in ran} == {"nano", "tx2"}
     assert all(r["precision"] == "fp16" for r in ran)  # neither board has BF16
     for r in ran:
-        assert r["evaluated_on"] == "board" and r["passed"]
+        assert r["evaluated_on"] == "board (ort-cpu)" and r["passed"]
         assert set(r["high_precision_layers"]) == model.planted
         board = {"nano": "nano-a", "tx2": "tx2-a"}[r["device"]]
         assert {h["device"] for h in r["result"]["history"]} == {f"{r['device']}:{board}/cpu"}
