@@ -89,7 +89,7 @@ def check(golden, outputs):
         os.write(fd, b".")
         calls = os.lseek(fd, 0, os.SEEK_CUR)  # this call's own number: appends are atomic
         os.close(fd)
-        if calls == 2:
+        if calls == 10:  # past the workers' start-up (the switchboard's probe checks too)
             os.kill(os.getpid(), 9)
     return True
 '''

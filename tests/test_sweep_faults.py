@@ -4,8 +4,9 @@ sweep, no verdict from the lost worker, and the table says what happened.
 The real CLI in a subprocess of its own: ``distprec sweep --devices cpu`` starts a local
 Ray instance that offers this host's kind, which the session's shared Ray does not. Both
 sweeps run in that one process (one Ray start). The kill is a real SIGKILL of the actor
-process, by the check function itself on the n-th evaluation across the sweep (a counter
-file with atomic appends), so it lands mid-evaluation at a repeatable point.
+process, by the check function itself on the n-th call across the sweep (a counter file
+with atomic appends), so it lands mid-evaluation at a repeatable point: the 12th, past the
+workers' start-up, whose switchboard probe calls the check too.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ sys.exit(clean * 10 + main([*args, "-o", "faulted.json"]))
 
 def test_a_killed_evaluator_changes_no_answer_of_the_sweep(tmp_path):
     model, path = planted_file(tmp_path, blocks=8)
-    (tmp_path / "kill.py").write_text(f"COUNT = {str(tmp_path / 'count')!r}\nKILL_AT = 4\n"
+    (tmp_path / "kill.py").write_text(f"COUNT = {str(tmp_path / 'count')!r}\nKILL_AT = 12\n"
                                       + KILLER)
     args = ["sweep", path, "--devices", "cpu", "--precision", "fp16,bf16", "--samples", "2",
             "--atol", "0.3", "--rtol", "0.03", "--check-func", "kill.py:check", "--no-live"]
