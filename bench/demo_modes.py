@@ -30,7 +30,8 @@ def main() -> None:
                   f"{len(rep.outcome.keep or ())} ({rep.outcome.minimal}), planted found: "
                   f"{planted.planted <= (rep.outcome.keep or frozenset())}"
                   + (f", confirmed {conf.confirmed} ({conf.candidates} candidates, "
-                     f"{len(conf.disagreements)} disagreements)" if conf else ""), flush=True)
+                     f"{len(conf.disagreements)} disagreements), answer confirmed at "
+                     f"{conf.answer_s:.2f} s; {rep.notes}" if conf else ""), flush=True)
 
 
 if __name__ == "__main__":
