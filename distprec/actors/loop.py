@@ -127,13 +127,16 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
         while free and asked:
             asked = False
             plans = deque(strategy.ask(sum(capacity(w) for w in free)))
+            # Spread evenly: fewer plans than the free workers take go one share to each,
+            # not all to the first (measured: 3 workers of 32 plans a run, 2 kept busy).
+            share = -(-len(plans) // len(free))
             while plans and free:
                 asked = True
                 worker = free.popleft()
                 batch = [plans.popleft()]
                 if not strategy.wants_profile(batch[0]):
-                    while plans and len(batch) < capacity(worker) and not strategy.wants_profile(
-                            plans[0]):
+                    while plans and len(batch) < min(capacity(worker), share) \
+                            and not strategy.wants_profile(plans[0]):
                         batch.append(plans.popleft())
                 send(worker, batch, depth_now + 1)
             # Plans a batch could not take (a plan that wants a profile runs alone): sent
