@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -162,7 +162,7 @@ class Evaluator:
         switched tensor's rank; a first batched run must also agree with single runs
         (a model that mixes rows across the batch would not), else one plan per run. With
         one plan per run, a call still takes several plans, run one after another
-        (``_time_plans_per_call``).
+        (``plans_per_call``).
         """
         build = dict(emulate=self.emulate, ranges_json=self.setup.ranges_json)
         args = (self.model, self.setup.searchable, self.setup.precision)
@@ -174,10 +174,10 @@ class Evaluator:
             and self._use_cuda_graph(single)
         if not graphed and want != 1 and self.setup.precision != "int8" \
                 and _free_batch_axis(self.model) and self._set_up_batched(single, args, build):
-            self.plans_per_run = want or self._time_plans_per_run()
+            self.plans_per_run = want or plans_per_run(self._time_batch)
             self.switch_note = f"switchboard: {self.plans_per_run} plans per run"
             return
-        self.plans_per_run = want or self._time_plans_per_call()
+        self.plans_per_run = want or plans_per_call(self._time_batch(1))
         self.switch_note += f", {self.plans_per_run} per call"
 
     def _set_up_batched(self, single: Switchboard, args, build) -> bool:
@@ -197,20 +197,14 @@ class Evaluator:
         self.switchboard, self._switch_session = batched, session
         return True
 
-    def _time_plans_per_call(self) -> int:
-        """Plans one Ray call runs one after another: enough to fill ``CALL_S``.
-
-        A call costs the driver about a millisecond (DESIGN.md: 0.2 to 0.8 ms a trivial
-        call, plus the loop's own work), as much as a cheap switchboard run; several plans
-        a call amortise it, and let speculative strategies (minimize) run further ahead,
-        where a mispredicted plan costs one run.
-        """
-        keep = [frozenset()]
-        self._run_switch(self.switchboard, self._switch_session, keep)
+    def _time_batch(self, plans: int) -> float:
+        """Seconds a plan's share of one switchboard run of ``plans`` plans takes; the
+        batch is run once untimed first (a first run of a new size pays one-off set-up)."""
+        keeps = [frozenset()] * plans
+        self._run_switch(self.switchboard, self._switch_session, keeps)
         t0 = time.perf_counter()
-        self._run_switch(self.switchboard, self._switch_session, keep)
-        each = time.perf_counter() - t0
-        return max(1, min(MAX_PLANS_PER_CALL, int(CALL_S / max(each, 1e-6))))
+        self._run_switch(self.switchboard, self._switch_session, keeps)
+        return (time.perf_counter() - t0) / plans
 
     def _use_cuda_graph(self, board: Switchboard) -> bool:
         """Replay the one-plan switchboard as a CUDA graph where every sample has the same
@@ -234,28 +228,6 @@ class Evaluator:
         self._switch_session = session
         self.switch_note = "switchboard: one plan per run, replayed as a CUDA graph"
         return True
-
-    def _time_plans_per_run(self) -> int:
-        """Double the batch while a plan's share of a run falls by 10 % or more.
-
-        Memory bounds it too: a batch that fails to run (out of memory) ends the doubling.
-        """
-        keep = frozenset()
-        best, best_each = 1, None
-        p = 1
-        while p <= MAX_PLANS_PER_RUN:
-            try:
-                self._run_switch(self.switchboard, self._switch_session, [keep] * p)
-                t0 = time.perf_counter()
-                self._run_switch(self.switchboard, self._switch_session, [keep] * p)
-                each = (time.perf_counter() - t0) / p
-            except Exception:
-                break
-            if best_each is not None and each > 0.9 * best_each:
-                break
-            best, best_each = p, each
-            p *= 2
-        return best
 
     def evaluate(self, keep: Keep, profile: bool = False, via: str | None = None) -> Evaluation:
         """The verdict on ``keep``; with ``profile``, also its per-layer errors.
@@ -378,6 +350,39 @@ class Evaluator:
         return mixed_model(self.model, Plan(self.setup.precision, keep), self.searchable,
                            emulate=self.emulate, ranges_json=self.setup.ranges_json,
                            weights=self._weights)
+
+
+def plans_per_call(each: float) -> int:
+    """Plans one Ray call runs one after another, given the seconds one run takes: enough
+    to fill ``CALL_S``, at least one, at most ``MAX_PLANS_PER_CALL``.
+
+    A call costs the driver about a millisecond (DESIGN.md: 0.2 to 0.8 ms a trivial call,
+    plus the loop's own work), as much as a cheap switchboard run; several plans a call
+    amortise it, and let speculative strategies (minimize) run further ahead, where a
+    mispredicted plan costs one run.
+    """
+    return max(1, min(MAX_PLANS_PER_CALL, int(CALL_S / max(each, 1e-6))))
+
+
+def plans_per_run(share: Callable[[int], float]) -> int:
+    """Double the batch while a plan's share of a run, ``share(plans)`` seconds, falls by
+    10 % or more, up to ``MAX_PLANS_PER_RUN``.
+
+    Memory bounds it too: a batch that fails to run (out of memory) ends the doubling.
+    Apart from the clock (``share``) so that the rule can be tested on given costs.
+    """
+    best, best_share = 1, None
+    p = 1
+    while p <= MAX_PLANS_PER_RUN:
+        try:
+            each = share(p)
+        except Exception:
+            break
+        if best_share is not None and each > 0.9 * best_share:
+            break
+        best, best_share = p, each
+        p *= 2
+    return best
 
 
 def _free_batch_axis(model: onnx.ModelProto) -> bool:

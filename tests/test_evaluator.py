@@ -19,7 +19,16 @@ from distprec.candidates.model import prepare_model
 from distprec.checks import CheckSpec
 from distprec.data import input_specs, random_feeds
 from distprec.demo import planted_cnn, planted_mlp
-from distprec.evaluator import MAX_PLANS_PER_CALL, Evaluator, Setup, _close, _free_batch_axis
+from distprec.evaluator import (
+    MAX_PLANS_PER_CALL,
+    MAX_PLANS_PER_RUN,
+    Evaluator,
+    Setup,
+    _close,
+    _free_batch_axis,
+    plans_per_call,
+    plans_per_run,
+)
 from distprec.search import reference_outputs
 from distprec.strategies.base import Verdict
 
@@ -72,6 +81,7 @@ def test_candidates_are_judged_timed_and_recorded(planted):
     ev = _evaluator(planted.model, evaluate="candidate")
     assert ev.switchboard is None and ev.switch_note == ""
     assert ev.default_via == "candidate" and ev.plans_per_run == 1  # the loop sends one a call
+    assert ev.emulate and ev.backend.fuse is False  # the emulation models an unfused graph
     t0, w0 = time.time(), time.perf_counter()
     low, kept = ev.evaluate_many([frozenset(), planted.planted])
     wall, t1 = time.perf_counter() - w0, time.time()
@@ -108,6 +118,7 @@ def test_an_int8_evaluator_on_the_cpu_gets_a_switchboard_or_says_why_not():
     check = CheckSpec(cosine_min=0.99)
     ev = _evaluator(cnn.model, "int8", check, evaluate="auto")
     assert ev.switchboard is not None and not ev.switchboard.batched  # INT8: one plan a run
+    assert not ev.emulate and ev.backend.fuse is True  # real INT8 kernels, fused as deployed
     assert ev.switch_note == f"switchboard: one plan per run, {ev.plans_per_run} per call"
     _same_as_candidates(ev, ev.evaluate_many([frozenset(), frozenset(ev.searchable)]),
                         figures=False)
@@ -237,6 +248,7 @@ def _io_model(input_dims, output_dims) -> onnx.ModelProto:
     (["N", 8], ["N", 8], True),
     ([None, 8], [None, 8], True),  # unknown
     ([-1, 8], [-1, 8], True),  # as some exporters write a free axis
+    ([0, 8], [0, 8], True),  # as data.input_specs reads it
     ([1, 8], [1, 8], False),  # a batch of one is still fixed
     ([4, "C"], [4, "C"], False),  # only the leading axis counts
     (["N", 8], [4, 8], False),  # every output too
@@ -252,3 +264,48 @@ def test_batched_and_single_runs_agree_within_kernel_noise():
     assert not _close(a, [{"y": np.array([1.0, np.nan, 3.1], np.float32)}])
     assert not _close(a, [{"y": np.array([[1.0, np.nan, 3.0]], np.float32)}])  # shape
     assert not _close(a, [{"z": a[0]["y"]}])  # another output
+
+
+def test_plans_per_call_fill_ten_milliseconds():
+    assert [plans_per_call(s) for s in (0.0, 1e-4, 4e-3, 6e-3, 0.02)] == [
+        MAX_PLANS_PER_CALL, MAX_PLANS_PER_CALL, 2, 1, 1]
+
+
+class _Shares:
+    """A plan's share of a run of p = 1, 2, 4, ... plans, from a list; larger batches fail
+    to run (out of memory)."""
+
+    def __init__(self, *shares: float) -> None:
+        self.shares, self.asked = shares, []
+
+    def __call__(self, p: int) -> float:
+        self.asked.append(p)
+        if p.bit_length() > len(self.shares):
+            raise MemoryError(f"a batch of {p}")
+        return self.shares[p.bit_length() - 1]
+
+
+@pytest.mark.parametrize("shares, best", [
+    (_Shares(*(1 / 2 ** i for i in range(10))), MAX_PLANS_PER_RUN),  # overhead only
+    (_Shares(1, 0.5, 0.25, 0.125), 8),  # memory ends the doubling
+    (_Shares(), 1),  # even one plan a run fails: one plan a run it is
+    (_Shares(1, 1, 0.1), 1),  # no gain from 2: 4 is never tried
+    (_Shares(1.0, 0.9, 0.82), 2),  # 10 % cheaper is worth it, 9 % is not
+    (_Shares(1.3, 0.8, 0.55, 0.425, 0.3625, 0.33125, 0.3), 16),  # 1 / p + 0.3
+])
+def test_plans_per_run_doubles_while_a_plan_gets_10_percent_cheaper(shares, best):
+    assert plans_per_run(shares) == best
+    assert shares.asked == [2 ** i for i in range(len(shares.asked))]
+
+
+def test_the_cuda_graph_guard_on_a_cpu_backend(planted):
+    """Samples of different shapes never try a graph; where one is tried and cannot be
+    made (here: no CUDA provider), the switchboard note says why."""
+    mixed = _evaluator(_free_batch(planted.model), feeds=_samples_of(planted.model, (8,)) +
+                       _samples_of(_free_batch(planted.model), (3,)), evaluate="switchboard")
+    note = mixed.switch_note
+    assert mixed._use_cuda_graph(mixed.switchboard) is False and mixed.switch_note == note
+    one = _evaluator(planted.model, evaluate="switchboard")  # two samples of one shape
+    assert one._use_cuda_graph(one.switchboard) is False
+    assert one.switch_note == ("switchboard: one plan per run (no CUDA graph: CUDA graphs "
+                               "need the CUDA provider)")
