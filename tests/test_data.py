@@ -331,3 +331,6 @@ def test_an_exact_runner_name_wins_over_a_prefix(tmp_path):
     (exact,) = load_outputs(path, ["y"], 1, "h", runner="onnxrt-runner")
     (prefix,) = load_outputs(path, ["y"], 1, "h", runner="onnxrt")
     assert (exact["y"][0], prefix["y"][0]) == (2.0, 1.0)
+    with pytest.raises(InputError, match=r"no runner 'trt' \(runners: onnxrt-runner-N1, "
+                                         r"onnxrt-runner\)"):
+        load_outputs(path, ["y"], 1, "h", runner="trt")
