@@ -305,7 +305,8 @@ def test_the_cuda_graph_guard_on_a_cpu_backend(planted):
                        _samples_of(_free_batch(planted.model), (3,)), evaluate="switchboard")
     note = mixed.switch_note
     assert mixed._use_cuda_graph(mixed.switchboard) is False and mixed.switch_note == note
-    one = _evaluator(planted.model, evaluate="switchboard")  # two samples of one shape
+    one = _evaluator(planted.model, feeds=_samples_of(planted.model, (8,)),
+                     evaluate="switchboard")
     assert one._use_cuda_graph(one.switchboard) is False
     assert one.switch_note == ("switchboard: one plan per run (no CUDA graph: CUDA graphs "
                                "need the CUDA provider)")
