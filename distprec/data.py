@@ -377,7 +377,11 @@ def _polygraphy_run_results(data, path: Path, runner: str | None = None) -> list
     ``runner`` names one (a name or a prefix such as ``onnxrt``)."""
     if isinstance(data, dict) and "lst" in data:
         runs = data["lst"]
-        names = [r[0] for r in runs if isinstance(r, list) and r]
+        if not isinstance(runs, list) or not all(isinstance(r, list) and len(r) == 2
+                                                 for r in runs):
+            raise InputError(f"{path}: its \"lst\" is not a list of [runner, iterations] "
+                             "pairs (polygraphy --save-outputs)")
+        names = [str(r[0]) for r in runs]
         if runner is not None:
             runs = [r for r in runs if r[0] == runner] or [
                 r for r in runs if str(r[0]).startswith(runner)]

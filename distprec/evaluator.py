@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -181,7 +181,7 @@ class Evaluator:
         The batched form stacks plans on the leading axis of every input and output (freed
         where the model fixes it) where its probe passes (``_set_up_batched``), else one
         plan per run, and a call still takes several plans, run one after another
-        (``_time_plans_per_call``). On CUDA either form is then replayed as a CUDA graph
+        (``plans_per_call``). On CUDA either form is then replayed as a CUDA graph
         where it can be (``_use_cuda_graph``).
         """
         build = dict(emulate=self.emulate, ranges_json=self.setup.ranges_json)
@@ -192,7 +192,7 @@ class Evaluator:
         self.switch_note, self._switch_pad = "switchboard: one plan per run", 0
         if want != 1 and self.setup.precision != "int8" \
                 and self._set_up_batched(single, args, build):
-            self.plans_per_run = want or self._time_plans_per_run()
+            self.plans_per_run = want or plans_per_run(self._time_batch)
             per = "plan" if self.plans_per_run == 1 else "plans"
             self.switch_note = f"switchboard: {self.plans_per_run} {per} per run"
             if self._cuda:
@@ -200,7 +200,7 @@ class Evaluator:
             return
         if self._cuda:
             self._use_cuda_graph(1)
-        self.plans_per_run = want or self._time_plans_per_call()
+        self.plans_per_run = want or plans_per_call(self._time_batch(1))
         self.switch_note += f", {self.plans_per_run} per call"
 
     @property
@@ -210,12 +210,10 @@ class Evaluator:
 
     def _load_switch(self, model: onnx.ModelProto, **graph):
         """A session for the switchboard: on CUDA under ``switch_conv_search``."""
-        if not self._cuda:
-            return self.backend.load(model)
+        search = {"conv_search": self.switch_conv_search} if self._cuda else {}
         if graph:
-            return self.backend.load_graph(model, graph["feed"], graph["outputs"],
-                                           conv_search=self.switch_conv_search)
-        return self.backend.load(model, conv_search=self.switch_conv_search)
+            return self.backend.load_graph(model, graph["feed"], graph["outputs"], **search)
+        return self.backend.load(model, **search)
 
     def _set_up_batched(self, single: Switchboard, args, build) -> bool:
         """Switch to the batched form where it builds, its stacked plans do not see each
@@ -252,20 +250,14 @@ class Evaluator:
         self.switchboard, self._switch_session = batched, session
         return True
 
-    def _time_plans_per_call(self) -> int:
-        """Plans one Ray call runs one after another: enough to fill ``CALL_S``.
-
-        A call costs the driver about a millisecond (DESIGN.md: 0.2 to 0.8 ms a trivial
-        call, plus the loop's own work), as much as a cheap switchboard run; several plans
-        a call amortise it, and let speculative strategies (minimize) run further ahead,
-        where a mispredicted plan costs one run.
-        """
-        keep = [frozenset()]
-        self._run_switch(self.switchboard, self._switch_session, keep)
+    def _time_batch(self, plans: int) -> float:
+        """Seconds a plan's share of one switchboard run of ``plans`` plans takes; the
+        batch is run once untimed first (a first run of a new size pays one-off set-up)."""
+        keeps = [frozenset()] * plans
+        self._run_switch(self.switchboard, self._switch_session, keeps)
         t0 = time.perf_counter()
-        self._run_switch(self.switchboard, self._switch_session, keep)
-        each = time.perf_counter() - t0
-        return max(1, min(MAX_PLANS_PER_CALL, int(CALL_S / max(each, 1e-6))))
+        self._run_switch(self.switchboard, self._switch_session, keeps)
+        return (time.perf_counter() - t0) / plans
 
     def _use_cuda_graph(self, plans: int) -> bool:
         """Replay the switchboard as a CUDA graph, for runs of ``plans`` plans (the
@@ -292,28 +284,6 @@ class Evaluator:
         self._switch_session, self._switch_pad = session, plans
         self.switch_note += ", replayed as a CUDA graph"
         return True
-
-    def _time_plans_per_run(self) -> int:
-        """Double the batch while a plan's share of a run falls by 10 % or more.
-
-        Memory bounds it too: a batch that fails to run (out of memory) ends the doubling.
-        """
-        keep = frozenset()
-        best, best_each = 1, None
-        p = 1
-        while p <= MAX_PLANS_PER_RUN:
-            try:
-                self._run_switch(self.switchboard, self._switch_session, [keep] * p)
-                t0 = time.perf_counter()
-                self._run_switch(self.switchboard, self._switch_session, [keep] * p)
-                each = (time.perf_counter() - t0) / p
-            except Exception:
-                break
-            if best_each is not None and each > 0.9 * best_each:
-                break
-            best, best_each = p, each
-            p *= 2
-        return best
 
     def evaluate(self, keep: Keep, profile: bool = False, via: str | None = None) -> Evaluation:
         """The verdict on ``keep``; with ``profile``, also its per-layer errors.
@@ -466,6 +436,39 @@ class Evaluator:
         return mixed_model(self.model, Plan(self.setup.precision, keep), self.searchable,
                            emulate=self.emulate, ranges_json=self.setup.ranges_json,
                            weights=self._weights)
+
+
+def plans_per_call(each: float) -> int:
+    """Plans one Ray call runs one after another, given the seconds one run takes: enough
+    to fill ``CALL_S``, at least one, at most ``MAX_PLANS_PER_CALL``.
+
+    A call costs the driver about a millisecond (DESIGN.md: 0.2 to 0.8 ms a trivial call,
+    plus the loop's own work), as much as a cheap switchboard run; several plans a call
+    amortise it, and let speculative strategies (minimize) run further ahead, where a
+    mispredicted plan costs one run.
+    """
+    return max(1, min(MAX_PLANS_PER_CALL, int(CALL_S / max(each, 1e-6))))
+
+
+def plans_per_run(share: Callable[[int], float]) -> int:
+    """Double the batch while a plan's share of a run, ``share(plans)`` seconds, falls by
+    10 % or more, up to ``MAX_PLANS_PER_RUN``.
+
+    Memory bounds it too: a batch that fails to run (out of memory) ends the doubling.
+    Apart from the clock (``share``) so that the rule can be tested on given costs.
+    """
+    best, best_share = 1, None
+    p = 1
+    while p <= MAX_PLANS_PER_RUN:
+        try:
+            each = share(p)
+        except Exception:
+            break
+        if best_share is not None and each > 0.9 * best_share:
+            break
+        best, best_share = p, each
+        p *= 2
+    return best
 
 
 def _close(a: list[Feed], b: list[Feed]) -> bool:

@@ -157,3 +157,22 @@ def test_status_reports_the_round_running_and_its_points(k, workers):
             assert all(lo < len(keep) < hi for keep in plans)
         for keep in plans:
             strategy.tell(keep, Verdict.PASS if oracle(keep) else Verdict.FAIL)
+
+
+def test_the_lower_bound_is_the_largest_failure_below_the_best_count():
+    """Non-monotonic: round 1 (W = 4) sees 0 fail, 33 pass, 67 fail, 100 pass. The next
+    rounds search (0, 33), not give up because 67 > 33 failed: 20 is the answer, proved."""
+    oracle = lambda keep: 20 <= len(keep) < 60 or len(keep) == 100  # noqa: E731
+    result, _, rounds = simulate(Bisect(LAYERS), oracle, 4)
+    assert result.keep == frozenset(LAYERS[:20]) and result.minimal == "contiguous-minimal"
+    assert rounds == 3
+
+
+def test_a_search_stopped_mid_round_answers_its_best_count_unproved():
+    s = Bisect(LAYERS)
+    assert s.status() == {"round": 0, "bounds": (-1, None), "points": 0}  # nothing asked
+    for keep in s.ask(4):  # 0, 33, 67, 100
+        s.tell(keep, Verdict.PASS if len(keep) >= 33 else Verdict.FAIL)
+    s.ask(4)  # round 2 in flight: (0, 33) split, nothing told
+    result = s.result()
+    assert result.passed and result.keep == frozenset(LAYERS[:33]) and result.minimal == "none"
