@@ -287,3 +287,20 @@ def test_status_counts_the_layers_kept_so_far():
             strategy.tell(keep, Verdict.PASS if bad <= keep else Verdict.FAIL)
             kept.append(strategy.status()["kept"])
     assert kept[-1] == len(bad) and kept == sorted(kept, reverse=True)
+
+
+def test_notes_say_only_what_happened():
+    """A clean search notes nothing; a search cut by its budget says how many single-layer
+    removals it did not evaluate. The status before anything is asked: level 0, one chunk."""
+    names = layers(12)
+    oracle = needs({names[2], names[7]})
+    assert Minimize(names).status() == {"level": 0, "chunk": 12, "kept": 12, "left": 1,
+                                        "ahead": 0}
+    assert Minimize(names, start=()).status()["chunk"] == 0
+    clean = simulate(Minimize(names), oracle, 2).outcome
+    assert clean.minimal == "1-minimal" and clean.notes == ()
+    # the start, all-low, the first half: nothing removed, no single removal of 12 tried
+    cut = simulate(Minimize(names, budget=3), oracle, 1).outcome
+    assert cut.keep == frozenset(names) and cut.notes == (
+        "stopped at the budget of 3 evaluations",
+        "not proved 1-minimal: 12 single-layer removal(s) not evaluated")
