@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from distprec import evaluator as evaluator_module  # noqa: E402
 from distprec.candidates.backends import OrtBackend  # noqa: E402
 from distprec.evaluator import Evaluator  # noqa: E402
 from distprec.search import SearchConfig, prepare, run_search  # noqa: E402
@@ -71,8 +72,13 @@ def timed(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+#: --forms: the Where form alone, the gated form forced, or the evaluator's timed choice
+FORMS = {"where": (float("inf"), 0.0), "gated": (0.0, float("inf")),
+         "auto": (evaluator_module.GATE_TRY_S, evaluator_module.GATE_GAIN)}
+
+
 def cost_case(name: str, path: str, check, inputs, plans_k: int, switch_searches: list[str],
-              heuristic_candidates: bool) -> dict:
+              heuristic_candidates: bool, forms: list[str]) -> dict:
     cfg = SearchConfig(model=path, precision="fp16", check=check, samples=2, inputs=inputs,
                        device=DEVICE, evaluate="switchboard")
     prep = prepare(cfg)
@@ -99,10 +105,12 @@ def cost_case(name: str, path: str, check, inputs, plans_k: int, switch_searches
            "fp32_infer_ms_by_search": {k: v * 1e3 for k, v in infer.items()},
            "candidate_ms": statistics.median(cand_t) * 1e3,
            "switchboard": {}}
-    # The switchboard under each cuDNN conv search (CUDA; the CPU has one way).
-    for search in switch_searches if DEVICE == "cuda" else ["-"]:
+    # The switchboard under each cuDNN conv search (CUDA; the CPU has one way), per form.
+    for search, form in [(s, f) for s in (switch_searches if DEVICE == "cuda" else ["-"])
+                         for f in forms]:
         ev = Evaluator(setup, OrtBackend(DEVICE))
         ev.switch_conv_search = search
+        evaluator_module.GATE_TRY_S, evaluator_module.GATE_GAIN = FORMS[form]
         t0 = time.perf_counter()
         ev.warm_up()
         warm_s = time.perf_counter() - t0
@@ -112,14 +120,14 @@ def cost_case(name: str, path: str, check, inputs, plans_k: int, switch_searches
         switch_s = (time.perf_counter() - t0) / len(plans)
         single_s = timed(functools.partial(ev.evaluate_many, plans[:1], "switchboard"), 10)
         agree = sum(a.verdict == b.verdict for a, b in zip(cand, switch))
-        row["switchboard"][search] = {
+        row["switchboard"][f"{search}/{form}"] = {
             "plans_per_run": ev.plans_per_run, "note": ev.switch_note, "setup_s": warm_s,
             "ms_amortised": switch_s * 1e3, "ms_one_plan_alone": single_s * 1e3,
             "ratio_to_inference": switch_s / infer_s,
             "speedup": statistics.median(cand_t) / switch_s, "agree": agree,
             "verdicts": [[len(p), a.verdict.value, b.verdict.value]
                          for p, a, b in zip(plans, cand, switch)]}
-        print(f"cost {name} [{search}]: N={row['layers']} fp32 {infer_s * 1e3:.2f} ms, "
+        print(f"cost {name} [{search}/{form}]: N={row['layers']} fp32 {infer_s * 1e3:.2f} ms, "
               f"candidate {row['candidate_ms']:.1f} ms, switchboard {switch_s * 1e3:.2f} "
               f"ms/plan = {switch_s / infer_s:.1f}x inference (one plan alone "
               f"{single_s * 1e3:.2f} ms), agree {agree}/{len(plans)}, set-up {warm_s:.1f} s; "
@@ -141,7 +149,7 @@ def cost_case(name: str, path: str, check, inputs, plans_k: int, switch_searches
 
 
 def part_cost(tmp: Path, names: list[str], plans_k: int, switch_searches: list[str],
-              heuristic_candidates: bool) -> list[dict]:
+              heuristic_candidates: bool, forms: list[str]) -> list[dict]:
     planted = cases(tmp, blocks=100)["planted-fp16"]
     candy_inputs = cases(tmp)["candy-fp16"][3]
     rows = []
@@ -152,7 +160,7 @@ def part_cost(tmp: Path, names: list[str], plans_k: int, switch_searches: list[s
         try:
             rows.append(cost_case(name, path, check,
                                   candy_inputs if name == "candy-fp16" else None, plans_k,
-                                  switch_searches, heuristic_candidates))
+                                  switch_searches, heuristic_candidates, forms))
         except Exception as exc:  # one model's failure must not lose the others' rows
             print(f"cost {name}: failed: {type(exc).__name__}: {exc}", flush=True)
             rows.append({"case": name, "error": f"{type(exc).__name__}: {exc}"})
@@ -221,6 +229,8 @@ def main() -> None:
     ap.add_argument("--plans", type=int, default=12, help="random plans per model (cost)")
     ap.add_argument("--switch-conv", default="DEFAULT,HEURISTIC",
                     help="cuDNN conv searches to time the switchboard under (cost, CUDA)")
+    ap.add_argument("--forms", default="auto",
+                    help="switchboard forms to time (cost): where, gated, auto")
     ap.add_argument("--heuristic-candidates", action="store_true",
                     help="also time candidates under HEURISTIC (cost, CUDA)")
     ap.add_argument("--search-cases", default="planted-fp16,candy-fp16,ultraface-int8")
@@ -236,7 +246,7 @@ def main() -> None:
         parts = a.parts.split(",")
         if "cost" in parts:
             rows = part_cost(tmp, a.cost_cases.split(","), a.plans, a.switch_conv.split(","),
-                             a.heuristic_candidates)
+                             a.heuristic_candidates, a.forms.split(","))
             (out / "cost.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
         if "fp32" in parts:
             rows = part_fp32(tmp, a.cost_cases.split(","))

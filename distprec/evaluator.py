@@ -122,6 +122,10 @@ MAX_PLANS_PER_RUN = 64
 #: Without a batched run: seconds of runs one call should hold, and at most this many plans.
 CALL_S = 0.01
 MAX_PLANS_PER_CALL = 8
+#: The gated form is tried where the Where form's plan costs this much, and kept where its
+#: plan costs less than GATE_GAIN of that (Evaluator._try_gated).
+GATE_TRY_S = 1e-3
+GATE_GAIN = 0.8
 
 
 class Evaluator:
@@ -197,11 +201,54 @@ class Evaluator:
             self.switch_note = f"switchboard: {self.plans_per_run} {per} per run"
             if self._cuda:
                 self._use_cuda_graph(self.plans_per_run)
+        else:
+            if self._cuda:
+                self._use_cuda_graph(1)
+            self.plans_per_run = want or plans_per_call(self._time_batch(1))
+            self.switch_note += f", {self.plans_per_run} per call"
+        if (want or 1) == 1 and self.setup.precision != "int8":
+            self._try_gated(args, build)
+
+    def _try_gated(self, args, build) -> None:
+        """Switch to the gated form (an If per layer) where its run of a mixed plan costs
+        less than 0.8 of the Where form's plan and its outputs match on the all-low and
+        all-high plans; tried only where the Where form costs ``GATE_TRY_S`` a plan or more.
+
+        Measured on an H200: the Where form cost 10x one FP32 inference on candy (every
+        layer twice, plus a Cast pair and a Where on full-size activations); an If per layer
+        costs its overhead per layer instead (CPU: slower on the 252-layer demo MLP, 2.5x
+        cheaper on candy), so the clock decides, with a margin against its noise.
+        """
+        board, pad = self.switchboard, self._switch_pad
+        plans = [frozenset()] * (self.plans_per_run if board.batched else 1)
+        where_s = _best_time(lambda: self._run_switch(
+            board, self._switch_session, plans, pad_to=pad)) / len(plans)
+        if where_s < GATE_TRY_S:
             return
-        if self._cuda:
-            self._use_cuda_graph(1)
-        self.plans_per_run = want or plans_per_call(self._time_batch(1))
-        self.switch_note += f", {self.plans_per_run} per call"
+        layers = self.setup.searchable
+        mixed = [frozenset(layers[::2])]
+        try:
+            gated = build_switchboard(*args, **build, gated=True)
+            session = self._load_switch(gated.model)
+            probe = [frozenset(), frozenset(layers)]
+            mine = self._run_switch(gated, session, probe)
+            theirs = self._run_switch(board, self._switch_session, probe, pad_to=pad)
+            gated_s = _best_time(lambda: self._run_switch(gated, session, mixed))
+        except Exception as exc:
+            self.switch_note += f" (gated form failed: {first_line(exc)})"
+            return
+        if not all(_close(a, b) for a, b in zip(mine, theirs)):
+            self.switch_note += " (gated form: outputs differ from the Where form's)"
+            return
+        if gated_s >= GATE_GAIN * where_s:
+            self.switch_note += (f" (gated form: {gated_s * 1e3:.2f} ms a plan against "
+                                 f"{where_s * 1e3:.2f} ms, not kept)")
+            return
+        self.switchboard, self._switch_session, self._switch_pad = gated, session, 0
+        self.plans_per_run = plans_per_call(gated_s)
+        self.switch_note = (f"switchboard: gated, an If per layer ({gated_s * 1e3:.2f} ms a "
+                            f"plan against {where_s * 1e3:.2f} ms), {self.plans_per_run} "
+                            "per call")
 
     @property
     def _cuda(self) -> bool:
@@ -411,7 +458,7 @@ class Evaluator:
         feeds = self.setup.feeds
         if not board.batched:
             (keep,) = keeps
-            return [{**f, board.plan_input: board.mask(keep)} for f in feeds]
+            return [{**f, **board.feed(keep)} for f in feeds]
         rows = sum(len(next(iter(f.values()))) for f in feeds)
         stacked: Feed = {name: np.concatenate([f[name] for _ in keeps for f in feeds])
                          for name in feeds[0]}
@@ -468,6 +515,18 @@ def plans_per_run(share: Callable[[int], float]) -> int:
             break
         best, best_share = p, each
         p *= 2
+    return best
+
+
+def _best_time(run: Callable[[], object], repeat: int = 3) -> float:
+    """The fastest of ``repeat`` timed calls after an untimed one (a first run of a new
+    size pays one-off set-up): the least noisy figure one can get in a few runs."""
+    run()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t0)
     return best
 
 

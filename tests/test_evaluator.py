@@ -14,6 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from planted_helpers import PLANTS, make_evaluator
 
+from distprec import evaluator as evaluator_module
 from distprec.candidates.backends import OrtBackend
 from distprec.candidates.model import prepare_model
 from distprec.checks import CheckSpec
@@ -179,6 +180,25 @@ def test_through_the_switchboard_a_plan_is_profiled_only_when_asked(planted):
     assert profiled.layer_errors == ev.profile(planted.planted)
 
 
+@pytest.mark.parametrize("gain,gated", [(1e9, True), (0.0, False)])
+def test_the_gated_form_is_kept_only_where_its_plan_runs_cheaper(monkeypatch, gain, gated):
+    """The choice is the clock's (GATE_GAIN of the Where form's cost): forced both ways
+    here; kept, it gives the candidates' verdicts and figures (emulated: bit-identical)."""
+    monkeypatch.setattr(evaluator_module, "GATE_TRY_S", 0.0)
+    monkeypatch.setattr(evaluator_module, "GATE_GAIN", gain)
+    cnn = planted_cnn(blocks=3)
+    ev = _evaluator(cnn.model, evaluate="switchboard")
+    assert ev.switchboard.gated is gated
+    assert ev.switch_note.startswith("switchboard: gated, an If per layer") is gated
+    if gated:
+        assert not ev.switchboard.batched and ev._switch_pad == 0 and ev.plans_per_run >= 1
+    layers = sorted(ev.searchable)
+    plans = [frozenset(), cnn.planted, frozenset(layers), frozenset(layers[::3])]
+    evaluations = ev.evaluate_many(plans)
+    assert [e.verdict.passed for e in evaluations[:3]] == [False, True, True]
+    _same_as_candidates(ev, evaluations)
+
+
 def test_a_free_batch_axis_runs_many_plans_in_one_batch(planted):
     """Samples of 3 and 5 rows: each plan's outputs are split back per sample."""
     model = _free_batch(planted.model)
@@ -197,7 +217,7 @@ def test_a_free_batch_axis_runs_many_plans_in_one_batch(planted):
     # one plan per run asked for: the one-plan switchboard, with one plan a call
     single = _evaluator(model, feeds=feeds, evaluate="switchboard", plans_per_run=1)
     assert not single.switchboard.batched
-    assert single.switch_note == "switchboard: one plan per run, 1 per call"
+    assert single.switch_note.startswith("switchboard: one plan per run, 1 per call")
 
 
 def _batch_mixing(op: str) -> onnx.ModelProto:

@@ -17,6 +17,16 @@ The low branch is the candidate's lowered layer, value for value:
   per tensor rather than per layer, since quantize_static quantizes a tensor once for all
   its consumers; unfused, switchboard and INT8 candidate are bit-identical.
 
+The gated form (``gated=True``, one plan per run): each searchable layer becomes an ``If``
+whose branches are its high and its low copy, so a run computes each layer once, in the
+precision its plan gives it, where the Where form computes it twice and adds a Cast pair
+and a Where per layer on full-size activations. Measured on an H200, the Where form cost
+10x one FP32 inference on candy (large activations, few layers), so the evaluator times both
+forms and keeps the cheaper. Each layer's bit is a scalar BOOL input of its own
+(``gate_input``): ONNX Runtime reads an If's condition on the host, and a bit sliced from
+one plan tensor on the GPU would be copied back layer by layer. Layers inside bodies and
+INT8 keep the Where form.
+
 What the switchboard cannot reproduce are runtime fusions across layer boundaries: a Where
 between two layers stops the runtime fusing them, where the candidate may fuse them (for
 example Conv+Relu or MatMul+Mul). So a switchboard verdict guides the search and the answer
@@ -56,21 +66,41 @@ class Switchboard:
     batched: bool = False  # plan input [B, N] (one row per feed row) instead of [N]
     plan_input: str = PLAN_INPUT
 
+    gated: bool = False  # one If per layer, its bit a scalar input (gate_input)
+
     def mask(self, keep: Iterable[str]) -> np.ndarray:
         keep = set(keep)
         return np.fromiter((name in keep for name in self.columns), np.int32,
                            len(self.columns))
 
+    def feed(self, keep: Iterable[str]) -> dict[str, np.ndarray]:
+        """The plan's inputs of a one-plan run: the mask, or the gated form's bits."""
+        bits = self.mask(keep)
+        if self.gated:
+            return {gate_input(i): np.array(bool(b)) for i, b in enumerate(bits)}
+        return {self.plan_input: bits}
+
+
+def gate_input(column: int) -> str:
+    """The gated form's input holding one layer's bit (True: kept FP32)."""
+    return f"{PLAN_INPUT}/{column}"
+
 
 def build_switchboard(model: onnx.ModelProto, searchable: Sequence[str], precision: str, *,
                       emulate: bool, ranges_json: str | None = None,
-                      batched: bool = False) -> Switchboard:
+                      batched: bool = False, gated: bool = False) -> Switchboard:
     """The switchboard of ``model`` for a search over ``searchable`` in ``precision``.
 
     ``model`` is the prepared model (distprec.candidates.model.prepare_model). Raises
-    ValueError when the batched form is asked for and a switched tensor's rank is unknown.
+    ValueError when the batched form is asked for and a switched tensor's rank is unknown,
+    and when the gated form is asked for INT8, with ``batched``, or for a body layer.
     """
     columns = tuple(searchable)
+    if gated:
+        if batched or precision == "int8":
+            raise ValueError("the gated switchboard takes one FP16/BF16 plan per run")
+        return Switchboard(_gated_switch(model, columns, LOW_TYPES[precision], emulate),
+                           columns, gated=True)
     if precision == "int8":
         if batched:
             raise ValueError("the INT8 switchboard takes one plan per run")
@@ -113,6 +143,27 @@ def _float_switch(model: onnx.ModelProto, columns: tuple[str, ...], dtype: int,
     return model
 
 
+def _gated_switch(model: onnx.ModelProto, columns: tuple[str, ...], dtype: int,
+                  emulate: bool) -> onnx.ModelProto:
+    """FP16/BF16: each searchable layer an If on its own bit, its high copy one branch and
+    its low copy (Casts inside) the other."""
+    model = _copy(model)
+    graph = model.graph
+    col = {name: i for i, name in enumerate(columns)}
+    inside = next((p.node.name for p in walk(graph) if p.parent and p.node.name in col), None)
+    if inside is not None:
+        raise ValueError(f"layer {inside!r} is inside an If/Loop/Scan body: the gated "
+                         "switchboard switches main-graph layers only")
+    board = _Board(model, col, dtype, emulate, False, "")
+    nodes = [board.gate(node) if node.name in col else node for node in graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.input.extend(helper.make_tensor_value_info(gate_input(i), TensorProto.BOOL, [])
+                       for i in range(len(columns)))
+    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    return model
+
+
 class _Board:
     """Builds the switch of each searchable layer of one model, graph by graph."""
 
@@ -124,6 +175,8 @@ class _Board:
         self.ranks = _ranks(model) if batched else {}
         self.tag = "bf16" if dtype == TensorProto.BFLOAT16 else "fp16"
         self.copies = WeightCopies(model, dtype, emulate)
+        self.types = {vi.name: vi.type.tensor_type.elem_type
+                      for vi in (*model.graph.value_info, *model.graph.output)}
 
     def graph(self, graph: onnx.GraphProto, low_value: dict[str, str]) -> None:
         """Switch ``graph``'s layers and its bodies'; ``low_value`` maps an FP32 tensor to
@@ -187,6 +240,50 @@ class _Board:
         if condition is None:
             raise ValueError(f"layer {node.name!r} has no floating-point output to switch")
         return [node, low, *selects]
+
+
+    def gate(self, node: onnx.NodeProto) -> onnx.NodeProto:
+        """``node`` as an If on its column's bit: then its high copy, else its low copy.
+
+        Every output comes from the branch that ran, as in the candidate (the Where form
+        takes index outputs from the high branch); float data outputs are Cast back (or
+        rounded), and the low branch's Casts of activations run only when it does.
+        """
+        ins, outs = _data_slots(node, self.opset)
+        fresh = self.copies.fresh
+        high, low = onnx.NodeProto(), onnx.NodeProto()
+        high.CopyFrom(node)
+        low.CopyFrom(node)
+        high.name, low.name = f"{node.name}/high", f"{node.name}/low"
+        before: list[onnx.NodeProto] = []  # the low branch's Casts: run only when it does
+        after: list[onnx.NodeProto] = []
+        for k in ins:
+            if node.input[k] in self.floats:
+                low.input[k] = self.low_input(node.input[k], before, {})
+        high_out, low_out = [], []
+        for j, y in enumerate(node.output):
+            if not y:
+                continue
+            elem = TensorProto.FLOAT if y in self.floats else self.types.get(y)
+            if not elem:
+                raise ValueError(f"layer {node.name!r}: type of output {y!r} unknown")
+            high.output[j] = fresh(f"{y}/high")
+            high_out.append(helper.make_tensor_value_info(high.output[j], elem, None))
+            if j in outs and y in self.floats:
+                low.output[j], back = fresh(f"{y}/{self.tag}"), fresh(f"{y}/low")
+                after += _round_trip(low.output[j], back, self.dtype) if self.emulate \
+                    else [helper.make_node("Cast", [low.output[j]], [back],
+                                           to=TensorProto.FLOAT, name=f"{back}/cast")]
+            else:
+                low.output[j] = back = fresh(f"{y}/low")
+            low_out.append(helper.make_tensor_value_info(back, elem, None))
+        if not any(j in outs and y in self.floats for j, y in enumerate(node.output) if y):
+            raise ValueError(f"layer {node.name!r} has no floating-point output to switch")
+        then = helper.make_graph([high], f"{node.name}/high", [], high_out)
+        other = helper.make_graph([*before, low, *after], f"{node.name}/low", [], low_out)
+        return helper.make_node("If", [gate_input(self.col[node.name])],
+                                [y for y in node.output if y], name=f"{node.name}/gate",
+                                then_branch=then, else_branch=other)
 
 
 def _free_leading_axis(graph: onnx.GraphProto) -> None:

@@ -55,17 +55,22 @@ def cases():
             yield name, onnx.load(str(MODELS / name))
 
 
+@pytest.mark.parametrize("gated", [False, True], ids=["where", "gated"])
 @pytest.mark.parametrize("name,model", list(cases()), ids=lambda x: x if isinstance(x, str)
                          else "")
-def test_emulated_switchboard_equals_emulated_candidates_bit_for_bit(name, model):
+def test_emulated_switchboard_equals_emulated_candidates_bit_for_bit(name, model, gated):
     model, searchable, feeds = setup(model)
+    if gated and name == "planted_control_flow":
+        with pytest.raises(ValueError, match="main-graph layers only"):
+            build_switchboard(model, searchable, "fp16", emulate=True, gated=True)
+        return
     backend = OrtBackend("cpu", fuse=False)  # as the evaluator runs the emulation
-    board = build_switchboard(model, searchable, "fp16", emulate=True)
+    board = build_switchboard(model, searchable, "fp16", emulate=True, gated=gated)
     session = backend.load(board.model)
     for keep in random_plans(searchable, 4):
         candidate = mixed_model(model, Plan("fp16", keep), searchable, emulate=True)
         want = backend.run(backend.load(candidate), feeds)[0]
-        got = backend.run(session, [{**feeds[0], PLAN_INPUT: board.mask(keep)}])[0]
+        got = backend.run(session, [{**feeds[0], **board.feed(keep)}])[0]
         assert outputs_equal(want, got), f"{name}: plan of {len(keep)} layers differs"
 
 
