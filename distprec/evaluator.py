@@ -206,7 +206,9 @@ class Evaluator:
                 self._use_cuda_graph(1)
             self.plans_per_run = want or plans_per_call(self._time_batch(1))
             self.switch_note += f", {self.plans_per_run} per call"
-        if (want or 1) == 1 and self.setup.precision != "int8":
+        # ONNX Runtime only: a TensorRT engine build per form would double the start-up
+        if (want or 1) == 1 and self.setup.precision != "int8" \
+                and hasattr(self.backend, "load_graph"):
             self._try_gated(args, build)
 
     def _try_gated(self, args, build) -> None:
