@@ -16,6 +16,7 @@ from distprec.candidates.model import prepare_model
 from distprec.data import (
     InputSpec,
     check_feeds,
+    defaulted_dims,
     feeds_from_script,
     input_specs,
     load_feeds,
@@ -162,6 +163,21 @@ def test_random_feeds_default_to_one_sample_of_seed_0_and_warn_only_for_free_dim
     with pytest.warns(UserWarning, match="dynamic dimensions") as caught:
         feeds = random_feeds(free, {}, samples=3)
     assert len(caught) == 1 and [f["x"].shape for f in feeds] == [(1, 4)] * 3
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+
+
+def test_the_hint_names_the_first_input_whose_free_dims_were_set_to_1():
+    """What a failed search adds to its error: only inputs with free dimensions and no
+    --input-shapes count."""
+    specs = input_specs(_model(("a", TensorProto.FLOAT, [2, 4]),
+                               ("b", TensorProto.FLOAT, ["N", 3, -1]),
+                               ("c", TensorProto.FLOAT, ["M"])))
+    assert defaulted_dims(specs, {}) == (
+        "input 'b' has dynamic dimensions ?x3x?, set to 1: give their sizes with "
+        "--input-shapes b:Nx3xN")
+    assert defaulted_dims(specs, {"b": (5, 3, 2)}).startswith("input 'c' has dynamic")
+    assert defaulted_dims(specs, {"b": (5, 3, 2), "c": (7,)}) == ""
+    assert defaulted_dims(specs[:1], {}) == ""  # fixed dimensions need no sizes
 
 
 def test_random_integer_and_bool_inputs_cover_their_range():

@@ -38,15 +38,18 @@ def planted():
     return planted_mlp(blocks=12, plants=PLANTS)
 
 
-def _evaluator(model, precision="fp16", check=None, feeds=None, **setup) -> Evaluator:
+def _evaluator(model, precision="fp16", check=None, feeds=None, backend=None,
+               **setup) -> Evaluator:
     """make_evaluator's Setup with ``setup``'s fields changed, and ``feeds`` (with their
-    golden outputs) in place of its two random samples; warmed up."""
+    golden outputs) in place of its two random samples; warmed up on ``backend`` (one CPU
+    thread of ONNX Runtime unless given)."""
     with warnings.catch_warnings():  # its own random feeds of a free batch axis warn
         warnings.simplefilter("ignore" if feeds is not None else "default")
         base = make_evaluator(model, precision, **({"check": check} if check else {}))
     if feeds is not None:
         setup.update(feeds=feeds, golden=reference_outputs(prepare_model(model), feeds))
-    ev = Evaluator(dataclasses.replace(base.setup, **setup), OrtBackend("cpu", threads=1))
+    ev = Evaluator(dataclasses.replace(base.setup, **setup),
+                   backend or OrtBackend("cpu", threads=1))
     ev.warm_up()
     return ev
 
@@ -249,6 +252,101 @@ def test_a_model_that_mixes_rows_gets_one_plan_per_run(op):
     assert "the rows of stacked plans mix" in note or "batched form failed" in note
     _same_as_candidates(ev, ev.evaluate_many([frozenset(), frozenset({"mm", "act"}),
                                               frozenset(ev.searchable)]))
+
+
+def _row_wise(reads_batch_size: bool = False) -> onnx.ModelProto:
+    """x[N, 8] -> MatMul -> Tanh, every row on its own; with ``reads_batch_size``, the
+    output is then multiplied by N (Shape -> Gather -> Cast): stacking plans changes it."""
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((8, 8)) / 3).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+             helper.make_node("Tanh", ["h"], ["t" if reads_batch_size else "y"], name="act")]
+    weights = [numpy_helper.from_array(w, "w")]
+    if reads_batch_size:
+        weights.append(numpy_helper.from_array(np.array([0], np.int64), "zero"))
+        nodes += [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+                  helper.make_node("Gather", ["s", "zero"], ["n"], name="rows"),
+                  helper.make_node("Cast", ["n"], ["nf"], name="count", to=TensorProto.FLOAT),
+                  helper.make_node("Mul", ["t", "nf"], ["y"], name="scale")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_stacking_is_kept_where_rows_are_independent_and_verdicts_hold():
+    """Finite outputs on every probe plan (the planted MLP's all-low plan overflows, which
+    the row probe cannot read): rows on their own keep the batched form; a model that reads
+    its batch size gives other values stacked, so the probe's verdicts change and plans run
+    one a run. Either way the verdicts are the candidates'."""
+    check = CheckSpec(atol=(("", 1e-2),), rtol=(("", 0.0),))
+    plain, sized = _row_wise(), _row_wise(reads_batch_size=True)
+    ev = _evaluator(plain, check=check, feeds=_samples_of(plain, (3, 2)),
+                    evaluate="switchboard", plans_per_run=2)
+    assert ev.switchboard.batched and ev.switch_note == "switchboard: 2 plans per run"
+    plans = [frozenset(), frozenset({"mm"}), frozenset(ev.searchable)]
+    evaluations = ev.evaluate_many(plans)
+    assert all(e.figures["y"]["nonfinite"] == 0 for e in evaluations)
+    _same_as_candidates(ev, evaluations)
+    ev = _evaluator(sized, check=check, feeds=_samples_of(sized, (3, 2)),
+                    evaluate="switchboard", plans_per_run=2)
+    assert not ev.switchboard.batched and ev.switch_note == (
+        "switchboard: one plan per run (stacked runs changed a verdict), 2 per call")
+    evaluations = ev.evaluate_many(plans)
+    assert [e.verdict.passed for e in evaluations] == [True] * 3
+    _same_as_candidates(ev, evaluations)
+
+
+class _Clocked(OrtBackend):
+    """ONNX Runtime's CPU provider on a slower, known clock: each run sleeps ``per_row``
+    seconds a row, and ``first`` seconds more on the first run of a new number of rows (a
+    GPU's one-off set-up of a new size). It still runs every session for real."""
+
+    def __init__(self, per_row: float, first: float = 0.0) -> None:
+        super().__init__("cpu", threads=1)
+        self.per_row, self.first, self.seen = per_row, first, set()
+
+    def run(self, session, feeds):
+        for feed in feeds:
+            rows = len(next(iter(feed.values())))
+            time.sleep(self.per_row * rows + (0.0 if rows in self.seen else self.first))
+            self.seen.add(rows)
+        return super().run(session, feeds)
+
+
+def test_plans_per_run_is_timed_on_runs_of_the_backend():
+    """Runs that cost the same per row gain nothing from stacking: the timed choice is one
+    plan per run (in the batched form). A plan's share is timed on a second run: the first
+    run of a new size, which pays the set-up, is not counted."""
+    model, clock = _row_wise(), _Clocked(per_row=8e-3, first=0.3)
+    check = CheckSpec(atol=(("", 1e-2),), rtol=(("", 0.0),))
+    ev = _evaluator(model, check=check, feeds=_samples_of(model, (3, 2)),
+                    evaluate="switchboard", backend=clock, plans_per_run=None)
+    assert ev.switchboard.batched and ev.plans_per_run == 1
+    assert ev.switch_note == "switchboard: 1 plan per run"
+    assert 15 not in clock.seen  # 3 plans of 5 rows: a new size
+    share = ev._time_batch(3)  # 8 ms a row, 5 rows a plan: 40 ms, and the CPU's own time
+    assert 15 in clock.seen and 0.04 <= share < 0.04 + 0.3 / 3 / 2
+
+
+def test_matched_kernels_leave_a_cpu_switchboard_as_it_is(planted):
+    """A conv search is CUDA's: asked for the candidates' kernels (after a disagreement),
+    a CPU evaluator keeps its switchboard and its fast search, with the same verdicts."""
+    from distprec.evaluator import MATCHED, SWITCH_CONV_SEARCH
+
+    ev = _evaluator(planted.model, evaluate="switchboard", switch_kernels="fast",
+                    plans_per_run=2)
+    board, session = ev.switchboard, ev._switch_session
+    plans = [frozenset(), planted.planted]
+    fast = ev.evaluate_many(plans)
+    matched = ev.evaluate_many(plans, via=MATCHED)
+    assert ev.switchboard is board and ev._switch_session is session
+    assert ev.switch_conv_search == SWITCH_CONV_SEARCH != ev.backend.conv_search
+    assert [e.verdict.passed for e in matched] == [e.verdict.passed for e in fast] == [
+        False, True]
+    assert [e.figures for e in matched] == [e.figures for e in fast]
 
 
 def test_batched_and_single_runs_agree_within_kernel_noise():
