@@ -274,19 +274,21 @@ class Evaluator:
         mix are found at one batch size: the first plan's outputs must not change when the
         float inputs of the plan stacked beside it are halved.
         """
-        low, high = frozenset(), frozenset(self.searchable)
+        # The plan read is all-high: its outputs are finite where all-low may overflow to
+        # NaN, which would hide rows that mix.
+        probe = [frozenset(self.searchable), frozenset()]
         try:
             batched = build_switchboard(*args, **build, batched=True)
             session = self._load_switch(batched.model)
-            (stacked,) = self._switch_feeds(batched, [low, high])
-            mixed = self._run_switch(batched, session, [low, high])
+            (stacked,) = self._switch_feeds(batched, probe)
+            mixed = self._run_switch(batched, session, probe)
             half = {k: v * v.dtype.type(0.5) if v.dtype.kind == "f" and k != batched.plan_input
                     else v for k, v in stacked.items()}
             rows = len(stacked[batched.plan_input]) // 2
             nudged = {k: np.concatenate([v[:rows], half[k][rows:]]) for k, v in stacked.items()}
             (run,) = self.backend.run(session, [nudged])
             first = self._split(run, 1)[0]
-            alone = [self._run_switch(single, self._switch_session, [k])[0] for k in (low, high)]
+            alone = [self._run_switch(single, self._switch_session, [k])[0] for k in probe]
         except Exception as exc:
             self.switch_note += f" (batched form failed: {first_line(exc)})"
             return False
