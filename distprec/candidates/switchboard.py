@@ -204,9 +204,10 @@ class _Board:
                     helper.make_node("Cast", [x], [name], to=self.dtype, name=f"{name}/cast")])
         return low_value[x]
 
-    def switch(self, node: onnx.NodeProto, nodes: list[onnx.NodeProto],
-               low_value: dict[str, str]) -> list[onnx.NodeProto]:
-        """``node`` as a high copy, a low copy and a Where per float output."""
+    def low_copy(self, node: onnx.NodeProto, nodes: list[onnx.NodeProto],
+                 low_value: dict[str, str]) -> tuple[onnx.NodeProto, list[int]]:
+        """``node``'s low copy reading low inputs (their Casts go to ``nodes``), and the
+        positions of its data outputs."""
         ins, outs = _data_slots(node, self.opset)
         low = onnx.NodeProto()
         low.CopyFrom(node)
@@ -214,6 +215,19 @@ class _Board:
         for k in ins:
             if node.input[k] in self.floats:
                 low.input[k] = self.low_input(node.input[k], nodes, low_value)
+        return low, outs
+
+    def cast_back(self, raw: str, lowered: str) -> list[onnx.NodeProto]:
+        """A low output made FP32 again: Cast back, or the emulation's rounding."""
+        if self.emulate:
+            return _round_trip(raw, lowered, self.dtype)
+        return [helper.make_node("Cast", [raw], [lowered], to=TensorProto.FLOAT,
+                                 name=f"{lowered}/cast")]
+
+    def switch(self, node: onnx.NodeProto, nodes: list[onnx.NodeProto],
+               low_value: dict[str, str]) -> list[onnx.NodeProto]:
+        """``node`` as a high copy, a low copy and a Where per float output."""
+        low, outs = self.low_copy(node, nodes, low_value)
         selects: list[onnx.NodeProto] = []
         condition = None
         fresh = self.copies.fresh
@@ -230,11 +244,7 @@ class _Board:
                 selects += made
             high, raw, lowered = fresh(f"{y}/high"), fresh(f"{y}/{self.tag}"), fresh(f"{y}/low")
             node.output[j], low.output[j] = high, raw
-            if self.emulate:
-                selects += _round_trip(raw, lowered, self.dtype)
-            else:
-                selects.append(helper.make_node("Cast", [raw], [lowered], to=TensorProto.FLOAT,
-                                                name=f"{lowered}/cast"))
+            selects += self.cast_back(raw, lowered)
             selects.append(helper.make_node("Where", [condition, high, lowered], [y],
                                             name=f"{y}/switch"))
         if condition is None:
@@ -249,17 +259,13 @@ class _Board:
         takes index outputs from the high branch); float data outputs are Cast back (or
         rounded), and the low branch's Casts of activations run only when it does.
         """
-        ins, outs = _data_slots(node, self.opset)
         fresh = self.copies.fresh
-        high, low = onnx.NodeProto(), onnx.NodeProto()
-        high.CopyFrom(node)
-        low.CopyFrom(node)
-        high.name, low.name = f"{node.name}/high", f"{node.name}/low"
         before: list[onnx.NodeProto] = []  # the low branch's Casts: run only when it does
         after: list[onnx.NodeProto] = []
-        for k in ins:
-            if node.input[k] in self.floats:
-                low.input[k] = self.low_input(node.input[k], before, {})
+        low, outs = self.low_copy(node, before, {})
+        high = onnx.NodeProto()
+        high.CopyFrom(node)
+        high.name = f"{node.name}/high"
         high_out, low_out = [], []
         for j, y in enumerate(node.output):
             if not y:
@@ -271,9 +277,7 @@ class _Board:
             high_out.append(helper.make_tensor_value_info(high.output[j], elem, None))
             if j in outs and y in self.floats:
                 low.output[j], back = fresh(f"{y}/{self.tag}"), fresh(f"{y}/low")
-                after += _round_trip(low.output[j], back, self.dtype) if self.emulate \
-                    else [helper.make_node("Cast", [low.output[j]], [back],
-                                           to=TensorProto.FLOAT, name=f"{back}/cast")]
+                after += self.cast_back(low.output[j], back)
             else:
                 low.output[j] = back = fresh(f"{y}/low")
             low_out.append(helper.make_tensor_value_info(back, elem, None))
