@@ -222,9 +222,7 @@ class Evaluator:
         cheaper on candy), so the clock decides, with a margin against its noise.
         """
         board, pad = self.switchboard, self._switch_pad
-        plans = [frozenset()] * (self.plans_per_run if board.batched else 1)
-        where_s = _best_time(lambda: self._run_switch(
-            board, self._switch_session, plans, pad_to=pad)) / len(plans)
+        where_s = self._time_batch(self.plans_per_run if board.batched else 1)
         if where_s < GATE_TRY_S:
             return
         layers = self.setup.searchable
@@ -302,13 +300,11 @@ class Evaluator:
         return True
 
     def _time_batch(self, plans: int) -> float:
-        """Seconds a plan's share of one switchboard run of ``plans`` plans takes; the
-        batch is run once untimed first (a first run of a new size pays one-off set-up)."""
+        """Seconds a plan's share of one switchboard run of ``plans`` plans takes, at
+        best of a few runs (``_best_time``; measured noise once chose one plan a run)."""
         keeps = [frozenset()] * plans
-        self._run_switch(self.switchboard, self._switch_session, keeps)
-        t0 = time.perf_counter()
-        self._run_switch(self.switchboard, self._switch_session, keeps)
-        return (time.perf_counter() - t0) / plans
+        return _best_time(lambda: self._run_switch(
+            self.switchboard, self._switch_session, keeps, pad_to=self._switch_pad)) / plans
 
     def _use_cuda_graph(self, plans: int) -> bool:
         """Replay the switchboard as a CUDA graph, for runs of ``plans`` plans (the
