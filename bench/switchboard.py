@@ -73,8 +73,9 @@ def timed(fn, repeat: int) -> float:
 
 
 #: --forms: the Where form alone, the gated form forced, or the evaluator's timed choice
-FORMS = {"where": (float("inf"), 0.0), "gated": (0.0, float("inf")),
-         "auto": (evaluator_module.GATE_TRY_S, evaluator_module.GATE_GAIN)}
+FORMS = {"where": ({"cpu": float("inf"), "cuda": float("inf")}, 0.0),
+         "gated": ({}, float("inf")),
+         "auto": (evaluator_module.IF_COST_S, evaluator_module.GATE_GAIN)}
 
 
 def cost_case(name: str, path: str, check, inputs, plans_k: int, switch_searches: list[str],
@@ -110,7 +111,7 @@ def cost_case(name: str, path: str, check, inputs, plans_k: int, switch_searches
                          for f in forms]:
         ev = Evaluator(setup, OrtBackend(DEVICE))
         ev.switch_conv_search = search
-        evaluator_module.GATE_TRY_S, evaluator_module.GATE_GAIN = FORMS[form]
+        evaluator_module.IF_COST_S, evaluator_module.GATE_GAIN = FORMS[form]
         t0 = time.perf_counter()
         ev.warm_up()
         warm_s = time.perf_counter() - t0

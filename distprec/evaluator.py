@@ -122,10 +122,12 @@ MAX_PLANS_PER_RUN = 64
 #: Without a batched run: seconds of runs one call should hold, and at most this many plans.
 CALL_S = 0.01
 MAX_PLANS_PER_CALL = 8
-#: The gated form is tried where the Where form's plan costs this much, and kept where its
-#: plan costs less than GATE_GAIN of that (Evaluator._try_gated).
-GATE_TRY_S = 1e-3
+#: The gated form is kept where its plan costs less than GATE_GAIN of the Where form's, and
+#: tried only where an If's overhead (measured, seconds a layer and sample: about 18 us on
+#: 2 CPU cores, about 1 ms on an H200's CUDA provider) leaves it a chance
+#: (``worth_gating``): a trial costs a session build (33 s on layout_cdla on the H200).
 GATE_GAIN = 0.8
+IF_COST_S = {"cpu": 2e-5, "cuda": 1e-3}
 
 
 class Evaluator:
@@ -214,8 +216,8 @@ class Evaluator:
     def _try_gated(self, args, build) -> None:
         """Switch to the gated form (an If per layer) where its run of a mixed plan costs
         less than 0.8 of the Where form's plan and its verdicts on the all-low, all-high and
-        that mixed plan are the Where form's; tried only where the Where form costs
-        ``GATE_TRY_S`` a plan or more. Verdicts, not values: on an H200, candy's outputs
+        that mixed plan are the Where form's; tried only where ``worth_gating``. Verdicts,
+        not values: on an H200, candy's outputs
         differed beyond 1e-3 between the two forms, as between a CUDA graph and a plain run
         of one form (either way, the answer is confirmed on candidates).
 
@@ -226,9 +228,9 @@ class Evaluator:
         """
         board, pad = self.switchboard, self._switch_pad
         where_s = self._time_batch(self.plans_per_run if board.batched else 1)
-        if where_s < GATE_TRY_S:
-            return
         layers = self.setup.searchable
+        if not worth_gating(where_s, len(layers), len(self.setup.feeds), self.backend.device):
+            return
         mixed = frozenset(layers[::2])
         probe = [frozenset(), frozenset(layers), mixed]
         try:
@@ -520,6 +522,13 @@ def plans_per_run(share: Callable[[int], float]) -> int:
         best, best_share = p, each
         p *= 2
     return best
+
+
+def worth_gating(where_s: float, layers: int, samples: int, device: str) -> bool:
+    """Whether the gated form could beat the Where form's ``where_s`` seconds a plan: its
+    If overhead alone (``IF_COST_S`` a layer and sample) must leave room under
+    ``GATE_GAIN`` of it."""
+    return layers * samples * IF_COST_S.get(device, 0.0) < GATE_GAIN * where_s
 
 
 def _best_time(run: Callable[[], object], repeat: int = 3) -> float:

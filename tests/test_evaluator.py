@@ -28,6 +28,7 @@ from distprec.evaluator import (
     _close,
     plans_per_call,
     plans_per_run,
+    worth_gating,
 )
 from distprec.search import reference_outputs
 from distprec.strategies.base import Verdict
@@ -183,11 +184,23 @@ def test_through_the_switchboard_a_plan_is_profiled_only_when_asked(planted):
     assert profiled.layer_errors == ev.profile(planted.planted)
 
 
+@pytest.mark.parametrize("where_ms,layers,device,worth", [
+    (26.0, 126, "cpu", True),  # ultraface on 2 CPU cores: gated measured 13 ms
+    (0.55, 412, "cpu", False),  # planted_mlp(100): 412 Ifs cost more than the Where form
+    (58.0, 126, "cuda", False),  # ultraface on an H200: 126 ms of If overhead alone
+    (80.0, 61, "cuda", True),  # candy on an H200: 61 ms could still win
+    (1.0, 10, "tpu", True),  # no measured overhead: the clock decides
+])
+def test_the_gated_form_is_tried_only_where_its_if_overhead_leaves_room(
+        where_ms, layers, device, worth):
+    assert worth_gating(where_ms / 1e3, layers, 1, device) is worth
+
+
 @pytest.mark.parametrize("gain,gated", [(1e9, True), (0.0, False)])
 def test_the_gated_form_is_kept_only_where_its_plan_runs_cheaper(monkeypatch, gain, gated):
     """The choice is the clock's (GATE_GAIN of the Where form's cost): forced both ways
     here; kept, it gives the candidates' verdicts and figures (emulated: bit-identical)."""
-    monkeypatch.setattr(evaluator_module, "GATE_TRY_S", 0.0)
+    monkeypatch.setattr(evaluator_module, "IF_COST_S", {})
     monkeypatch.setattr(evaluator_module, "GATE_GAIN", gain)
     cnn = planted_cnn(blocks=3)
     ev = _evaluator(cnn.model, evaluate="switchboard")
