@@ -214,17 +214,17 @@ class Evaluator:
             self._try_gated(args, build)
 
     def _try_gated(self, args, build) -> None:
-        """Switch to the gated form (an If per layer) where its run of a mixed plan costs
-        less than 0.8 of the Where form's plan and its verdicts on the all-low, all-high and
-        that mixed plan are the Where form's; tried only where ``worth_gating``. Verdicts,
-        not values: on an H200, candy's outputs
-        differed beyond 1e-3 between the two forms, as between a CUDA graph and a plain run
-        of one form (either way, the answer is confirmed on candidates).
+        """Switch to the gated form (an If per layer) where ``worth_gating`` allows a trial
+        and the clock agrees: its run of a mixed plan must cost under GATE_GAIN of the Where
+        form's plan, and its verdicts on the all-low, all-high and mixed plans must be the
+        Where form's. Verdicts, not values: on an H200, candy's outputs moved beyond 1e-3
+        between the forms, as between a CUDA graph and a plain run of one form; the answer
+        is confirmed on candidates either way.
 
-        Measured on an H200: the Where form cost 10x one FP32 inference on candy (every
-        layer twice, plus a Cast pair and a Where on full-size activations); an If per layer
-        costs its overhead per layer instead (CPU: slower on the 252-layer demo MLP, 2.5x
-        cheaper on candy), so the clock decides, with a margin against its noise.
+        Measured: the Where form computes every layer twice (candy on an H200: 12.6x one
+        FP32 inference), an If costs its overhead per layer (2 CPU cores: the gated form
+        halves ultraface's and candy's cost and loses on the 412-layer planted MLP; H200:
+        about 1 ms an If, a loss on every model measured).
         """
         board, pad = self.switchboard, self._switch_pad
         where_s = self._time_batch(self.plans_per_run if board.batched else 1)
