@@ -20,9 +20,10 @@ The low branch is the candidate's lowered layer, value for value:
 The gated form (``gated=True``, one plan per run): each searchable layer becomes an ``If``
 whose branches are its high and its low copy, so a run computes each layer once, in the
 precision its plan gives it, where the Where form computes it twice and adds a Cast pair
-and a Where per layer on full-size activations. Measured on an H200, the Where form cost
-10x one FP32 inference on candy (large activations, few layers), so the evaluator times both
-forms and keeps the cheaper. Each layer's bit is a scalar BOOL input of its own
+and a Where per layer on full-size activations. Which costs less depends on the runtime:
+on 2 CPU cores the gated form halved ultraface's and candy's cost, on an H200 an If costs
+about 1 ms and the Where form won on every model; so the evaluator times both forms and
+keeps the cheaper. Each layer's bit is a scalar BOOL input of its own
 (``gate_input``): ONNX Runtime reads an If's condition on the host, and a bit sliced from
 one plan tensor on the GPU would be copied back layer by layer. Layers inside bodies and
 INT8 keep the Where form.
@@ -65,7 +66,6 @@ class Switchboard:
     columns: tuple[str, ...]  # searchable layers, in the order of the plan input's columns
     batched: bool = False  # plan input [B, N] (one row per feed row) instead of [N]
     plan_input: str = PLAN_INPUT
-
     gated: bool = False  # one If per layer, its bit a scalar input (gate_input)
 
     def mask(self, keep: Iterable[str]) -> np.ndarray:

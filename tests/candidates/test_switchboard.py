@@ -155,17 +155,18 @@ def test_int8_board_takes_one_plan_per_run_and_needs_calibration_ranges():
                           batched=True)
 
 
-def test_real_kernel_switchboard_equals_cast_candidates_unfused():
+@pytest.mark.parametrize("gated", [False, True], ids=["where", "gated"])
+def test_real_kernel_switchboard_equals_cast_candidates_unfused(gated):
     """The CUDA form (FP16 kernels between Casts) run where ONNX Runtime's CPU provider has
     FP16 kernels (MatMul, Add, Relu): unfused, each plan gives its candidate's outputs."""
     model, searchable, feeds = setup(planted_mlp(blocks=3).model)
-    board = build_switchboard(model, searchable, "fp16", emulate=False)
+    board = build_switchboard(model, searchable, "fp16", emulate=False, gated=gated)
     onnx.checker.check_model(board.model, full_check=True)
     backend = OrtBackend("cpu", fuse=False)
     session = backend.load(board.model)
     seen = set()
     for keep in random_plans(searchable, 4):
-        got = backend.run(session, [{**feeds[0], PLAN_INPUT: board.mask(keep)}])[0]
+        got = backend.run(session, [{**feeds[0], **board.feed(keep)}])[0]
         candidate = mixed_model(model, Plan("fp16", keep), searchable, emulate=False)
         assert outputs_equal(got, backend.run(backend.load(candidate), feeds)[0]), len(keep)
         seen.add(got["logits"].tobytes())
