@@ -1,7 +1,9 @@
-"""Which nodes of a model's switchboard (or FP32 model) ONNX Runtime places off the GPU,
-and where its time goes: one profiled run per form, top node types by time.
+"""Where a switchboard's time goes on the CUDA provider: per form (FP32 model, Where form,
+gated form), node types by time in a profiled run (profiling synchronises every node, so
+only the ranking holds), then unprofiled run times with deterministic compute off and on
+(the evaluator's sessions run with it on).
 
-Run:  python bench/placement.py candy   (a model of DISTPREC_MODELS, FP16, CUDA provider)
+Run:  python bench/placement.py candy [--no-profile]   (a model of DISTPREC_MODELS, FP16)
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import collections
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -23,13 +26,34 @@ from distprec.candidates.switchboard import build_switchboard  # noqa: E402
 from distprec.search import SearchConfig, prepare  # noqa: E402
 
 
-def profile(model, feeds, label: str, out: Path) -> None:
+def session(model, deterministic: bool = False, prefix: str | None = None):
     opts = ort.SessionOptions()
-    opts.enable_profiling = True
-    opts.profile_file_prefix = str(out / label)
-    opts.log_severity_level = 1  # info: the placement lines
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=[
+    opts.use_deterministic_compute = deterministic
+    if prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = prefix
+        opts.log_severity_level = 1  # info: the placement lines
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=[
         ("CUDAExecutionProvider", cuda_provider_options("DEFAULT")), "CPUExecutionProvider"])
+
+
+def timing(model, feeds, label: str) -> None:
+    """Best of 10 unprofiled runs, deterministic compute off and on."""
+    row = []
+    for det in (False, True):
+        sess = session(model, det)
+        sess.run(None, feeds)
+        best = float("inf")
+        for _ in range(10):
+            t0 = time.perf_counter()
+            sess.run(None, feeds)
+            best = min(best, time.perf_counter() - t0)
+        row.append(f"deterministic {det}: {best * 1e3:.2f} ms")
+    print(f"{label}: " + ", ".join(row), flush=True)
+
+
+def profile(model, feeds, label: str, out: Path) -> None:
+    sess = session(model, prefix=str(out / label))
     for _ in range(3):
         sess.run(None, feeds)
     trace = json.loads(Path(sess.end_profiling()).read_text())
@@ -48,6 +72,7 @@ def profile(model, feeds, label: str, out: Path) -> None:
 
 def main() -> None:
     name = sys.argv[1]
+    profiled = "--no-profile" not in sys.argv
     out = Path(os.environ.get("OUT", "/tmp")) / "placement"
     out.mkdir(parents=True, exist_ok=True)
     inputs = cases(Path("/tmp"))["candy-fp16"][3] if name == "candy" else None
@@ -55,13 +80,17 @@ def main() -> None:
                        device="cuda", inputs=inputs)
     prep = prepare(cfg)
     feeds = prep.feeds[0]
-    profile(prep.model, feeds, f"{name}-fp32", out)
+    runs = [(f"{name}-fp32", prep.model, feeds)]
     for gated in (False, True):
         board = build_switchboard(prep.model, prep.searchable, "fp16", emulate=False,
                                   gated=gated)
         mixed = frozenset(prep.searchable[::2])
-        profile(board.model, {**feeds, **board.feed(mixed)},
-                f"{name}-{'gated' if gated else 'where'}", out)
+        runs.append((f"{name}-{'gated' if gated else 'where'}", board.model,
+                     {**feeds, **board.feed(mixed)}))
+    for label, model, run_feeds in runs:
+        if profiled:
+            profile(model, run_feeds, label, out)
+        timing(model, run_feeds, label)
 
 
 if __name__ == "__main__":
