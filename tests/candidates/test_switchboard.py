@@ -126,6 +126,52 @@ def test_batched_switchboard_runs_several_plans_in_one_run():
         np.testing.assert_allclose(run["logits"][3 * i:3 * i + 3], want, rtol=1e-6, atol=1e-6)
 
 
+def test_a_fixed_batch_is_freed_for_stacked_plans():
+    """planted_mlp fixes its batch at 8 rows: the batched form declares the leading axis
+    of its input, output and every inferred shape that led with 8 free, leaves the other
+    axes alone, and runs 3 plans stacked (24 rows) as the one-plan form runs each."""
+    model, searchable, feeds = setup(planted_mlp(blocks=4).model)
+    batched = build_switchboard(model, searchable, "fp16", emulate=True, batched=True)
+    graph = batched.model.graph
+    dims = {vi.name: vi.type.tensor_type.shape.dim
+            for vi in (*graph.input, *graph.output, *graph.value_info)}
+    before = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+              for vi in (*model.graph.input, *model.graph.output, *model.graph.value_info)}
+    assert before["input"] == [8, 32] and before["logits"][0] == 8
+    for name, was in before.items():
+        assert dims[name][0].dim_param == ("distprec_rows" if was[:1] == [8] else ""), name
+        assert [d.dim_value for d in dims[name]][1:] == was[1:], name
+    single = build_switchboard(model, searchable, "fp16", emulate=True)
+    backend = OrtBackend("cpu", fuse=False)
+    plans = random_plans(searchable, 1, seed=3)
+    stacked = {"input": np.concatenate([feeds[0]["input"]] * len(plans)),
+               PLAN_INPUT: np.repeat(np.stack([batched.mask(k) for k in plans]), 8, axis=0)}
+    (run,) = backend.run(backend.load(batched.model), [stacked])
+    alone = backend.load(single.model)
+    for i, keep in enumerate(plans):
+        want = backend.run(alone, [{**feeds[0], **single.feed(keep)}])[0]["logits"]
+        assert np.array_equal(run["logits"][8 * i:8 * i + 8], want, equal_nan=True)
+
+
+def test_the_gated_form_takes_one_fp16_or_bf16_plan_and_main_graph_layers():
+    model, searchable, _ = setup(planted_mlp(blocks=2).model)
+    for bad in ({"batched": True}, {"precision": "int8"}):
+        args = {"precision": "fp16", **bad}
+        with pytest.raises(ValueError, match="one FP16/BF16 plan per run"):
+            build_switchboard(model, searchable, args.pop("precision"), emulate=True,
+                              ranges_json="{}", gated=True, **args)
+    # A model with bodies whose searched layers are all in the main graph: gated is fine.
+    flow, layers, feeds = setup(planted_control_flow().model)
+    main = {n.name for n in flow.graph.node}
+    outside = [x for x in layers if x in main]
+    assert outside and len(outside) < len(layers)
+    board = build_switchboard(flow, outside, "fp16", emulate=True, gated=True)
+    backend = OrtBackend("cpu", fuse=False)
+    got = backend.run(backend.load(board.model), [{**feeds[0], **board.feed(outside)}])[0]
+    want = backend.run(backend.load(flow), feeds)[0]
+    assert outputs_equal(got, want)  # every switched layer kept: the FP32 model's outputs
+
+
 def test_batched_form_needs_every_switched_rank():
     model, searchable, _ = setup(planted_mlp(blocks=2).model)
     for vi in model.graph.value_info:
