@@ -123,11 +123,13 @@ MAX_PLANS_PER_RUN = 64
 CALL_S = 0.01
 MAX_PLANS_PER_CALL = 8
 #: The gated form is kept where its plan costs less than GATE_GAIN of the Where form's, and
-#: tried only where an If's overhead (measured, seconds a layer and sample: about 18 us on
-#: 2 CPU cores, about 1 ms on an H200's CUDA provider) leaves it a chance
-#: (``worth_gating``): a trial costs a session build (33 s on layout_cdla on the H200).
+#: tried only where an If's overhead leaves it a chance (``worth_gating``): a trial costs a
+#: session build (33 s on layout_cdla on the H200). The overhead, seconds a layer and
+#: sample, measured on runs of 2 samples: 2 CPU cores, planted_mlp(100) gated 7.85 ms
+#: against 0.20 ms FP32 over 412 layers (9 us); H200, ultraface gated 144.3 ms against
+#: 3.7 ms over 126 layers (0.56 ms).
 GATE_GAIN = 0.8
-IF_COST_S = {"cpu": 2e-5, "cuda": 1e-3}
+IF_COST_S = {"cpu": 1e-5, "cuda": 6e-4}
 
 
 class Evaluator:
@@ -224,7 +226,7 @@ class Evaluator:
         Measured: the Where form computes every layer twice (candy on an H200: 12.6x one
         FP32 inference), an If costs its overhead per layer (2 CPU cores: the gated form
         halves ultraface's and candy's cost and loses on the 412-layer planted MLP; H200:
-        about 1 ms an If, a loss on every model measured).
+        about 0.6 ms an If and sample, a loss on every model measured).
         """
         board, pad = self.switchboard, self._switch_pad
         where_s = self._time_batch(self.plans_per_run if board.batched else 1)
