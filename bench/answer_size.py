@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,11 +33,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--widths", default="1,8,64,128")
     a = ap.parse_args()
-    path = Path(f"/tmp/planted{a.blocks}.onnx")
-    path.write_bytes(planted_mlp(blocks=a.blocks).model.SerializeToString())
-    cfg = SearchConfig(model=str(path), precision="fp16", check=DEMO_CHECK, samples=2,
-                       device=a.device, evaluate="switchboard", plans_per_run=64)
-    prep = prepare(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "planted.onnx"
+        path.write_bytes(planted_mlp(blocks=a.blocks).model.SerializeToString())
+        cfg = SearchConfig(model=str(path), precision="fp16", check=DEMO_CHECK, samples=2,
+                           device=a.device, evaluate="switchboard", plans_per_run=64)
+        prep = prepare(cfg)
     ev = Evaluator(prep.setup(cfg), OrtBackend(a.device))
     ev.warm_up()
     print(f"{len(prep.searchable)} layers; {ev.switch_note}", flush=True)

@@ -125,11 +125,8 @@ def _float_switch(model: onnx.ModelProto, columns: tuple[str, ...], dtype: int,
     graph = model.graph
     col = {name: i for i, name in enumerate(columns)}
     if batched:
-        inside = next((p.node.name for p in walk(graph) if p.parent and p.node.name in col), None)
-        if inside is not None:
-            # a body's tensors need not keep the batch axis first (Scan slices along it)
-            raise ValueError(f"layer {inside!r} is inside an If/Loop/Scan body: the batched "
-                             "switchboard cannot switch it per row")
+        # a body's tensors need not keep the batch axis first (Scan slices along it)
+        _refuse_body_layers(graph, col, "the batched switchboard cannot switch it per row")
     keep_bool = f"{PLAN_INPUT}/bool"
     board = _Board(model, col, dtype, emulate, batched, keep_bool)
     board.graph(graph, {})
@@ -150,10 +147,7 @@ def _gated_switch(model: onnx.ModelProto, columns: tuple[str, ...], dtype: int,
     model = _copy(model)
     graph = model.graph
     col = {name: i for i, name in enumerate(columns)}
-    inside = next((p.node.name for p in walk(graph) if p.parent and p.node.name in col), None)
-    if inside is not None:
-        raise ValueError(f"layer {inside!r} is inside an If/Loop/Scan body: the gated "
-                         "switchboard switches main-graph layers only")
+    _refuse_body_layers(graph, col, "the gated switchboard switches main-graph layers only")
     board = _Board(model, col, dtype, emulate, False, "")
     nodes = [board.gate(node) if node.name in col else node for node in graph.node]
     del graph.node[:]
@@ -162,6 +156,13 @@ def _gated_switch(model: onnx.ModelProto, columns: tuple[str, ...], dtype: int,
                        for i in range(len(columns)))
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     return model
+
+
+def _refuse_body_layers(graph: onnx.GraphProto, col: dict[str, int], why: str) -> None:
+    """ValueError naming the first switched layer that sits inside an If/Loop/Scan body."""
+    inside = next((p.node.name for p in walk(graph) if p.parent and p.node.name in col), None)
+    if inside is not None:
+        raise ValueError(f"layer {inside!r} is inside an If/Loop/Scan body: {why}")
 
 
 class _Board:

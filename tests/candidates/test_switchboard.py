@@ -11,7 +11,7 @@ import pytest
 from distprec.candidates.backends import OrtBackend
 from distprec.candidates.model import layer_table, prepare_model
 from distprec.candidates.rewrites import mixed_model, not_low
-from distprec.candidates.switchboard import PLAN_INPUT, build_switchboard
+from distprec.candidates.switchboard import PLAN_INPUT, ROWS, build_switchboard
 from distprec.data import input_specs, random_feeds
 from distprec.demo import planted_attention, planted_cnn, planted_control_flow, planted_mlp
 from distprec.plan import Plan
@@ -109,21 +109,29 @@ def test_mask_follows_the_columns():
     assert mask.dtype == np.int32 and mask.tolist() == [0, 1] + [0] * (len(searchable) - 2)
 
 
-def test_batched_switchboard_runs_several_plans_in_one_run():
-    model, searchable, feeds = setup(dynamic_batch(planted_mlp(blocks=6).model),
-                                     shapes={"input": (3, 32)})
-    backend = OrtBackend("cpu", fuse=False)  # as the evaluator runs the emulation
+def stacked_and_alone(model, searchable, feed, plans):
+    """Each plan's logits from one batched run of all ``plans`` stacked, and from the
+    one-plan form run plan by plan (the CPU emulation, unfused as the evaluator runs it)."""
+    backend = OrtBackend("cpu", fuse=False)
     single = build_switchboard(model, searchable, "fp16", emulate=True)
     batched = build_switchboard(model, searchable, "fp16", emulate=True, batched=True)
     assert batched.batched and not single.batched
-    plans = random_plans(searchable, 3, seed=5)
-    stacked = {"input": np.concatenate([feeds[0]["input"]] * len(plans)),
-               PLAN_INPUT: np.repeat(np.stack([batched.mask(k) for k in plans]), 3, axis=0)}
+    rows = len(feed["input"])
+    stacked = {"input": np.concatenate([feed["input"]] * len(plans)),
+               PLAN_INPUT: np.repeat(np.stack([batched.mask(k) for k in plans]), rows, axis=0)}
     (run,) = backend.run(backend.load(batched.model), [stacked])
     alone = backend.load(single.model)
-    for i, keep in enumerate(plans):
-        want = backend.run(alone, [{**feeds[0], PLAN_INPUT: single.mask(keep)}])[0]["logits"]
-        np.testing.assert_allclose(run["logits"][3 * i:3 * i + 3], want, rtol=1e-6, atol=1e-6)
+    return [(run["logits"][rows * i:rows * (i + 1)],
+             backend.run(alone, [{**feed, **single.feed(keep)}])[0]["logits"])
+            for i, keep in enumerate(plans)]
+
+
+def test_batched_switchboard_runs_several_plans_in_one_run():
+    model, searchable, feeds = setup(dynamic_batch(planted_mlp(blocks=6).model),
+                                     shapes={"input": (3, 32)})
+    for got, want in stacked_and_alone(model, searchable, feeds[0],
+                                       random_plans(searchable, 3, seed=5)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_a_fixed_batch_is_freed_for_stacked_plans():
@@ -139,18 +147,11 @@ def test_a_fixed_batch_is_freed_for_stacked_plans():
               for vi in (*model.graph.input, *model.graph.output, *model.graph.value_info)}
     assert before["input"] == [8, 32] and before["logits"][0] == 8
     for name, was in before.items():
-        assert dims[name][0].dim_param == ("distprec_rows" if was[:1] == [8] else ""), name
+        assert dims[name][0].dim_param == (ROWS if was[:1] == [8] else ""), name
         assert [d.dim_value for d in dims[name]][1:] == was[1:], name
-    single = build_switchboard(model, searchable, "fp16", emulate=True)
-    backend = OrtBackend("cpu", fuse=False)
-    plans = random_plans(searchable, 1, seed=3)
-    stacked = {"input": np.concatenate([feeds[0]["input"]] * len(plans)),
-               PLAN_INPUT: np.repeat(np.stack([batched.mask(k) for k in plans]), 8, axis=0)}
-    (run,) = backend.run(backend.load(batched.model), [stacked])
-    alone = backend.load(single.model)
-    for i, keep in enumerate(plans):
-        want = backend.run(alone, [{**feeds[0], **single.feed(keep)}])[0]["logits"]
-        assert np.array_equal(run["logits"][8 * i:8 * i + 8], want, equal_nan=True)
+    for got, want in stacked_and_alone(model, searchable, feeds[0],
+                                       random_plans(searchable, 1, seed=3)):
+        assert np.array_equal(got, want, equal_nan=True)
 
 
 def test_the_gated_form_takes_one_fp16_or_bf16_plan_and_main_graph_layers():
