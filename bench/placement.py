@@ -1,7 +1,7 @@
 """Where a switchboard's time goes on the CUDA provider: per form (FP32 model, Where form,
 gated form), node types by time in a profiled run (profiling synchronises every node, so
-only the ranking holds), then unprofiled run times with deterministic compute off and on
-(the evaluator's sessions run with it on).
+only the ranking holds), then unprofiled run times per cuDNN conv search, deterministic
+compute off and on (the evaluator's sessions run DEFAULT with it on).
 
 Run:  python bench/placement.py candy [--no-profile]   (a model of DISTPREC_MODELS, FP16)
 """
@@ -26,7 +26,8 @@ from distprec.candidates.switchboard import build_switchboard  # noqa: E402
 from distprec.search import SearchConfig, prepare  # noqa: E402
 
 
-def session(model, deterministic: bool = False, prefix: str | None = None):
+def session(model, deterministic: bool = False, prefix: str | None = None,
+            search: str = "DEFAULT"):
     opts = ort.SessionOptions()
     opts.use_deterministic_compute = deterministic
     if prefix:
@@ -34,21 +35,22 @@ def session(model, deterministic: bool = False, prefix: str | None = None):
         opts.profile_file_prefix = prefix
         opts.log_severity_level = 1  # info: the placement lines
     return ort.InferenceSession(model.SerializeToString(), opts, providers=[
-        ("CUDAExecutionProvider", cuda_provider_options("DEFAULT")), "CPUExecutionProvider"])
+        ("CUDAExecutionProvider", cuda_provider_options(search)), "CPUExecutionProvider"])
 
 
 def timing(model, feeds, label: str) -> None:
-    """Best of 10 unprofiled runs, deterministic compute off and on."""
+    """Best of 10 unprofiled runs per cuDNN conv search, deterministic compute off and on."""
     row = []
-    for det in (False, True):
-        sess = session(model, det)
-        sess.run(None, feeds)
-        best = float("inf")
-        for _ in range(10):
-            t0 = time.perf_counter()
+    for search in ("DEFAULT", "HEURISTIC", "EXHAUSTIVE"):
+        for det in (False, True):
+            sess = session(model, det, search=search)
             sess.run(None, feeds)
-            best = min(best, time.perf_counter() - t0)
-        row.append(f"deterministic {det}: {best * 1e3:.2f} ms")
+            best = float("inf")
+            for _ in range(10):
+                t0 = time.perf_counter()
+                sess.run(None, feeds)
+                best = min(best, time.perf_counter() - t0)
+            row.append(f"{search} det {int(det)}: {best * 1e3:.2f} ms")
     print(f"{label}: " + ", ".join(row), flush=True)
 
 
