@@ -124,15 +124,15 @@ def parse_stats(text: str | list | None) -> tuple[str, tuple[tuple[str, str], ..
 
 def make_check(spec: CheckSpec):
     user_func = load_user_function(spec.check_func, "check") if spec.check_func else None
+    wanted = _Golden()
 
     def check(golden: list[Feed], outputs: list[Feed]) -> CheckResult:
         result = CheckResult(True)
         for name in golden[0]:
-            want = np.concatenate([np.asarray(g[name], np.float64).ravel() for g in golden])
-            got = np.concatenate([np.asarray(o[name], np.float64).ravel() for o in outputs])
-            figures, reason = _compare(spec, name, want, got)
+            parts = [_Errors(*wanted(g[name]), o[name]) for g, o in zip(golden, outputs)]
+            figures, reason = _compare(spec, name, parts)
             if spec.pooling == "iteration" and len(golden) > 1:
-                figures, reason = _per_iteration(spec, name, golden, outputs, figures)
+                reason = _per_iteration(spec, name, parts, figures)
             if spec.top_k:
                 agree = _top_k_agree(golden, outputs, name, spec.top_k)
                 figures["top_k_agree"] = float(agree)
@@ -151,67 +151,128 @@ def make_check(spec: CheckSpec):
     return check
 
 
+class _Golden:
+    """Each golden tensor in float64, with its magnitudes, its zeros and its squared norm,
+    made once: a search judges every plan against the same golden outputs, and on an image
+    model (candy, 2 samples of 3x720x720) redoing this per plan cost more than the run.
+    The cache holds each golden array itself, so an id is never reused while cached."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple] = {}
+
+    def __call__(self, array) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        hit = self._cache.get(id(array))
+        if hit is None or hit[0] is not array:
+            want = np.asarray(array, np.float64).ravel()
+            magnitude = np.abs(want)
+            hit = (array, want, magnitude, np.flatnonzero(magnitude == 0), float(want @ want))
+            if len(self._cache) >= 256:  # a caller judging against ever new goldens
+                self._cache.clear()
+            self._cache[id(array)] = hit
+        return hit[1:]
+
+
+_MAX = np.finfo(np.float64).max
+
+
+class _Errors:
+    """One tensor's elementwise errors against golden, and the sums its figures come from:
+    the pooled figures of several samples combine their sums, so each sample's errors are
+    computed once whether judged pooled, per iteration, or both."""
+
+    def __init__(self, want: np.ndarray, magnitude: np.ndarray, zeros: np.ndarray,
+                 want_sq: float, got) -> None:
+        got = np.asarray(got, np.float64).ravel()
+        self.size, self.want_sq = got.size, want_sq
+        with np.errstate(all="ignore"):  # inf/nan in candidates are expected and reported
+            self.got_sq, self.dot = float(got @ got), float(want @ got)
+            diff = got - want
+            self.err_sq = float(diff @ diff)
+            # got @ got is finite only where every value is (squares of float32 range and
+            # their sum stay far below float64's overflow): the common case skips a pass
+            self.nonfinite = 0 if np.isfinite(self.got_sq) else int(
+                got.size - np.count_nonzero(np.isfinite(got)))
+            self.absdiff = np.abs(diff, out=diff)
+            self.reldiff = np.divide(self.absdiff, magnitude)
+            # NaN errors become inf, infinite ones the largest float (np.nan_to_num's rule)
+            if self.nonfinite:
+                self.reldiff[self.absdiff == 0] = 0.0
+                np.nan_to_num(self.reldiff, copy=False, nan=np.inf)
+                np.nan_to_num(self.absdiff, copy=False, nan=np.inf)
+            elif zeros.size:  # 0/0 is no error; x/0 an infinite one
+                self.reldiff[zeros] = np.where(self.absdiff[zeros] == 0, 0.0, _MAX)
+
+    def mismatched(self, atol: float, rtol: float) -> int:
+        return int(np.count_nonzero((self.absdiff > atol) & (self.reldiff > rtol)))
+
+
+def _figures(parts: list[_Errors]) -> dict[str, float]:
+    """Max/mean abs and rel error, relative L2 error, cosine, NaN/Inf count, over ``parts``
+    together (as over their concatenation)."""
+    size = sum(p.size for p in parts)
+    nonfinite = sum(p.nonfinite for p in parts)
+    want_sq, got_sq = sum(p.want_sq for p in parts), sum(p.got_sq for p in parts)
+    if nonfinite:
+        rel_l2, cosine = np.inf, 0.0
+    else:
+        err = float(np.sqrt(sum(p.err_sq for p in parts)))
+        norm_want = float(np.sqrt(want_sq))
+        rel_l2 = err / norm_want if norm_want > 0 else (0.0 if err == 0 else np.inf)
+        norm = norm_want * float(np.sqrt(got_sq))
+        cosine = sum(p.dot for p in parts) / norm if norm > 0 else (1.0 if err == 0 else 0.0)
+    with np.errstate(all="ignore"):  # sums of the largest floats overflow to inf
+        mean_abs = sum(float(p.absdiff.sum()) for p in parts) / size if size else 0.0
+        mean_rel = sum(float(p.reldiff.sum()) for p in parts) / size if size else 0.0
+    return {
+        "max_abs": max((float(p.absdiff.max(initial=0.0)) for p in parts), default=0.0),
+        "mean_abs": mean_abs,
+        "max_rel": max((float(p.reldiff.max(initial=0.0)) for p in parts), default=0.0),
+        "mean_rel": mean_rel,
+        "rel_l2": float(rel_l2),
+        "cosine": float(cosine),
+        "nonfinite": nonfinite,
+    }
+
+
 def error_arrays(want, got) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Elementwise absolute and relative errors of one tensor, and its summary figures.
 
     Shared by the checks and the per-layer profile (profile.py), so both report the same
     figures: max/mean abs and rel error, relative L2 error, cosine, NaN/Inf count.
     """
-    want = np.asarray(want, np.float64).ravel()
-    got = np.asarray(got, np.float64).ravel()
-    with np.errstate(all="ignore"):  # inf/nan in candidates are expected and reported
-        nonfinite = int(got.size - np.isfinite(got).sum())
-        absdiff = np.abs(got - want)
-        reldiff = np.nan_to_num(np.where(absdiff == 0, 0.0, absdiff / np.abs(want)), nan=np.inf)
-        absdiff = np.nan_to_num(absdiff, nan=np.inf)
-        norm_want = float(np.linalg.norm(want))
-        if nonfinite:
-            rel_l2, cosine = np.inf, 0.0
-        else:
-            err = float(np.linalg.norm(got - want))
-            rel_l2 = err / norm_want if norm_want > 0 else (0.0 if err == 0 else np.inf)
-            norm = norm_want * float(np.linalg.norm(got))
-            cosine = float(np.dot(want, got) / norm) if norm > 0 else (1.0 if err == 0 else 0.0)
-        figures = {
-            "max_abs": float(absdiff.max(initial=0.0)),
-            "mean_abs": float(absdiff.mean()) if absdiff.size else 0.0,
-            "max_rel": float(reldiff.max(initial=0.0)),
-            "mean_rel": float(reldiff.mean()) if reldiff.size else 0.0,
-            "rel_l2": float(rel_l2),
-            "cosine": cosine,
-            "nonfinite": nonfinite,
-        }
-    return absdiff, reldiff, figures
+    errors = _Errors(*_Golden()(want), got)
+    return errors.absdiff, errors.reldiff, _figures([errors])
 
 
-def _per_iteration(spec: CheckSpec, name: str, golden, outputs, pooled: dict):
+def _per_iteration(spec: CheckSpec, name: str, parts: list[_Errors], pooled: dict) -> str:
     """Judge each sample alone, as ``polygraphy run`` does; the pooled figures stay for
     reporting, with the number of failing iterations and the first failure's reason."""
     failed, first = 0, ""
-    for i, (g, o) in enumerate(zip(golden, outputs)):
-        _, reason = _compare(spec, name, np.asarray(g[name], np.float64).ravel(),
-                             np.asarray(o[name], np.float64).ravel())
+    for i, part in enumerate(parts):
+        _, reason = _compare(spec, name, [part])
         if reason:
             failed += 1
             first = first or f"iteration {i}: {reason}"
     pooled["failed_iterations"] = failed
-    return pooled, (f"{first} ({failed} of {len(golden)} iterations fail)" if failed else "")
+    return f"{first} ({failed} of {len(parts)} iterations fail)" if failed else ""
 
 
-def _compare(spec: CheckSpec, name: str, want: np.ndarray, got: np.ndarray):
-    absdiff, reldiff, figures = error_arrays(want, got)
+def _compare(spec: CheckSpec, name: str, parts: list[_Errors]):
+    figures = _figures(parts)
     nonfinite, cosine = figures["nonfinite"], figures["cosine"]
     atol, rtol = spec.tol("atol", name), spec.tol("rtol", name)
     if nonfinite:
         return figures, f"{name}: {nonfinite} NaN/Inf values"
     stat = spec.stat_of(name)
     if stat == "elemwise":
-        bad = int(((absdiff > atol) & (reldiff > rtol)).sum())
+        bad = sum(p.mismatched(atol, rtol) for p in parts)
         figures["mismatched"] = bad
         if bad:
             return figures, f"{name}: {bad} elements exceed atol {atol:g} and rtol {rtol:g}"
     else:
-        a, r = _stat(spec, stat, absdiff), _stat(spec, stat, reldiff)
+        pooled = (lambda key: getattr(parts[0], key)) if len(parts) == 1 else (
+            lambda key: np.concatenate([getattr(p, key) for p in parts]))
+        a, r = _stat(spec, stat, pooled("absdiff")), _stat(spec, stat, pooled("reldiff"))
         figures[f"{stat}_abs"], figures[f"{stat}_rel"] = a, r
         if a > atol and r > rtol:
             return figures, f"{name}: {stat} error {a:.3g} abs / {r:.3g} rel over tolerance"

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distprec.checks import CheckSpec, make_check, parse_stats, parse_tolerances, verdict_of
+from distprec.checks import (
+    CheckSpec,
+    error_arrays,
+    make_check,
+    parse_stats,
+    parse_tolerances,
+    verdict_of,
+)
 from distprec.errors import InputError
 
 
@@ -188,3 +195,33 @@ def test_verdicts_a_check_may_return(value, want):
 def test_anything_else_is_not_a_verdict(value):
     with pytest.raises(TypeError):
         verdict_of(value)
+
+
+@pytest.mark.parametrize("stat", ["elemwise", "max", "median"])
+def test_pooled_figures_are_those_of_the_samples_concatenated(stat):
+    # Each sample's errors are computed once and the pooled figures combined from their
+    # sums: they must be the figures of one tensor holding every sample, zeros, exact
+    # values and a relative error against a golden zero included.
+    rng = np.random.default_rng(3)
+    golden = [{"y": rng.normal(size=40)} for _ in range(3)]
+    for g in golden:
+        g["y"][::7] = 0.0
+    outputs = [{"y": g["y"] + rng.normal(scale=0.1, size=40)} for g in golden]
+    outputs[1]["y"][:5] = golden[1]["y"][:5]
+    spec = CheckSpec(atol=(("", 0.05),), rtol=(("", 0.05),), stat=stat, pooling="pooled")
+    pooled = make_check(spec)(golden, outputs).outputs["y"]
+    joined = error_arrays(np.concatenate([g["y"] for g in golden]),
+                          np.concatenate([o["y"] for o in outputs]))[2]
+    for name, value in joined.items():
+        assert pooled[name] == pytest.approx(value, rel=1e-12), name
+    assert pooled["max_rel"] == np.finfo(np.float64).max  # x / 0, as np.nan_to_num gives
+
+
+def test_one_check_judges_against_each_golden_it_is_given():
+    # The check caches each golden tensor's float64 form by the array's identity: a new
+    # golden must not be judged against the one before.
+    check = make_check(CheckSpec(atol=(("", 0.1),), rtol=(("", 0.0),)))
+    got = [{"y": np.ones(4, np.float32)}]
+    assert check([{"y": np.ones(4, np.float32)}], got)
+    assert not check([{"y": np.zeros(4, np.float32)}], got)
+    assert check([{"y": np.ones(4, np.float32)}], got)
