@@ -126,10 +126,12 @@ MAX_PLANS_PER_CALL = 8
 #: tried only where an If's overhead leaves it a chance (``worth_gating``): a trial costs a
 #: session build (33 s on layout_cdla on the H200). The overhead, seconds a layer and
 #: sample, measured on runs of 2 samples: 2 CPU cores, planted_mlp(100) gated 7.85 ms
-#: against 0.20 ms FP32 over 412 layers (9 us); H200, ultraface gated 144.3 ms against
-#: 3.7 ms over 126 layers (0.56 ms).
+#: against 0.20 ms FP32 over 412 layers (9 us); H200 under HEURISTIC convs (DEFAULT ones
+#: add a per-call cost that hides it), the all-FP32 plan gated against the FP32 model: 4.03
+#: against 2.42 ms over 126 layers on ultraface (6 us), 69.4 against 11.6 ms over 613 on
+#: layout_cdla (47 us). An earlier 0.56 ms was DEFAULT convs' cost outside a CUDA graph.
 GATE_GAIN = 0.8
-IF_COST_S = {"cpu": 1e-5, "cuda": 6e-4}
+IF_COST_S = {"cpu": 1e-5, "cuda": 5e-5}
 
 
 class Evaluator:
