@@ -187,8 +187,8 @@ def test_through_the_switchboard_a_plan_is_profiled_only_when_asked(planted):
 @pytest.mark.parametrize("where_ms,layers,device,worth", [
     (26.0, 126, "cpu", True),  # ultraface on 2 CPU cores: gated measured 13 ms
     (0.55, 412, "cpu", False),  # planted_mlp(100): 412 Ifs cost more than the Where form
-    (58.0, 126, "cuda", False),  # ultraface on an H200: 76 ms of If overhead alone
-    (80.0, 61, "cuda", True),  # candy, one sample on an H200: 37 ms could still win
+    (20.0, 613, "cuda", False),  # layout_cdla on an H200: 31 ms of If overhead alone
+    (25.9, 61, "cuda", True),  # candy, one sample on an H200: gated measured 13 ms
     (1.0, 10, "tpu", True),  # no measured overhead: the clock decides
 ])
 def test_the_gated_form_is_tried_only_where_its_if_overhead_leaves_room(
@@ -393,9 +393,11 @@ class _Shares:
     (_Shares(*(1 / 2 ** i for i in range(10))), MAX_PLANS_PER_RUN),  # overhead only
     (_Shares(1, 0.5, 0.25, 0.125), 8),  # memory ends the doubling
     (_Shares(), 1),  # even one plan a run fails: one plan a run it is
-    (_Shares(1, 1, 0.1), 1),  # no gain from 2: 4 is never tried
-    (_Shares(1.0, 0.9, 0.82), 2),  # 10 % cheaper is worth it, 9 % is not
-    (_Shares(1.3, 0.8, 0.55, 0.425, 0.3625, 0.33125, 0.3), 16),  # 1 / p + 0.3
+    (_Shares(1, 1, 0.1), 4),  # one size without gain is forgiven (timing noise)
+    (_Shares(1, 1, 1, 0.1), 1),  # two in a row end it: 8 is never tried
+    (_Shares(1, 0.5, 0.5, 0.44, 0.44, 0.44), 8),  # 8 gains 12 % on 2: 4's miss is reset
+    (_Shares(1.0, 0.9, 0.82, 0.82), 2),  # 10 % cheaper is worth it, 9 % is not
+    (_Shares(1.3, 0.8, 0.55, 0.425, 0.3625, 0.335, 0.33), 16),  # 1 / p + 0.3, about
 ])
 def test_plans_per_run_doubles_while_a_plan_gets_10_percent_cheaper(shares, best):
     assert plans_per_run(shares) == best
