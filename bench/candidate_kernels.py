@@ -5,7 +5,11 @@ HEURISTIC with ONNX Runtime's conv-activation fusion off (a fused conv is a cuDN
 frontend graph, the suspect of its "No execution plans support the graph" errors),
 against the switchboard's verdicts under HEURISTIC.
 
+With --phases, where a candidate's time goes instead: session creation, first run and
+second run of the all-low and a mixed candidate, per conv search and CUDA provider option.
+
 Run:  python bench/candidate_kernels.py ultraface_rfb320 [candy ...]   (DISTPREC_MODELS)
+      python bench/candidate_kernels.py --phases ultraface_rfb320
 """
 
 from __future__ import annotations
@@ -38,9 +42,39 @@ def unfused_session(model, search: str):
         disabled_optimizers=["ConvActivationFusion"])
 
 
+VARIANTS = {  # label -> CUDA provider options over cuda_provider_options(search)
+    "DEFAULT": ("DEFAULT", {}),
+    "HEURISTIC": ("HEURISTIC", {}),
+    "HEURISTIC tf32": ("HEURISTIC", {"use_tf32": 1}),
+    "HEURISTIC max workspace 0": ("HEURISTIC", {"cudnn_conv_use_max_workspace": 0}),
+    "EXHAUSTIVE": ("EXHAUSTIVE", {}),
+}
+
+
+def phases(name: str, setup, plans) -> None:
+    ev = Evaluator(setup, OrtBackend("cuda"))
+    for label, (search, extra) in VARIANTS.items():
+        for kind, keep in plans.items():
+            model = ev.candidate(keep).SerializeToString()
+            opts = ort.SessionOptions()
+            opts.use_deterministic_compute = True
+            opts.log_severity_level = 4
+            t0 = time.perf_counter()
+            session = ort.InferenceSession(model, opts, providers=[
+                ("CUDAExecutionProvider", {**cuda_provider_options(search), **extra})])
+            t1 = time.perf_counter()
+            session.run(None, setup.feeds[0])
+            t2 = time.perf_counter()
+            session.run(None, setup.feeds[0])
+            t3 = time.perf_counter()
+            print(f"{name} {label} {kind}: session {(t1 - t0) * 1e3:.0f} ms, first run "
+                  f"{(t2 - t1) * 1e3:.0f} ms, second run {(t3 - t2) * 1e3:.1f} ms", flush=True)
+
+
 def main() -> None:
     checks = {spec[0].removesuffix(".onnx"): spec[1] for spec in COST_CASES.values() if spec}
-    for name in sys.argv[1:]:
+    only_phases = "--phases" in sys.argv
+    for name in [a for a in sys.argv[1:] if a != "--phases"]:
         inputs = cases(Path("/tmp"))["candy-fp16"][3] if name == "candy" else None
         cfg = SearchConfig(model=str(MODELS / f"{name}.onnx"), precision="fp16", samples=2,
                            device="cuda", inputs=inputs, check=checks[name],
@@ -48,6 +82,9 @@ def main() -> None:
         prep = prepare(cfg)
         setup = prep.setup(cfg)
         plans = random_plans(prep.searchable, 8)[1:-1]  # mixed ones only
+        if only_phases:
+            phases(name, setup, {"all-low": frozenset(), "mixed": plans[2]})
+            continue
         switch = Evaluator(setup, OrtBackend("cuda"))
         switch.switch_conv_search = "HEURISTIC"
         switch.warm_up()
