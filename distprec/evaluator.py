@@ -225,10 +225,10 @@ class Evaluator:
         between the forms, as between a CUDA graph and a plain run of one form; the answer
         is confirmed on candidates either way.
 
-        Measured: the Where form computes every layer twice (candy on an H200: 12.6x one
-        FP32 inference), an If costs its overhead per layer (2 CPU cores: the gated form
-        halves ultraface's and candy's cost and loses on the 412-layer planted MLP; H200:
-        about 0.6 ms an If and sample, a loss on every model measured).
+        Measured: the Where form computes every layer twice, an If costs its overhead per
+        layer (2 CPU cores: the gated form halves ultraface's and candy's cost and loses on
+        the 412-layer planted MLP; H200: it halves candy's, 13 against 26 ms a plan, and
+        loses to every Where form replayed as a CUDA graph, which is not tried against).
         """
         board, pad = self.switchboard, self._switch_pad
         if pad:  # measured on an H200: a Where form replayed as a CUDA graph beat the

@@ -21,9 +21,9 @@ The gated form (``gated=True``, one plan per run): each searchable layer becomes
 whose branches are its high and its low copy, so a run computes each layer once, in the
 precision its plan gives it, where the Where form computes it twice and adds a Cast pair
 and a Where per layer on full-size activations. Which costs less depends on the runtime:
-on 2 CPU cores the gated form halved ultraface's and candy's cost, on an H200 an If costs
-about 0.6 ms a sample and the Where form won on every model; so the evaluator times both forms and
-keeps the cheaper. Each layer's bit is a scalar BOOL input of its own
+on 2 CPU cores the gated form halved ultraface's and candy's cost, on an H200 candy's (a
+Where form replayed as one CUDA graph won everywhere else); so the evaluator times both
+forms and keeps the cheaper. Each layer's bit is a scalar BOOL input of its own
 (``gate_input``): ONNX Runtime reads an If's condition on the host, and a bit sliced from
 one plan tensor on the GPU would be copied back layer by layer. Layers inside bodies and
 INT8 keep the Where form.
