@@ -17,6 +17,7 @@ from planted_helpers import PLANTS, make_evaluator
 from distprec import evaluator as evaluator_module
 from distprec.candidates.backends import OrtBackend
 from distprec.candidates.model import prepare_model
+from distprec.candidates.switchboard import build_switchboard
 from distprec.checks import CheckSpec
 from distprec.data import input_specs, random_feeds
 from distprec.demo import planted_cnn, planted_mlp
@@ -213,6 +214,22 @@ def test_the_gated_form_is_kept_only_where_its_plan_runs_cheaper(monkeypatch, ga
     evaluations = ev.evaluate_many(plans)
     assert [e.verdict.passed for e in evaluations[:3]] == [False, True, True]
     _same_as_candidates(ev, evaluations)
+
+
+def test_no_gated_trial_against_a_where_form_on_a_cuda_graph(monkeypatch):
+    """A Where form replayed as a CUDA graph (``_switch_pad`` set) beat the gated form on
+    every model measured on an H200: even where the clock would keep the gated form, it
+    is not tried (no session is built for it)."""
+    monkeypatch.setattr(evaluator_module, "IF_COST_S", {})
+    monkeypatch.setattr(evaluator_module, "GATE_GAIN", 1e9)
+    ev = _evaluator(planted_cnn(blocks=3).model, evaluate="switchboard")
+    assert ev.switchboard.gated  # no graph on the CPU: the gated form was kept
+    args = (ev.model, ev.setup.searchable, ev.setup.precision)
+    where = build_switchboard(*args, emulate=ev.emulate)
+    ev.switchboard, ev._switch_session = where, ev._load_switch(where.model)
+    ev._switch_pad, note = 1, ev.switch_note
+    ev._try_gated(args, {"emulate": ev.emulate})
+    assert ev.switchboard is where and not ev.switchboard.gated and ev.switch_note == note
 
 
 def test_a_free_batch_axis_runs_many_plans_in_one_batch(planted):
