@@ -270,9 +270,8 @@ def _compare(spec: CheckSpec, name: str, parts: list[_Errors]):
         if bad:
             return figures, f"{name}: {bad} elements exceed atol {atol:g} and rtol {rtol:g}"
     else:
-        pooled = (lambda key: getattr(parts[0], key)) if len(parts) == 1 else (
-            lambda key: np.concatenate([getattr(p, key) for p in parts]))
-        a, r = _stat(spec, stat, pooled("absdiff")), _stat(spec, stat, pooled("reldiff"))
+        a, r = (_stat(spec, stat, np.concatenate([getattr(p, key) for p in parts]))
+                for key in ("absdiff", "reldiff"))
         figures[f"{stat}_abs"], figures[f"{stat}_rel"] = a, r
         if a > atol and r > rtol:
             return figures, f"{name}: {stat} error {a:.3g} abs / {r:.3g} rel over tolerance"

@@ -129,7 +129,8 @@ MAX_PLANS_PER_CALL = 8
 #: against 0.20 ms FP32 over 412 layers (9 us); H200 under HEURISTIC convs (DEFAULT ones
 #: add a per-call cost that hides it), the all-FP32 plan gated against the FP32 model: 4.03
 #: against 2.42 ms over 126 layers on ultraface (6 us), 69.4 against 11.6 ms over 613 on
-#: layout_cdla (47 us). An earlier 0.56 ms was DEFAULT convs' cost outside a CUDA graph.
+#: layout_cdla (47 us, rounded up to 50). An earlier 0.56 ms was DEFAULT convs' cost
+#: outside a CUDA graph, not the If's.
 GATE_GAIN = 0.8
 IF_COST_S = {"cpu": 1e-5, "cuda": 5e-5}
 
@@ -227,8 +228,8 @@ class Evaluator:
 
         Measured: the Where form computes every layer twice, an If costs its overhead per
         layer (2 CPU cores: the gated form halves ultraface's and candy's cost and loses on
-        the 412-layer planted MLP; H200: it halves candy's, 13 against 26 ms a plan, and
-        loses to every Where form replayed as a CUDA graph, which is not tried against).
+        the 412-layer planted MLP; H200: it halves candy's, 13 against 26 ms a plan, and a
+        Where form replayed as a CUDA graph beat it on every model, so none is tried there).
         """
         board, pad = self.switchboard, self._switch_pad
         if pad:  # measured on an H200: a Where form replayed as a CUDA graph beat the
