@@ -201,9 +201,17 @@ class _Errors:
                 np.nan_to_num(self.absdiff, copy=False, nan=np.inf)
             elif zeros.size:  # 0/0 is no error; x/0 an infinite one
                 self.reldiff[zeros] = np.where(self.absdiff[zeros] == 0, 0.0, _MAX)
+            # reduced once: per-iteration judging reads them again for the pooled figures
+            self.max_abs = float(self.absdiff.max(initial=0.0))
+            self.max_rel = float(self.reldiff.max(initial=0.0))
+            self.sum_abs, self.sum_rel = float(self.absdiff.sum()), float(self.reldiff.sum())
+        self._mismatched: dict[tuple[float, float], int] = {}
 
     def mismatched(self, atol: float, rtol: float) -> int:
-        return int(np.count_nonzero((self.absdiff > atol) & (self.reldiff > rtol)))
+        if (atol, rtol) not in self._mismatched:
+            self._mismatched[atol, rtol] = int(np.count_nonzero(
+                (self.absdiff > atol) & (self.reldiff > rtol)))
+        return self._mismatched[atol, rtol]
 
 
 def _figures(parts: list[_Errors]) -> dict[str, float]:
@@ -220,14 +228,11 @@ def _figures(parts: list[_Errors]) -> dict[str, float]:
         rel_l2 = err / norm_want if norm_want > 0 else (0.0 if err == 0 else np.inf)
         norm = norm_want * float(np.sqrt(got_sq))
         cosine = sum(p.dot for p in parts) / norm if norm > 0 else (1.0 if err == 0 else 0.0)
-    with np.errstate(all="ignore"):  # sums of the largest floats overflow to inf
-        mean_abs = sum(float(p.absdiff.sum()) for p in parts) / size if size else 0.0
-        mean_rel = sum(float(p.reldiff.sum()) for p in parts) / size if size else 0.0
     return {
-        "max_abs": max((float(p.absdiff.max(initial=0.0)) for p in parts), default=0.0),
-        "mean_abs": mean_abs,
-        "max_rel": max((float(p.reldiff.max(initial=0.0)) for p in parts), default=0.0),
-        "mean_rel": mean_rel,
+        "max_abs": max((p.max_abs for p in parts), default=0.0),
+        "mean_abs": sum(p.sum_abs for p in parts) / size if size else 0.0,
+        "max_rel": max((p.max_rel for p in parts), default=0.0),
+        "mean_rel": sum(p.sum_rel for p in parts) / size if size else 0.0,
         "rel_l2": float(rel_l2),
         "cosine": float(cosine),
         "nonfinite": nonfinite,
