@@ -510,28 +510,26 @@ def plans_per_call(each: float) -> int:
     return max(1, min(MAX_PLANS_PER_CALL, int(CALL_S / max(each, 1e-6))))
 
 
-def plans_per_run(share: Callable[[int], float], patience: int = 1) -> int:
+def plans_per_run(share: Callable[[int], float]) -> int:
     """Double the batch while a plan's share of a run, ``share(plans)`` seconds, falls by
-    10 % or more against the best so far, up to ``MAX_PLANS_PER_RUN``; ``patience`` sizes
-    in a row that do not are forgiven (a noisy timing on 2 shared CPU cores once ended
-    the doubling at 2 or 4 plans where 16 or 64 were worth it).
+    10 % or more, up to ``MAX_PLANS_PER_RUN``.
 
+    The first size that gains less ends it: a larger batch also changes the kernels, and
+    on an H200 candy's 4 stacked plans (chosen when one such size was forgiven as timing
+    noise) gave 10 verdicts its candidates did not, where single runs gave none.
     Memory bounds it too: a batch that fails to run (out of memory) ends the doubling.
     Apart from the clock (``share``) so that the rule can be tested on given costs.
     """
-    best, best_share, misses = 1, None, 0
+    best, best_share = 1, None
     p = 1
     while p <= MAX_PLANS_PER_RUN:
         try:
             each = share(p)
         except Exception:
             break
-        if best_share is None or each <= 0.9 * best_share:
-            best, best_share, misses = p, each, 0
-        else:
-            misses += 1
-            if misses > patience:
-                break
+        if best_share is not None and each > 0.9 * best_share:
+            break
+        best, best_share = p, each
         p *= 2
     return best
 
