@@ -33,7 +33,7 @@ STRATEGY_TESTS = ["tests/test_strategies_prefix.py", "tests/test_strategies_mini
                   "tests/test_strategies_properties.py"]
 #: module -> the tests that cover it (run in this order, fastest first)
 MODULES: dict[str, list[str]] = {
-    "distprec/checks.py": ["tests/test_checks.py"],
+    "distprec/checks.py": ["tests/test_checks.py", "tests/test_tolerance_names.py"],
     "distprec/atomic.py": ["tests/test_atomic.py"],
     # worst-first and sensitivity read the Info that tell() records
     "distprec/strategies/base.py": [*STRATEGY_TESTS, "tests/test_strategies_worst_first.py",

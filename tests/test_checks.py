@@ -7,10 +7,12 @@ import pytest
 
 from distprec.checks import (
     CheckSpec,
+    _Golden,
     error_arrays,
     make_check,
     parse_stats,
     parse_tolerances,
+    refuse_bad_check_func,
     verdict_of,
 )
 from distprec.errors import InputError
@@ -225,3 +227,43 @@ def test_one_check_judges_against_each_golden_it_is_given():
     assert check([{"y": np.ones(4, np.float32)}], got)
     assert not check([{"y": np.zeros(4, np.float32)}], got)
     assert check([{"y": np.ones(4, np.float32)}], got)
+
+
+def test_nonfinite_figures_count_and_saturate_as_before():
+    # One NaN and one inf among finite values: counted once each; an infinite error is the
+    # largest float and 0/0 no error (np.nan_to_num's rule, as distprec always reported).
+    want, got = [0.0, 1.0, 2.0, 3.0], [0.0, np.inf, 2.0, np.nan]
+    figures = run(CheckSpec(), want, got).outputs["y"]
+    assert figures["nonfinite"] == 2
+    assert figures["max_abs"] == np.inf  # the NaN's error
+    only_inf = run(CheckSpec(), [0.0, 1.0], [0.0, np.inf]).outputs["y"]
+    big = np.finfo(np.float64).max
+    assert only_inf["max_abs"] == big and only_inf["max_rel"] == big
+
+
+def test_golden_tensors_are_converted_once_and_the_cache_is_bounded():
+    golden = _Golden()
+    array = np.arange(4, dtype=np.float32)
+    assert golden(array)[0] is golden(array)[0]  # the same float64 copy, not a new one
+    kept = [np.ones(2) for _ in range(300)]  # a caller judging against ever new goldens
+    for a in kept:
+        golden(a)
+    assert len(golden._cache) <= 256
+
+
+def test_a_check_function_is_tried_on_a_copy_of_golden(tmp_path):
+    script = tmp_path / "metric.py"
+    script.write_text("def check(golden, outputs):\n"
+                      "    outputs[0]['y'][:] = 7.0  # scribbles on what it was given\n"
+                      "    return True\n"
+                      "def never(golden, outputs):\n"
+                      "    return False\n")
+    golden = [{"y": np.zeros(3, np.float32)}]
+    refuse_bad_check_func(str(script), golden)  # passes: no error, default name "check"
+    assert not golden[0]["y"].any()  # the driver's golden outputs are untouched
+    with pytest.raises(InputError, match="metric.py:never: check function fails"):
+        refuse_bad_check_func(f"{script}:never", golden)
+    strict = tmp_path / "strict.py"
+    strict.write_text("def check(golden, outputs):\n    return False\n")
+    with pytest.raises(InputError, match="strict.py:check: check function fails"):
+        refuse_bad_check_func(str(strict), golden)  # no name given: the default is named
