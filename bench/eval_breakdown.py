@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import functools
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpu import DEVICE, MODELS, cases  # noqa: E402
-from switchboard import COST_CASES  # noqa: E402
+from switchboard import COST_CASES, timed  # noqa: E402
 
 from distprec.candidates.backends import OrtBackend  # noqa: E402
 from distprec.candidates.switchboard import build_switchboard  # noqa: E402
@@ -25,16 +24,9 @@ from distprec.checks import make_check  # noqa: E402
 from distprec.search import SearchConfig, prepare  # noqa: E402
 
 
-def ms(fn, *args, repeat: int = 10) -> str:
-    """Milliseconds of the best of ``repeat`` calls after a warm-up call."""
-    call = functools.partial(fn, *args)
-    call()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return f"{min(times) * 1e3:.2f}"
+def ms(fn, *args) -> str:
+    """Milliseconds of the best of 10 calls after a warm-up call."""
+    return f"{timed(functools.partial(fn, *args), 10, min) * 1e3:.2f}"
 
 
 def main() -> None:

@@ -9,10 +9,10 @@ Run:  python bench/placement.py candy [--no-profile]   (a model of DISTPREC_MODE
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import onnxruntime as ort  # noqa: E402
 from gpu import MODELS, cases  # noqa: E402
+from switchboard import timed  # noqa: E402
 
 from distprec.candidates.backends.ort import cuda_provider_options  # noqa: E402
 from distprec.candidates.switchboard import build_switchboard  # noqa: E402
@@ -43,13 +44,8 @@ def timing(model, feeds, label: str) -> None:
     row = []
     for search in ("DEFAULT", "HEURISTIC", "EXHAUSTIVE"):
         for det in (False, True):
-            sess = session(model, det, search=search)
-            sess.run(None, feeds)
-            best = float("inf")
-            for _ in range(10):
-                t0 = time.perf_counter()
-                sess.run(None, feeds)
-                best = min(best, time.perf_counter() - t0)
+            best = timed(functools.partial(session(model, det, search=search).run, None,
+                                           feeds), 10, min)
             row.append(f"{search} det {int(det)}: {best * 1e3:.2f} ms")
     print(f"{label}: " + ", ".join(row), flush=True)
 

@@ -61,15 +61,15 @@ def random_plans(layers, k: int, seed: int = 0) -> list[frozenset]:
     return plans
 
 
-def timed(fn, repeat: int) -> float:
-    """Median seconds of ``repeat`` calls after one warm-up call."""
+def timed(fn, repeat: int, reduce=statistics.median) -> float:
+    """Seconds of ``repeat`` calls after one warm-up call: their median, or ``reduce``."""
     fn()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return reduce(times)
 
 
 #: --forms: the Where form alone, the gated form forced, or the evaluator's timed choice
