@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from distprec.candidates.backends import BACKENDS
+from distprec.candidates.backends.ort import CONV_SEARCHES
 from distprec.checks import POOLING, STATS, CheckSpec, parse_stats, parse_tolerances
 from distprec.devices import KINDS, MODEL_FILE
 from distprec.errors import InputError, SearchError
@@ -118,14 +119,16 @@ def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--evaluate", default="auto", choices=("auto", "switchboard", "candidate"),
                    help="switchboard: plans as inputs of one prebuilt model, answers confirmed "
                    "on real candidates; candidate: every plan rewritten and built; auto "
-                   "(default): the switchboard wherever it can be built")
+                   "(default): each worker starts on candidates, builds the switchboard "
+                   "beside them and keeps the path that measures cheaper per plan")
     g.add_argument("--plans-per-run", type=int, help="switchboard: plans evaluated by one run "
                    "where the batch axis is free (default: chosen by timing)")
-    g.add_argument("--switch-kernels", default="matched", choices=("matched", "fast"),
-                   help="switchboard on CUDA: matched (default: the candidates' convolution "
-                   "kernels) or fast (cuDNN HEURISTIC convolutions, up to 9x cheaper plans on "
-                   "conv models, but more disagreements with candidates at tight tolerances; "
-                   "matched after the first)")
+    g.add_argument("--conv-search", default="exhaustive", type=str.upper,
+                   choices=CONV_SEARCHES, metavar="exhaustive|heuristic|default",
+                   help="CUDA: cuDNN's convolution algorithm search, for candidates and "
+                   "switchboard alike: exhaustive (default: ONNX Runtime's own, what a model "
+                   "deployed on its CUDA provider runs), heuristic, or default (one fixed "
+                   "algorithm); set it to what your deployment sets")
     g.add_argument("--workers-per-gpu", type=int, default=1, metavar="K",
                    help="evaluators sharing each GPU (default 1)")
 
@@ -292,7 +295,7 @@ def _config(a: argparse.Namespace):
         sensitivity=getattr(a, "sensitivity", "lower"),
         layer_errors=getattr(a, "layer_errors", "final"),
         evaluate=getattr(a, "evaluate", "auto"), plans_per_run=getattr(a, "plans_per_run", None),
-        switch_kernels=getattr(a, "switch_kernels", "matched"),
+        conv_search=getattr(a, "conv_search", "EXHAUSTIVE"),
         workers_per_gpu=getattr(a, "workers_per_gpu", 1),
         backend=getattr(a, "backend", "ort"), build_timeout=getattr(a, "build_timeout", None),
         **({"eval_timeout": a.eval_timeout, "max_restarts": a.max_restarts,

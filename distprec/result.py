@@ -78,8 +78,10 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         ],
         "environment": {"distprec": __version__, "python": platform.python_version()},
     }
-    result["evaluation"] = ({"mode": "switchboard", **report.confirmation.record()}
+    result["evaluation"] = ({"mode": cfg.evaluate, **report.confirmation.record()}
                             if report.confirmation else {"mode": "candidate"})
+    result["evaluation"]["kernels"] = {"conv_search": cfg.conv_search.upper()} \
+        if report.device == "cuda" else {"cpu": "the CPU provider's fixed kernels"}
     if report.layer_errors is not None:
         result["layer_errors_plan"] = report.layer_errors_plan
         result["layer_errors"] = {name: report.layer_errors[name]

@@ -122,12 +122,17 @@ def summary_table(result: dict) -> Table:
                   + "".join(f", {x}" for x in extra))
     table.add_row("rounds", str(result["rounds"]))
     how = result.get("evaluation") or {}
-    if how.get("mode") == "switchboard":
-        wrong = len(how["disagreements"])
+    if how.get("mode") in ("switchboard", "auto"):
+        wrong, edges = len(how["disagreements"]), how.get("edge_verdicts", 0)
+        done, needed = how.get("removals_confirmed", (0, 0))
         table.add_row("verdicts", f"{how['switchboard_verdicts']} switchboard, "
                       f"{how['candidate_verdicts']} real candidates (confirming, "
                       f"{how['confirm_s']:.1f} s); {wrong} disagreement(s)"
-                      + ("" if how["confirmed"] else "; answer NOT confirmed"))
+                      + (f", {edges} of them edge verdicts (within kernel noise)" if edges
+                         else "")
+                      + ("" if how["confirmed"] else "; answer NOT confirmed")
+                      + (f"; minimality confirmed on {done} of {needed} single removals "
+                         "(the rest on the switchboard)" if done < needed else ""))
     search_s, answer_s = result.get("search_s"), how.get("answer_confirmed_s")
     times = [f"search {search_s:.1f} s"] if isinstance(search_s, (int, float)) else []
     times += [f"answer confirmed at {answer_s:.1f} s"] if answer_s is not None else []
