@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "here (built again in this process; engines are otherwise never written)")
     p.add_argument("--no-live", action="store_true", help="plain log lines, no live view")
     p.add_argument("--report", metavar="HTML", help="also write the HTML report (and its PNG "
-                   "figures next to it) at the end; needs matplotlib")
+                   "figures next to it) at the end")
     _add_log_arg(p)
     _add_fault_args(p)
 
@@ -586,12 +586,8 @@ def _check_output_path(path: str | None) -> None:
 
 
 def _check_report_path(path: str | None) -> None:
-    if not path:
-        return
-    from distprec.view.report import require_matplotlib
-
-    _check_output_path(path)
-    require_matplotlib()
+    if path:
+        _check_output_path(path)
 
 
 COMMANDS = {"layers": cmd_layers, "golden": cmd_golden, "search": cmd_search,
