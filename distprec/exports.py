@@ -241,14 +241,15 @@ def ort_ranges(ranges_json: str) -> dict[str, tuple[float, float]]:
 
 def write_exports(result_path: str | Path, result: dict, source_model: str, precision: str,
                   check: CheckSpec, feeds: list[Feed], golden: list[Feed],
-                  ranges_json: str | None) -> list[str]:
+                  ranges_json: str | None, runner: str | None = None) -> list[str]:
     """Files beside result.json so the commands reproduce the test: Polygraphy inputs and
-    golden outputs, and for INT8 TensorRT's calibration cache. Updates the commands."""
+    golden outputs (under the user's runner name, where the golden came from Polygraphy),
+    and for INT8 TensorRT's calibration cache. Updates the commands."""
     base = Path(result_path)
     stem = base.with_suffix("")
     inputs, outputs = Path(f"{stem}.inputs.json"), Path(f"{stem}.golden.json")
     write_polygraphy_inputs(inputs, feeds)
-    write_polygraphy_outputs(outputs, golden)
+    write_polygraphy_outputs(outputs, golden, runner or "distprec-fp32-reference")
     files = [str(inputs), str(outputs)]
     calib = None
     if precision == "int8" and ranges_json:
