@@ -371,6 +371,7 @@ def cmd_layers(a: argparse.Namespace) -> int:
 def cmd_golden(a: argparse.Namespace) -> int:
     from distprec.candidates.model import load_model, model_hash, prepare_model
     from distprec.data import input_specs, save_outputs
+    from distprec.history import count
     from distprec.search import SearchConfig, guessed_dims, reference_outputs, validation_feeds
 
     _check_output_path(a.output)
@@ -385,7 +386,7 @@ def cmd_golden(a: argparse.Namespace) -> int:
     feeds = validation_feeds(cfg, specs)
     save_outputs(a.output, reference_outputs(model, feeds, hint=guessed_dims(cfg, specs)),
                  model_hash(source))
-    print(f"wrote {a.output}: {len(feeds)} sample(s), outputs "
+    print(f"wrote {a.output}: {count(len(feeds), 'sample')}, outputs "
           f"{', '.join(o.name for o in model.graph.output)}")
     return 0
 

@@ -156,7 +156,7 @@ def summary_table(result: dict, total_s: float | None = None) -> Table:
         wrong = len(how["disagreements"])
         table.add_row("verdicts", f"{how['switchboard_verdicts']} switchboard, "
                       f"{how['candidate_verdicts']} real candidates (confirming, "
-                      f"{how['confirm_s']:.1f} s); {wrong} disagreement(s)"
+                      f"{how['confirm_s']:.1f} s); {count(wrong, 'disagreement')}"
                       + ("" if how["confirmed"] else "; answer NOT confirmed"))
     search_s, answer_s = result.get("search_s"), how.get("answer_confirmed_s")
     times = [f"search {search_s:.1f} s"] if isinstance(search_s, (int, float)) else []
