@@ -8,6 +8,7 @@ Exit codes: 0 a passing plan was found (or the command succeeded), 1 no plan pas
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -164,12 +165,15 @@ def log_path(output: str, log: str | None) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distprec", description="Parallel per-layer precision search for "
                      "ONNX models: which layers must stay FP32 under FP16, BF16 or INT8.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                title="commands", metavar="COMMAND")
 
-    p = sub.add_parser("layers", help="list the layers (index, name, op type)")
+    p = sub.add_parser("layers", help="list the layers (number, node index, name, op type)")
     p.add_argument("model")
-    p.add_argument("--precision", default="fp16")
+    p.add_argument("--precision", default="fp16", help=f"one of {', '.join(PRECISIONS)}")
     p.add_argument("--all", action="store_true", help="also the layers that are not searchable")
+    p.add_argument("--json", action="store_true", help="one JSON list for scripts: number, "
+                   "node index, name, op, parent body and each precision's support")
 
     p = sub.add_parser("golden", help="run the FP32 reference and save its outputs")
     p.add_argument("model")
@@ -198,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "here (built again in this process; engines are otherwise never written)")
     p.add_argument("--no-live", action="store_true", help="plain log lines, no live view")
     p.add_argument("--report", metavar="HTML", help="also write the HTML report (and its PNG "
-                   "figures next to it) at the end; needs matplotlib")
+                   "figures next to it) at the end")
     _add_log_arg(p)
     _add_fault_args(p)
 
@@ -257,7 +261,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("result", help="result.json of a search")
     p.add_argument("-o", "--output", default="report.html", help="HTML file; the PNG "
                    "figures are written next to it (default report.html)")
+    parser.epilog = "distprec COMMAND -h lists that command's options."
+    _lower_choices(parser)
     return parser
+
+
+#: options whose values are names from a fixed list, though not declared with choices
+_NAMED = {"precision", "strategy", "kind", "devices"}
+
+
+def _lower_choices(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--precision FP16``: every choice is lower case and none differ by case
+    alone, so the typed case never changes which one is meant."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _lower_choices(sub)
+        elif action.type is None and (action.dest in _NAMED or (
+                action.choices and all(isinstance(c, str) and c == c.lower()
+                                       for c in action.choices))):
+            action.type = str.lower
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -311,20 +334,39 @@ def cmd_layers(a: argparse.Namespace) -> int:
     from distprec.candidates.rewrites import not_low
 
     if a.precision not in PRECISIONS:
-        raise InputError(f"unknown precision {a.precision!r}")
+        raise InputError(f"unknown precision {a.precision!r} (choose from "
+                         f"{', '.join(PRECISIONS)})")
     model = prepare_model(load_model(a.model))
-    layers = layer_table(model, not_low(model, a.precision))
+    tables = {p: layer_table(model, not_low(model, p)) for p in PRECISIONS}
+    layers = tables[a.precision]
+    # "layer": the number among the searchable layers (what "keep the first k" counts);
+    # "node index": the position among all nodes, topological, bodies after their parent
+    number = {x.name: i for i, x in enumerate((x for x in layers if x.searchable), 1)}
+    shown = [x for x in layers if x.searchable or a.all]
+    if a.json:
+        support = {p: {x.name: x.why_not or "yes" for x in t} for p, t in tables.items()}
+        print(json.dumps([{"layer": number.get(x.name), "node_index": x.index,
+                           "name": x.name, "op": x.op_type, "parent": x.parent or None,
+                           "branch": x.branch or None,
+                           "precisions": {p: support[p][x.name] for p in PRECISIONS}}
+                          for x in shown], indent=1))
+        return 0
     nested = any(x.parent for x in layers)  # a column for the bodies' layers, where any
-    table = Table("index", "name", "op type", *(["in body of"] if nested else []),
-                  *(["searchable"] if a.all else []),
-                  title=f"{a.model}: {sum(x.searchable for x in layers)} searchable layers "
-                  f"for {a.precision}")
-    for layer in layers:
-        if layer.searchable or a.all:
-            table.add_row(str(layer.index), layer.name, layer.op_type,
-                          *([f"{layer.parent} ({layer.branch})" if layer.parent else ""]
-                            if nested else []),
-                          *(["yes" if layer.searchable else layer.why_not] if a.all else []))
+    head = ["layer", "node index", "name", "op type", *(["in body of"] if nested else []),
+            *(["searchable"] if a.all else [])]
+    rows = [[str(number.get(x.name, "-")), str(x.index), x.name, x.op_type,
+             *([f"{x.parent} ({x.branch})" if x.parent else ""] if nested else []),
+             *(["yes" if x.searchable else x.why_not] if a.all else [])] for x in shown]
+    title = (f"{a.model}: {len(number)} searchable layers for {a.precision} (layer: its "
+             "number among them; node index: its position among all nodes of the graph)")
+    if not sys.stdout.isatty():  # a pipe or a file: whole names, one row a line
+        print(title)
+        for row in [head, *rows]:
+            print("\t".join(row))
+        return 0
+    table = Table(*head, title=title)
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
     return 0
 
@@ -332,6 +374,7 @@ def cmd_layers(a: argparse.Namespace) -> int:
 def cmd_golden(a: argparse.Namespace) -> int:
     from distprec.candidates.model import load_model, model_hash, prepare_model
     from distprec.data import input_specs, save_outputs
+    from distprec.history import count
     from distprec.search import SearchConfig, guessed_dims, reference_outputs, validation_feeds
 
     _check_output_path(a.output)
@@ -346,13 +389,14 @@ def cmd_golden(a: argparse.Namespace) -> int:
     feeds = validation_feeds(cfg, specs)
     save_outputs(a.output, reference_outputs(model, feeds, hint=guessed_dims(cfg, specs)),
                  model_hash(source))
-    print(f"wrote {a.output}: {len(feeds)} sample(s), outputs "
+    print(f"wrote {a.output}: {count(len(feeds), 'sample')}, outputs "
           f"{', '.join(o.name for o in model.graph.output)}")
     return 0
 
 
 def cmd_search(a: argparse.Namespace) -> int:
     from distprec.atomic import write_json
+    from distprec.data import golden_runner
     from distprec.exports import write_exports
     from distprec.raylog import RayLog
     from distprec.result import build_result, save_mixed_model
@@ -415,7 +459,8 @@ def cmd_search(a: argparse.Namespace) -> int:
     write_json(a.output, result)  # first: a failing export must not lose the search
     prep = report.prepared  # Polygraphy inputs/golden (and INT8 calib cache) beside it
     result["exports"] += write_exports(a.output, result, str(cfg.model), cfg.precision,
-                                       cfg.check, prep.feeds, prep.golden, prep.ranges_json)
+                                       cfg.check, prep.feeds, prep.golden, prep.ranges_json,
+                                       golden_runner(cfg.golden))
     if a.save_model and report.outcome.passed:
         save_mixed_model(a.save_model, report, cfg.precision)
         result["exports"].append(a.save_model)
@@ -589,12 +634,8 @@ def _check_output_path(path: str | None) -> None:
 
 
 def _check_report_path(path: str | None) -> None:
-    if not path:
-        return
-    from distprec.view.report import require_matplotlib
-
-    _check_output_path(path)
-    require_matplotlib()
+    if path:
+        _check_output_path(path)
 
 
 COMMANDS = {"layers": cmd_layers, "golden": cmd_golden, "search": cmd_search,
@@ -644,6 +685,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    if not (sys.argv[1:] if argv is None else argv):  # the first screen: what there is
+        print(build_parser().format_help(), file=sys.stderr)
+        print("distprec: error: no command given", file=sys.stderr)
+        return 2
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

@@ -372,6 +372,25 @@ def _read_polygraphy_json(path: Path):
                          f"{exc}") from None
 
 
+_RUNNER = re.compile(r'\{\s*"lst"\s*:\s*\[\s*\[\s*("(?:[^"\\]|\\.)*")')
+
+
+def golden_runner(path: str | Path | list | None) -> str | None:
+    """The runner name of a Polygraphy ``--save-outputs`` file (its first runner), so the
+    golden file distprec writes back keeps the user's name; None for .npz or unknown.
+    Read from the file's head only: the arrays after it may be large."""
+    first = path[0] if isinstance(path, list) and path else path
+    if not first or not str(first).endswith(".json") or not Path(first).is_file():
+        return None
+    with open(first, "rb") as f:
+        head = f.read(4096).decode("utf-8", "replace")
+    found = _RUNNER.match(head.lstrip())
+    try:
+        return json.loads(found.group(1)) if found else None
+    except json.JSONDecodeError:
+        return None
+
+
 def _polygraphy_run_results(data, path: Path, runner: str | None = None) -> list[Feed]:
     """RunResults: {"lst": [[runner, [IterationResult, ...]], ...]}; the first runner unless
     ``runner`` names one (a name or a prefix such as ``onnxrt``)."""

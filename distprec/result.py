@@ -11,7 +11,7 @@ import onnx
 from distprec import __version__
 from distprec.candidates.external import save_model
 from distprec.candidates.rewrites import mixed_model
-from distprec.exports import commands, tensorrt_names, trtexec_layer_precisions
+from distprec.exports import commands, modelopt_names, tensorrt_names, trtexec_layer_precisions
 from distprec.plan import Plan
 from distprec.search import SearchConfig, SearchReport
 
@@ -21,9 +21,12 @@ def _exports(cfg: SearchConfig, prep, exported: list[str]) -> dict:
     # names only: the nodes, never the weights (a large model's are external)
     source = onnx.load(str(cfg.model), load_external_data=False)
     names, notes = tensorrt_names(source, prep.model, exported)
-    cmds, refused = commands(str(cfg.model), cfg.precision, names, cfg.check)
+    modelopt, renamed = modelopt_names(source, names)
+    cmds, refused = commands(str(cfg.model), cfg.precision, names, cfg.check,
+                             modelopt=modelopt)
     value, _ = trtexec_layer_precisions(names)
-    return {"tensorrt_layers": names, "export_notes": [*notes, *refused],
+    return {"tensorrt_layers": names, "modelopt_layers": modelopt,
+            "export_notes": [*notes, *renamed, *refused],
             "trtexec_layer_precisions": value or "",
             "polygraphy_layer_precisions": " ".join(shlex.quote(f"{n}:float32") for n in names),
             **cmds}

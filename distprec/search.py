@@ -206,7 +206,6 @@ def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
     origin = cfg.inputs or cfg.data_loader or "--input-shapes"
     refuse_empty(feeds, origin)
     refuse_nonfinite(feeds, origin, "input")
-    emit("phase", {"name": "golden", "total": len(feeds), "done": 0})
     outputs = [o.name for o in model.graph.output]
     _check_tolerance_names(cfg.check, outputs)
     hint = guessed_dims(cfg, specs)
@@ -216,7 +215,8 @@ def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
         _check_golden(golden, reference_outputs(model, feeds[:1], hint=hint)[0], cfg.golden)
         emit("phase", {"name": "golden", "total": len(feeds), "done": len(feeds),
                        "source": cfg.golden})
-    else:
+    else:  # said only now: a golden file is checked first, and a refusal says it all
+        emit("phase", {"name": "golden", "total": len(feeds), "done": 0})
         golden = reference_outputs(model, feeds, progress=lambda i: emit(
             "phase", {"name": "golden", "total": len(feeds), "done": i}), hint=hint)
     if cfg.check.check_func:
