@@ -370,9 +370,7 @@ def floor_ms(path: Path, feeds: Feed, device: str) -> dict:
 
     providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda"
                  else ["CPUExecutionProvider"])
-    opts = ort.SessionOptions()
-    if device == "cpu":  # what distprec's CPU evaluators get: one actor per core
-        opts.intra_op_num_threads = 1
+    opts = ort.SessionOptions()  # defaults (on CPU: ONNX Runtime's own thread count)
     t0 = time.perf_counter()
     sess = ort.InferenceSession(str(path), opts, providers=providers)
     if device == "cuda" and sess.get_providers()[0] != "CUDAExecutionProvider":
@@ -388,7 +386,8 @@ def floor_ms(path: Path, feeds: Feed, device: str) -> dict:
         times.append(time.perf_counter() - t)
     return {"median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times),
             "build_and_first_run_s": first, "runs": FLOOR_RUNS,
-            "providers": sess.get_providers()[:1], "intra_op_threads": opts.intra_op_num_threads}
+            "provider": sess.get_providers()[0],
+            "provider_options": sess.get_provider_options().get(sess.get_providers()[0], {})}
 
 
 def per_plan_costs(result: dict) -> dict:
@@ -453,7 +452,9 @@ def one_search(path: Path, m: RealModel, inputs: Path, mode: str, device: str, o
             "candidate_verdicts": how.get("candidate_verdicts"),
             "disagreements": len(how.get("disagreements") or []),
             "answer_confirmed_s": how.get("answer_confirmed_s"),
-            "confirmed": how.get("confirmed", True if how.get("mode") == "candidate" else None),
+            # on candidates every verdict is a candidate's: the answer is confirmed as found
+            "confirmed": how.get("confirmed", result.get("passed")
+                                 if how.get("mode") == "candidate" else None),
             "evaluation": {k: v for k, v in how.items() if k != "disagreements"},
             "complete": result.get("complete", True),
             "notes": result.get("notes"), "cost": per_plan_costs(result),
@@ -509,26 +510,32 @@ def markdown(record: dict) -> str:
     """One row per model and mode."""
     lines = [f"device {record['device']}, onnxruntime {record.get('onnxruntime')}, "
              f"extra `{' '.join(record['extra'])}`", "",
-             "| model | layers | check | FP32 floor | mode | wall | search | plans (switchboard"
-             " / candidate) | disagreements | per plan, amortised (x floor) | answer | "
-             "confirmed |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | layers | check | FP32 floor | mode | wall | search | wall - search | "
+             "plans (switchboard / candidate) | disagreements | per plan, amortised (x floor) |"
+             " answer | confirmed |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in record["runs"]:
         info = record["models"][row["model"]]
         if row.get("search_s") is None:
             why = "timed out" if row["timed_out"] else f"exit {row['exit']}"
             lines.append(f"| {row['model']} | | {info['check']} | "
                          f"{info['floor']['median_ms']:.2f} ms | {row['mode']} | "
-                         f"{row['wall_s']:.1f} s | {why} | | | | | |")
+                         f"{row['wall_s']:.1f} s | {why} | | | | | | |")
             continue
         sw, cand = row.get("switchboard_verdicts"), row.get("candidate_verdicts")
         plans = f"{row['evaluations']}" + (f" ({sw} / {cand})" if sw is not None else "")
         costs = "; ".join(f"{via} {c['amortised_ms']:.1f} ms ({c.get('x_floor', 0):.0f}x)"
                           for via, c in row["cost"].items() if isinstance(c, dict))
+        if row["timed_out"] or not row.get("complete", True):  # a partial result
+            best = f"best passing so far {row['answer']}" if row["passed"] else "none passed"
+            times, answer, confirmed = "stopped | ", f"timed out ({best})", "no"
+        else:
+            times = f"{row['search_s']:.1f} s | {row['wall_s'] - row['search_s']:.1f} s"
+            answer = f"{row['answer']} ({row['minimal']})" if row["passed"] else "none passed"
+            confirmed = row["confirmed"]
         lines.append(
             f"| {row['model']} | {row['searchable']} | {info['check']} | "
             f"{info['floor']['median_ms']:.2f} ms | {row['mode']} | {row['wall_s']:.1f} s | "
-            f"{row['search_s']:.1f} s | {plans} | {row['disagreements']} | {costs} | "
-            f"{row['answer']} ({row['minimal']}) | {row['confirmed']} |")
+            f"{times} | {plans} | {row['disagreements']} | {costs} | {answer} | {confirmed} |")
     return "\n".join(lines)
 
 
