@@ -22,7 +22,7 @@ from distprec.devices import KINDS, MODEL_FILE
 from distprec.errors import InputError, SearchError
 from distprec.paths import check_outputs
 from distprec.plan import PRECISIONS
-from distprec.signals import Interrupted, interruptible
+from distprec.signals import Interrupted, interruptible, interruption
 from distprec.strategies import DEFAULT_STRATEGY, SENSITIVITY_MODES, strategy_names
 
 
@@ -702,8 +702,11 @@ def _main(argv: list[str] | None) -> int:
         print(f"distprec: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
               file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, Interrupted) as exc:
-        stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+    except (KeyboardInterrupt, Interrupted, SystemError) as exc:
+        stop = interruption(exc)  # a SystemError from inside Ray's wait: signals.interruption
+        if stop is None and isinstance(exc, SystemError):
+            raise
+        stop = stop or Interrupted(signal.SIGINT)
         if "ray" in sys.modules:
             sys.modules["ray"].shutdown()
         print(f"distprec: interrupted by {stop.name}", file=sys.stderr)

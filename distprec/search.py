@@ -43,7 +43,7 @@ from distprec.journal import Journal, search_key, tap
 from distprec.partial import collect, partial_outcome
 from distprec.plan import PRECISIONS
 from distprec.sanity import refuse_empty, refuse_nonfinite
-from distprec.signals import Interrupted
+from distprec.signals import Interrupted, interruption
 from distprec.strategies import (
     SENSITIVITY_MODES,
     Outcome,
@@ -388,7 +388,10 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
                               confirmation=confirmation)
         if cfg.layer_errors != "none":
             _profile_answer(cfg, report, on_event)
-    except Interrupted as stop:
+    except (Interrupted, SystemError) as exc:
+        stop = interruption(exc)
+        if stop is None:
+            raise
         known = journal.known() if journal else {}
         report = SearchReport(partial_outcome(seen, known, stop.name),
                               LoopResult(evaluations=seen), workers, device, 0.0, prep,

@@ -30,6 +30,20 @@ def _raise(signum: int, frame) -> None:
     raise Interrupted(signum)
 
 
+def interruption(exc: BaseException) -> Interrupted | None:
+    """The ``Interrupted`` behind ``exc``, if any. A signal that lands while Ray's Cython
+    code waits (``ray.wait``, ``ray.get``) runs our handler inside it, and Ray then raises
+    ``SystemError("... returned a result with an exception set")`` with the
+    ``Interrupted`` as its cause: it is still the user's stop, not a crash."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Interrupted):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 @contextmanager
 def interruptible() -> Iterator[None]:
     """Within: SIGINT and SIGTERM raise ``Interrupted`` in the main thread."""

@@ -54,7 +54,10 @@ def test_journal_round_trip_cut_line_and_foreign_key(tmp_path):
         Journal(tmp_path / "none.jsonl", KEY, resume=True)
 
 
-SLOW = "import time\n\ndef check(golden, outputs):\n    time.sleep(0.3)\n    return True\n"
+#: Each evaluation sleeps 0.3 s; while the file HOLD names exists, 30 s, so that the driver
+#: sits in ray.wait (where a signal once surfaced as a SystemError from Ray's Cython code).
+SLOW = ("import os\nimport time\n\n\ndef check(golden, outputs):\n"
+        "    time.sleep(30 if os.path.exists({hold!r}) else 0.3)\n    return True\n")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,7 @@ def cli_case(tmp_path_factory):
     d = tmp_path_factory.mktemp("resume")
     model = planted_mlp(blocks=6, plants=PLANTS)
     write_bytes(d / "planted.onnx", model.model.SerializeToString())
-    (d / "slow.py").write_text(SLOW)
+    (d / "slow.py").write_text(SLOW.format(hold=str(d / "hold")))
     return model, d
 
 
@@ -159,9 +162,12 @@ def test_signal_writes_a_partial_result_and_leaves_no_process(cli_case, sig, cod
     proc = _start(_args(d, out), marker)
     try:
         _wait_lines(d / f"sig{int(sig)}.journal.jsonl", 4, proc)
+        (d / "hold").touch()  # the plans in flight end, the next ones last: the driver waits
+        time.sleep(1.5)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
+        (d / "hold").unlink(missing_ok=True)
         proc.kill()
     assert proc.returncode == code, err
     lines = [x for x in err.splitlines() if x.strip()]
