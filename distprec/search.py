@@ -19,6 +19,7 @@ from distprec.actors.loop import EventSink, Faults, LoopResult, drive
 from distprec.actors.pool import Worker, connect, placement, start_workers, stop_workers
 from distprec.cache import calibration
 from distprec.candidates.backends import OrtBackend, check_backend
+from distprec.candidates.backends.ort import CONV_SEARCHES
 from distprec.candidates.external import to_wire
 from distprec.candidates.model import Layer, layer_table, load_model, model_hash, prepare_model
 from distprec.candidates.rewrites import SUBGRAPH_NOT_QUANTIZED, not_low
@@ -37,7 +38,6 @@ from distprec.data import (
     read_layer_names,
 )
 from distprec.errors import InputError, cause, first_line
-from distprec.candidates.backends.ort import CONV_SEARCHES
 from distprec.evaluator import EVALUATE_MODES, Evaluator, Setup
 from distprec.journal import Journal, search_key, tap
 from distprec.partial import collect, partial_outcome

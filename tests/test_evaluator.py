@@ -14,13 +14,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from planted_helpers import PLANTS, make_evaluator
 
-from distprec.evaluation import choices as choices_module
 from distprec.candidates.backends import OrtBackend
 from distprec.candidates.model import prepare_model
 from distprec.candidates.switchboard import build_switchboard
 from distprec.checks import CheckSpec
 from distprec.data import input_specs, random_feeds
 from distprec.demo import planted_cnn, planted_mlp
+from distprec.evaluation import choices as choices_module
+from distprec.evaluation.switchboard import close as _close
 from distprec.evaluator import (
     MAX_PLANS_PER_CALL,
     MAX_PLANS_PER_RUN,
@@ -30,7 +31,6 @@ from distprec.evaluator import (
     plans_per_run,
     worth_gating,
 )
-from distprec.evaluation.switchboard import close as _close
 from distprec.search import reference_outputs
 from distprec.strategies.base import Verdict
 
