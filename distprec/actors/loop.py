@@ -219,6 +219,9 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
             free.append(worker)
             evs = evs if isinstance(evs, list) else [evs]
             if evs and via is None:  # its path may have changed (Evaluation.capacity)
+                if evs[-1].via != worker.via:
+                    emit("phase", {"name": f"{worker.name}: plans now go to the "
+                                           f"{evs[-1].via}, {evs[-1].capacity} a call"})
                 worker.plans_per_run, worker.via = evs[-1].capacity, evs[-1].via
             for ev in evs:
                 out.evaluations.append(ev)
