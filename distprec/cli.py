@@ -20,7 +20,7 @@ from distprec.devices import KINDS, MODEL_FILE
 from distprec.errors import InputError, SearchError
 from distprec.paths import check_outputs
 from distprec.plan import PRECISIONS
-from distprec.signals import Interrupted, interruptible
+from distprec.signals import Interrupted, interruptible, shutdown_ray
 from distprec.strategies import DEFAULT_STRATEGY, SENSITIVITY_MODES, strategy_names
 
 
@@ -399,9 +399,7 @@ def cmd_search(a: argparse.Namespace) -> int:
     result["complete"] = not report.interrupted
     result["journal"] = cfg.journal
     if report.interrupted:
-        import ray
-
-        ray.shutdown()
+        shutdown_ray()  # Ray resets SIGTERM's handler; a second signal must not kill this
         write_json(a.output, result)
         print(f"distprec: interrupted by {report.interrupted}: partial result in {a.output} "
               f"(complete: false); continue with --resume", file=sys.stderr)
@@ -657,7 +655,7 @@ def _main(argv: list[str] | None) -> int:
     except (KeyboardInterrupt, Interrupted) as exc:
         stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
         if "ray" in sys.modules:
-            sys.modules["ray"].shutdown()
+            shutdown_ray()
         print(f"distprec: interrupted by {stop.name}", file=sys.stderr)
         return stop.exit_code
 

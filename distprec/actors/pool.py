@@ -54,6 +54,7 @@ def connect(address: str | None = None, resources: dict | None = None,
             route.engage()
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    _keep_driver_signals()
     local = {"resources": resources, "labels": labels} if address == "local" else {}
     try:
         with _native_stderr_held():
@@ -72,6 +73,23 @@ def connect(address: str | None = None, resources: dict | None = None,
     if address == "local" and os.environ.get("DISTPREC_NO_REAPER") != "1":
         watch(ray._private.worker._global_node.get_session_dir_path())
     _private_token()
+
+
+def _keep_driver_signals() -> None:
+    """The driver keeps its own SIGTERM handler, and keeps it after ``ray.shutdown``.
+
+    Ray's core worker installs a C++ failure handler for SIGTERM (and SIGSEGV, SIGABRT) in
+    the driver, and ``ray.shutdown`` sets them all to SIG_DFL at the C level, about 1 s
+    before it returns: a second signal then killed the driver mid-stop (exit -15, no
+    partial result; issue 26). Ray reads this switch (``RAY_DISABLE_FAILURE_SIGNAL_HANDLER``)
+    when the driver connects; set on the module, not the environment, the workers and the
+    cluster's own processes keep their crash handlers.
+    """
+    try:
+        from ray._private import ray_constants
+    except ImportError:
+        return
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
 
 
 def _private_token() -> None:
