@@ -53,6 +53,14 @@ def _hold() -> None:
         signal.signal(s, signal.SIG_IGN)
 
 
+def ignore_further(signum: int) -> None:
+    """A stop that began outside ``interruptible`` (a KeyboardInterrupt): hold it too."""
+    global _stopping
+    if _stopping is None:
+        _stopping = signum
+    _hold()
+
+
 def stopping() -> bool:
     """Whether a signal has begun a stop (later ones are ignored)."""
     return _stopping is not None
