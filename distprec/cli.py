@@ -449,7 +449,7 @@ def _route(cfg, kind: str, wait: float) -> dict:
     from distprec.routing import connect_as_host, require
     from distprec.search import resolve_device
 
-    connect_as_host(cfg.address)
+    connect_as_host(cfg.address, wait)
     cfg.device = resolve_device(cfg.device)
     slots, labelled = require(kind, cfg.device)
     cfg.workers = cfg.workers or slots

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from distprec.actors.evaluator import EvaluatorActor
 from distprec.errors import InputError, cause, first_line
 from distprec.reaper import watch
 from distprec.signals import rearm
+
+PROBE_S = 10.0  # the longest a silent --address is waited for (--wait when shorter)
 
 
 @dataclass
@@ -34,7 +37,7 @@ class Worker:
 
 
 def connect(address: str | None = None, resources: dict | None = None,
-            labels: dict | None = None) -> None:
+            labels: dict | None = None, probe_s: float = PROBE_S) -> None:
     """A new local instance by default; ``address`` joins a running cluster.
 
     "local", not ``None``: a plain ``ray.init()`` would join whatever cluster RAY_ADDRESS
@@ -45,9 +48,10 @@ def connect(address: str | None = None, resources: dict | None = None,
     command's RayLog they go to its log file once Ray is up. ``resources`` and
     ``labels`` only apply to a local instance (a joined cluster's nodes advertise their
     own): they let this host offer its device kind, as ``distprec node-args`` would.
+    ``probe_s``: how long a joined address may stay silent (``_probe``).
     """
     address = address or "local"
-    _probe(address)
+    _probe(address, min(probe_s, PROBE_S))
     route = raylog.armed()
     if ray.is_initialized():
         if route:
@@ -123,15 +127,39 @@ def _native_stderr_held():
         os.close(devnull)
 
 
-def _probe(address: str, timeout: float = 5.0) -> None:
-    """Fail fast on a HOST:PORT nothing answers at: ray.init would retry for minutes."""
+#: HTTP/2's client preface and an empty SETTINGS frame: a Ray GCS (or Ray Client) port is
+#: gRPC, and an HTTP/2 server answers them with its own SETTINGS at once.
+_H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _probe(address: str, timeout: float = PROBE_S) -> None:
+    """Fail fast on a HOST:PORT nothing answers at: ray.init would retry for minutes.
+
+    A port that takes connections but never says anything (a firewall's tarpit, a hung
+    process, a service that waits for its client to speak) hung ``ray.init`` past 150 s
+    with nothing printed (issue 26). So the probe speaks first, as a gRPC client would,
+    and waits ``timeout`` seconds for any byte. A port that answers, or closes (TLS, a
+    server of another kind), is left to ``ray.init`` and its own error.
+    """
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit() or address in ("local", "auto"):
         return
+    deadline = time.monotonic() + timeout
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError as exc:
         raise InputError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
+    with sock:
+        try:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            sock.sendall(_H2_HELLO)
+            sock.recv(9)
+        except TimeoutError:
+            raise InputError(f"Ray at {address} did not answer within {timeout:.0f} s: the "
+                             "port takes connections but says nothing (not a Ray head's "
+                             "GCS port, or a hung one)") from None
+        except OSError:
+            return  # reset or refused mid-way: ray.init gives its own reason
 
 
 def placement(device: str, count: int | None, resources: dict | None = None,
