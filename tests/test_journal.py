@@ -129,20 +129,22 @@ def test_sigkill_then_resume_repeats_nothing(cli_case):
     marker = uuid.uuid4().hex
     proc = _start(_args(d, "killed.json"), marker)
     journal = d / "killed.journal.jsonl"
+    lock = Path(f"{journal}.lock")
     try:
-        _wait_lines(journal, 6, proc)
-        header = journal.read_text().splitlines()[0]
-        # a second search with the same -o while the first runs (issue 26): refused with
-        # one line naming the first one's PID, before it could replace the journal
+        # a second search with the same -o while the first starts up, before it has
+        # journaled a verdict (issue 26: the second replaced the first one's journal):
+        # refused with one line naming the first one's PID
+        deadline = time.time() + 60
+        while not lock.exists() and time.time() < deadline:
+            time.sleep(0.05)
         second = subprocess.run(_args(d, "killed.json"), capture_output=True, text=True,
-                                timeout=120, env={**os.environ,
-                                                  "PYTHONPATH": str(Path(__file__).parents[1])})
+                                timeout=60, env={**os.environ,
+                                                 "PYTHONPATH": str(Path(__file__).parents[1])})
         assert second.returncode == 2, second.stderr
         assert second.stderr.strip().splitlines() == [
             f"distprec: error: another search (PID {proc.pid}) is writing {journal}: wait "
             "for it to end, or give another -o (or --journal)"]
-        assert journal.read_text().splitlines()[0] == header and len(_judged(journal)) >= 6
-        assert proc.poll() is None
+        _wait_lines(journal, 6, proc)
         proc.kill()
         proc.wait()
         left = _gone_within(marker, 20)
@@ -151,7 +153,7 @@ def test_sigkill_then_resume_repeats_nothing(cli_case):
     assert not left, f"{len(left)} process(es) outlived the SIGKILLed driver"
     before = _judged(journal)
     assert len(before) >= 6
-    assert Path(f"{journal}.lock").read_text().strip() == str(proc.pid)  # stale: taken over
+    assert lock.read_text().strip() == str(proc.pid)  # left by the kill: taken over below
     again = subprocess.run(_args(d, "killed.json", "--resume"), capture_output=True,
                            text=True, env={**os.environ,
                                            "PYTHONPATH": str(Path(__file__).parents[1])})
