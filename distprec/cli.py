@@ -9,20 +9,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import warnings
 from pathlib import Path
 
+from distprec import outlock
 from distprec.candidates.backends import BACKENDS
 from distprec.candidates.backends.ort import CONV_SEARCHES
 from distprec.checks import POOLING, STATS, CheckSpec, parse_stats, parse_tolerances
 from distprec.devices import KINDS, MODEL_FILE
 from distprec.errors import InputError, SearchError
-from distprec.paths import check_outputs
+from distprec.paths import check_outputs, check_writable
 from distprec.plan import PRECISIONS
-from distprec.signals import Interrupted, interruptible, interruption
+from distprec.signals import (
+    Interrupted,
+    ignore_further,
+    interruptible,
+    interruption,
+    shutdown_ray,
+)
 from distprec.strategies import DEFAULT_STRATEGY, SENSITIVITY_MODES, strategy_names
 
 
@@ -405,14 +411,17 @@ def cmd_search(a: argparse.Namespace) -> int:
 
     cfg = _config(a)
     cfg.validate()
-    for path in (a.output, a.save_model, a.save_engine):
-        _check_output_path(path)
+    for flag, path in (("-o", a.output), ("--save-model", a.save_model),
+                       ("--save-engine", a.save_engine)):
+        _check_output_path(path, flag)
     if a.save_engine and cfg.backend != "trt":
         raise InputError("--save-engine needs --backend trt")
     check_outputs({"-o": a.output, "--save-model": a.save_model, "--report": a.report,
                    "--journal": cfg.journal, "--log": log_path(a.output, a.log)},
                   {**_inputs(a), "--start": a.start,
                    "--calibration-cache": a.calibration_cache})
+    _check_appended(cfg.journal, log_path(a.output, a.log), a.calibration_cache)
+    outlock.hold({"--journal": cfg.journal, "-o": a.output})  # one search per output
     if cfg.resume and not Path(cfg.journal).is_file():
         raise InputError(f"--resume: no journal at {cfg.journal} (give --journal FILE)")
     if not cfg.resume:
@@ -446,9 +455,7 @@ def cmd_search(a: argparse.Namespace) -> int:
     result["complete"] = not report.interrupted
     result["journal"] = cfg.journal
     if report.interrupted:
-        import ray
-
-        ray.shutdown()
+        shutdown_ray()  # Ray resets SIGTERM's handler; a second signal must not kill this
         write_json(a.output, result)
         print(f"distprec: interrupted by {report.interrupted}: partial result in {a.output} "
               f"(complete: false); continue with --resume", file=sys.stderr)
@@ -496,7 +503,7 @@ def _route(cfg, kind: str, wait: float) -> dict:
     from distprec.routing import connect_as_host, require
     from distprec.search import resolve_device
 
-    connect_as_host(cfg.address)
+    connect_as_host(cfg.address, wait)
     cfg.device = resolve_device(cfg.device)
     slots, labelled = require(kind, cfg.device)
     cfg.workers = cfg.workers or slots
@@ -518,6 +525,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     check_outputs({"-o": a.output, "--log": log_path(a.output, a.log)},
                   {**_inputs(a), "--calibration-cache": a.calibration_cache,
                    "--inventory": a.inventory})
+    _check_appended(None, log_path(a.output, a.log), a.calibration_cache)
     devices = [d.strip() for d in a.devices.split(",") if d.strip()]
     precisions = [p.strip() for p in a.precision.split(",") if p.strip()]
     if not devices or not precisions:
@@ -598,7 +606,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
     from distprec.view.report import load_result, write_report
 
-    _check_report_path(a.output)
+    _check_report_path(a.output, "-o")
     check_outputs({"-o": a.output}, {"result": a.result})
     written = write_report(load_result(a.result), a.output)
     print(f"wrote {written[0]}" + (f" and {len(written) - 1} figure(s): "
@@ -619,23 +627,23 @@ def _inputs(a: argparse.Namespace) -> dict[str, str | None]:
     return out
 
 
-def _check_output_path(path: str | None) -> None:
+def _check_output_path(path: str | None, flag: str = "-o") -> None:
     """Refuse an output path that cannot be written before a long search, not after it."""
-    if not path:
-        return
-    p = Path(path)
-    if p.is_dir():
-        raise InputError(f"output path is a folder: {path}")
-    parent = p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write {path}: {parent} is not a writable folder")
+    check_writable(flag, path)
 
 
-def _check_report_path(path: str | None) -> None:
+def _check_appended(journal: str | None, log: str | None, cache: str | None) -> None:
+    """The journal and the log (appended to) and a calibration cache still to be written,
+    checked before Ray starts: they failed after it, or never said so (issue 26)."""
+    check_writable("--journal", journal, append=True)
+    check_writable("--log", log, append=True)
+    if cache and not Path(cache).exists():
+        check_writable("--calibration-cache", cache)
+
+
+def _check_report_path(path: str | None, flag: str = "--report") -> None:
     if path:
-        _check_output_path(path)
+        _check_output_path(path, flag)
 
 
 COMMANDS = {"layers": cmd_layers, "golden": cmd_golden, "search": cmd_search,
@@ -707,10 +715,13 @@ def _main(argv: list[str] | None) -> int:
         if stop is None and isinstance(exc, SystemError):
             raise
         stop = stop or Interrupted(signal.SIGINT)
+        ignore_further(stop.signum)
         if "ray" in sys.modules:
-            sys.modules["ray"].shutdown()
+            shutdown_ray()
         print(f"distprec: interrupted by {stop.name}", file=sys.stderr)
         return stop.exit_code
+    finally:
+        outlock.release()  # after the result is written: the output is free again
 
 
 if __name__ == "__main__":

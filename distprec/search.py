@@ -334,7 +334,7 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     # A journal of another search is refused before Ray too (reading holds no file open);
     # a new one is written only once the workers are up.
     journal = Journal(cfg.journal, key, resume=True) if cfg.journal and cfg.resume else None
-    connect(cfg.address)
+    connect(cfg.address, probe_s=wait)  # a silent --address: refused within min(15 s, wait)
     device = resolve_device(cfg.device)
     check_backend(cfg.backend, cfg.build_timeout, device)
     own = workers is None
