@@ -141,7 +141,7 @@ def test_int8_search_through_the_switchboard_ends_confirmed(ray_session, tmp_pat
                  "-o", str(out)])
     result = json.loads(out.read_text())
     assert code == 0 and result["passed"] and result["minimal"] == "1-minimal"
-    assert result["evaluation"]["mode"] == "auto" and result["evaluation"]["confirmed"]
+    assert result["evaluation"]["mode"] == "switchboard" and result["evaluation"]["confirmed"]
     assert result["evaluation"]["switchboard_verdicts"] > 0
     assert result["evaluation"]["disagreements"] == []  # measured: none on mnist
 
