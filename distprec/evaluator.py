@@ -104,6 +104,10 @@ class Evaluator:
     def node(self) -> str:
         return self.judge.node
 
+    @node.setter
+    def node(self, name: str) -> None:  # a board's evaluations name the board, not the host
+        self.judge.node = name
+
     @property
     def node_id(self) -> str:
         return self.judge.node_id
