@@ -413,9 +413,11 @@ def cmd_search(a: argparse.Namespace) -> int:
     prep = report.prepared  # Polygraphy inputs/golden (and INT8 calib cache) beside it
     result["exports"] += write_exports(a.output, result, str(cfg.model), cfg.precision,
                                        cfg.check, prep.feeds, prep.golden, prep.ranges_json)
-    if a.save_model and report.outcome.passed:
-        save_mixed_model(a.save_model, report, cfg.precision)
+    artifact = None
+    if a.save_model and report.outcome.passed:  # checked on its own bytes (issue 25)
+        artifact = save_mixed_model(a.save_model, report, cfg.precision, cfg.check)
         result["exports"].append(a.save_model)
+        result["artifact_check"] = artifact.record()
     if cfg.backend == "trt" and report.outcome.passed:
         from distprec.candidates.backends import trt_export
 
@@ -433,6 +435,9 @@ def cmd_search(a: argparse.Namespace) -> int:
     if len(result["exports"]) > 1 or cfg.backend == "trt":
         write_json(a.output, result)
     console.summary(result)
+    if artifact is not None and not artifact.holds:
+        print(f"distprec: {artifact.summary()}", file=sys.stderr)
+        return 1
     return 0 if report.outcome.passed else 1
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import onnx
 
 from distprec import __version__
+from distprec.artifact import ArtifactCheck, check_artifact
 from distprec.candidates.external import save_model
 from distprec.candidates.rewrites import mixed_model
+from distprec.checks import CheckSpec, make_check
 from distprec.exports import commands, tensorrt_names, trtexec_layer_precisions
 from distprec.plan import Plan
 from distprec.search import SearchConfig, SearchReport
@@ -93,10 +95,19 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
     return result
 
 
-def save_mixed_model(path: str | Path, report: SearchReport, precision: str) -> None:
-    """The deployable model (real FP16/BF16 casts or INT8 QDQ, never the CPU emulation)."""
+def save_mixed_model(path: str | Path, report: SearchReport, precision: str,
+                     check: CheckSpec | None = None) -> ArtifactCheck | None:
+    """The deployable model (real FP16/BF16 casts or INT8 QDQ, never the CPU emulation).
+
+    With ``check``, the written file (its bytes, read back) is run through it on the
+    search's inputs and golden outputs: what is handed over is what was checked.
+    """
     prep = report.prepared
     keep = frozenset(report.outcome.keep or ())
     model = mixed_model(prep.model, Plan(precision, keep), prep.searchable, emulate=False,
                         ranges_json=prep.ranges_json)
     save_model(model, path)  # weights in <path>.data when over protobuf's 2 GB
+    if check is None:
+        return None
+    return check_artifact(str(path), prep.feeds, prep.golden, make_check(check), precision,
+                          report.device)

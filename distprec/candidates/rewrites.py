@@ -170,7 +170,7 @@ class _Lowering:
                 nodes += self.node(node, seen)
                 continue
             for _, sub in bodies(node):
-                self.graph(sub, dict(seen))
+                self.graph(sub, self.inherited(seen))
             nodes.append(node)
         if not self.emulate:
             # A Cast back to FP32 that nothing reads still runs (one more kernel per low
@@ -181,6 +181,21 @@ class _Lowering:
                                               and n.output[0] not in used)]
             _drop_stale_value_info(graph, self.twins)
         _replace_nodes(graph, nodes)
+
+    def inherited(self, seen: dict[str, str]) -> dict[str, str]:
+        """What a body starts from: its parent scope's low copies, less (with real casts)
+        those of values, which the body converts again from their FP32 names.
+
+        A body that read an outer value both ways, ``y`` in a kept layer and its low twin
+        ``y/fp16`` in a lowered one, made ONNX Runtime refuse to fold ``y``'s Cast back
+        (``Implicit input name y cannot be safely updated to y/fp16 in one of the
+        subgraphs``), so the saved file ran differently from the file the search built
+        (issue 25, a voice-activity model with nested Ifs). A second Cast of an exact
+        FP16 value is lossless. Weights keep their one copy (no node writes them).
+        """
+        if self.emulate:
+            return dict(seen)
+        return {x: low for x, low in seen.items() if x in self.copies}
 
     def node(self, node: onnx.NodeProto, seen: dict[str, str]) -> list[onnx.NodeProto]:
         """``node`` lowered, with the Casts before and after it."""
