@@ -148,20 +148,24 @@ class ArtifactCheck:
 
     @property
     def holds(self) -> bool:
-        """Whether the answer stands on its file: it passes where it ran, or (FP16/BF16 on
-        the CPU) on its own roundings, which the CPU provider does not all apply."""
-        return self.passed or bool(self.replica_passed)
+        """Whether the file passes as the search's target runs it: with its own FP16/BF16
+        roundings (the replica) where it ran on the CPU, else as it ran. The CPU provider
+        applies only some of those roundings, so its verdict alone is not the device's."""
+        return self.passed if self.replica_passed is None else self.replica_passed
 
     def summary(self) -> str:
         """One plain line for the console."""
-        if self.passed:
+        cpu_note = ("ONNX Runtime's CPU provider computes most FP16/BF16 layers in FP32, so "
+                    "a CPU run of the file is not what an FP16 device computes")
+        if self.holds and self.passed:
             return f"the saved file passes the check ({self.runtime})"
         if self.holds:
-            return (f"the saved file fails the check as {self.runtime} runs it ({self.reason}), "
-                    "but passes with its own FP16/BF16 roundings applied: ONNX Runtime's CPU "
-                    "provider computes most low-precision layers in FP32, so a CPU run of the "
-                    "file is not what an FP16 device computes")
+            return (f"the saved file passes the check with its FP16/BF16 roundings applied, "
+                    f"but fails it as {self.runtime} runs it ({self.reason}): {cpu_note}")
         why = self.replica_reason or self.reason
+        if self.passed:
+            return (f"the saved file FAILS the check with its FP16/BF16 roundings applied "
+                    f"({why}); {self.runtime} passes it: {cpu_note}")
         return f"the saved file FAILS the check the search passed: {why}"
 
     def record(self) -> dict:
@@ -190,10 +194,9 @@ def check_artifact(path: str, feeds: list, golden: list, check: Check, precision
     passed, figures, reason = _judge(lambda: _session(ort, path, cuda), feeds, golden, check)
     out = ArtifactCheck(passed, runtime, figures, reason)
     if not cuda and precision != "int8":
-        model = onnx.load(path)
         out.replica_passed, out.replica_figures, out.replica_reason = _judge(
-            lambda: _session(ort, rounding_replica(model).SerializeToString(), False,
-                             fuse=False), feeds, golden, check)
+            lambda: _session(ort, rounding_replica(onnx.load(path)).SerializeToString(),
+                             False, fuse=False), feeds, golden, check)
     return out
 
 
