@@ -81,7 +81,7 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         "environment": {"distprec": __version__, "python": platform.python_version()},
     }
     result["evaluation"] = ({"mode": "switchboard", **report.confirmation.record()}
-                            if report.confirmation else {"mode": "candidate"})
+                            if report.confirmation else report.partial or {"mode": "candidate"})
     if report.layer_errors is not None:
         result["layer_errors_plan"] = report.layer_errors_plan
         result["layer_errors"] = {name: report.layer_errors[name]

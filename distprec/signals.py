@@ -50,3 +50,20 @@ def rearm() -> None:
     if _armed:
         for s in SIGNALS:
             signal.signal(s, _raise)
+
+
+def interruption(exc: BaseException) -> Interrupted | None:
+    """The ``Interrupted`` that ``exc`` is, or was raised from.
+
+    Our handler can run inside Ray's compiled ``ray.wait`` (it checks for signals while it
+    waits), and Ray 2.60 then raises ``SystemError: <cyfunction CoreWorker.wait> returned
+    a result with an exception set``, with the ``Interrupted`` as its cause: seen when
+    SIGTERM stopped a switchboard search (issue 25), which exited 1 with a traceback.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Interrupted):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
