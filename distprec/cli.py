@@ -403,8 +403,10 @@ def cmd_search(a: argparse.Namespace) -> int:
 
         ray.shutdown()
         write_json(a.output, result)
+        unconfirmed = result["passed"] and not result["evaluation"].get("confirmed", True)
+        what = "; its best plan is NOT confirmed on a real candidate" if unconfirmed else ""
         print(f"distprec: interrupted by {report.interrupted}: partial result in {a.output} "
-              f"(complete: false); continue with --resume", file=sys.stderr)
+              f"(complete: false{what}); continue with --resume", file=sys.stderr)
         return 128 + signal.Signals[report.interrupted].value
     if a.kind:
         result["device_kind"] = a.kind
