@@ -145,3 +145,40 @@ def test_a_file_that_is_not_the_answer_fails_its_check(flow, tmp_path):
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")
     assert "did not run" in check_artifact(str(broken), feeds, golden, check, "fp16").reason
+
+
+def test_the_int8_file_is_the_candidate_the_search_judged(tmp_path, small_planted):
+    """INT8: the search judges real QDQ candidates, and the written QDQ file, run as it is,
+    gets the same verdict and the same figures."""
+    from distprec.data import input_specs, random_feeds
+
+    model = prepare_model(small_planted.model)
+    feeds = random_feeds(input_specs(model), {}, seed=0, samples=2)
+    cfg, prep = _prepared(tmp_path, model, feeds, DEMO_ATOL, DEMO_RTOL)
+    cfg.precision = "int8"
+    prep = prepare(cfg)
+    evaluator = Evaluator(prep.setup(cfg), OrtBackend("cpu"))
+    names = list(prep.searchable)
+    for i, keep in enumerate([frozenset(), frozenset(names[: len(names) // 2])]):
+        judged = evaluator.evaluate(keep, via="candidate")
+        report = SearchReport(Outcome(True, keep), LoopResult(), [], "cpu", 0.0, prep)
+        checked = save_mixed_model(tmp_path / f"q{i}.onnx", report, "int8", cfg.check)
+        assert checked.replica_passed is None and checked.holds == judged.verdict.passed
+        for name, figures in judged.figures.items():
+            assert checked.figures[name]["max_abs"] == pytest.approx(figures["max_abs"])
+
+
+def test_the_saved_file_is_byte_for_byte_the_candidate_cuda_judges(vad, tmp_path):
+    """On CUDA the search judges real candidates (no emulation): the evaluator's candidate,
+    its weight cache warm across plans, serialises to the very bytes --save-model writes."""
+    model, names, feeds = vad
+    cfg, prep = _prepared(tmp_path, model, feeds, 1e-3, 1e-3)
+    backend = OrtBackend("cpu")
+    backend.emulates = False  # what the CUDA provider sets: real casts, as the file has them
+    evaluator = Evaluator(prep.setup(cfg), backend)
+    assert not evaluator.emulate
+    for i, keep in enumerate(_plans(names)):
+        report = SearchReport(Outcome(True, keep), LoopResult(), [], "cuda", 0.0, prep)
+        path = tmp_path / f"c{i}.onnx"
+        save_mixed_model(path, report, "fp16")
+        assert evaluator.candidate(keep).SerializeToString() == path.read_bytes(), sorted(keep)
