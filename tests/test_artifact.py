@@ -182,3 +182,24 @@ def test_the_saved_file_is_byte_for_byte_the_candidate_cuda_judges(vad, tmp_path
         path = tmp_path / f"c{i}.onnx"
         save_mixed_model(path, report, "fp16")
         assert evaluator.candidate(keep).SerializeToString() == path.read_bytes(), sorted(keep)
+
+
+@pytest.mark.parametrize("passed, replica, holds, words", [
+    (True, True, True, "passes the check (onnxruntime-cpu)"),
+    (False, True, True, "passes the check with its FP16/BF16 roundings applied, but fails"),
+    (True, False, False, "FAILS the check with its FP16/BF16 roundings applied"),
+    (False, False, False, "FAILS the check the search passed"),
+    (True, None, True, "passes the check"),
+    (False, None, False, "FAILS the check the search passed"),
+])
+def test_which_verdict_holds_and_how_it_is_said(passed, replica, holds, words):
+    """The replica decides where there is one (FP16/BF16 on the CPU); the line says which
+    run failed, and why a CPU run of the file is not an FP16 device's."""
+    from distprec.artifact import ArtifactCheck
+
+    checked = ArtifactCheck(passed, "onnxruntime-cpu", reason="out: 3 elements exceed",
+                            replica_passed=replica,
+                            replica_reason="" if replica else "out: NaN/Inf values")
+    assert checked.holds == holds and words in checked.summary()
+    assert ("CPU provider" in checked.summary()) == (replica is not None and passed != replica)
+    assert ("replica" in checked.record()) == (replica is not None)
