@@ -181,12 +181,13 @@ class ArtifactCheck:
 Check = Callable[[list, list], object]
 
 
-def check_artifact(path: str, feeds: list, golden: list, check: Check, precision: str,
-                   device: str = "cpu") -> ArtifactCheck:
-    """Run the file at ``path`` (its exact bytes, external data included) on ``feeds`` and
-    judge it with ``check`` against ``golden``. ``device`` "cuda" runs it on the CUDA
-    provider where this process has one; elsewhere it runs on the CPU, with the replica
-    too for FP16/BF16. A file that does not load or run fails, with the reason."""
+def check_artifact(path: str | bytes, feeds: list, golden: list, check: Check,
+                   precision: str, device: str = "cpu") -> ArtifactCheck:
+    """Run the file at ``path`` (its exact bytes, external data included; or the bytes
+    themselves) on ``feeds`` and judge it with ``check`` against ``golden``. ``device``
+    "cuda" runs it on the CUDA provider where this process has one; elsewhere it runs on
+    the CPU, with the replica too for FP16/BF16. A file that does not load or run fails,
+    with the reason."""
     import onnxruntime as ort
 
     cuda = device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
@@ -195,9 +196,13 @@ def check_artifact(path: str, feeds: list, golden: list, check: Check, precision
     out = ArtifactCheck(passed, runtime, figures, reason)
     if not cuda and precision != "int8":
         out.replica_passed, out.replica_figures, out.replica_reason = _judge(
-            lambda: _session(ort, rounding_replica(onnx.load(path)).SerializeToString(),
+            lambda: _session(ort, rounding_replica(_load(path)).SerializeToString(),
                              False, fuse=False), feeds, golden, check)
     return out
+
+
+def _load(source: str | bytes) -> onnx.ModelProto:
+    return onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source)
 
 
 def _session(ort, model, cuda: bool, fuse: bool = True):

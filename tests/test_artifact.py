@@ -142,6 +142,8 @@ def test_a_file_that_is_not_the_answer_fails_its_check(flow, tmp_path):
     assert "NaN/Inf" in checked.replica_reason and checked.runtime == "onnxruntime-cpu"
     record = checked.record()
     assert record["replica"]["passed"] is False and "FAILS" in record["summary"]
+    again = check_artifact(path.read_bytes(), feeds, golden, check, "fp16")  # the bytes
+    assert again.record() == record
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")
     assert "did not run" in check_artifact(str(broken), feeds, golden, check, "fp16").reason
