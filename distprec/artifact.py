@@ -19,6 +19,8 @@ file's roundings (DESIGN.md). So the file is checked two ways on the CPU:
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -195,10 +197,23 @@ def check_artifact(path: str | bytes, feeds: list, golden: list, check: Check,
     passed, figures, reason = _judge(lambda: _session(ort, path, cuda), feeds, golden, check)
     out = ArtifactCheck(passed, runtime, figures, reason)
     if not cuda and precision != "int8":
-        out.replica_passed, out.replica_figures, out.replica_reason = _judge(
-            lambda: _session(ort, rounding_replica(_load(path)).SerializeToString(),
-                             False, fuse=False), feeds, golden, check)
+        with tempfile.TemporaryDirectory(prefix="distprec-replica-") as folder:
+            out.replica_passed, out.replica_figures, out.replica_reason = _judge(
+                lambda: _session(ort, _source(rounding_replica(_load(path)), folder), False,
+                                 fuse=False), feeds, golden, check)
     return out
+
+
+def _source(model: onnx.ModelProto, folder: str) -> str | bytes:
+    """What ONNX Runtime loads: the bytes, or over protobuf's 2 GB a file with its weights
+    beside it (as OrtBackend.load does)."""
+    from distprec.candidates.external import is_large, save_model
+
+    if not is_large(model):
+        return model.SerializeToString()
+    path = os.path.join(folder, "replica.onnx")
+    save_model(model, path, external=True)
+    return path
 
 
 def _load(source: str | bytes) -> onnx.ModelProto:
