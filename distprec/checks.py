@@ -12,6 +12,7 @@ import numpy as np
 
 from distprec.data import Feed, load_user_function
 from distprec.errors import InputError
+from distprec.history import count
 from distprec.usercode import guarded
 
 STATS = ("elemwise", "max", "mean", "median", "quantile")
@@ -111,8 +112,9 @@ def parse_tolerances(text: str | list | None, flag: str,
 def parse_stats(text: str | list | None) -> tuple[str, tuple[tuple[str, str], ...]]:
     """``--check-error-stat mean`` or Polygraphy's ``max out:mean`` -> (default, per output)."""
     default, per = "elemwise", {}
-    for item in _items(text, lambda t: t.rpartition(":")[2] in STATS):
+    for item in _items(text, lambda t: t.rpartition(":")[2].lower() in STATS):
         name, _, stat = item.rpartition(":")
+        stat = stat.lower()  # MAX or Mean: no two statistics differ by case alone
         if stat not in STATS:
             raise InputError(f"--check-error-stat: {stat!r} is not one of {', '.join(STATS)}")
         if name:
@@ -259,7 +261,8 @@ def _per_iteration(spec: CheckSpec, name: str, parts: list[_Errors], pooled: dic
             failed += 1
             first = first or f"iteration {i}: {reason}"
     pooled["failed_iterations"] = failed
-    return f"{first} ({failed} of {len(parts)} iterations fail)" if failed else ""
+    return (f"{first} ({failed} of {len(parts)} iteration{'s' if len(parts) != 1 else ''} "
+            f"fail{'s' if failed == 1 else ''})") if failed else ""
 
 
 def _compare(spec: CheckSpec, name: str, parts: list[_Errors]):
@@ -267,21 +270,24 @@ def _compare(spec: CheckSpec, name: str, parts: list[_Errors]):
     nonfinite, cosine = figures["nonfinite"], figures["cosine"]
     atol, rtol = spec.tol("atol", name), spec.tol("rtol", name)
     if nonfinite:
-        return figures, f"{name}: {nonfinite} NaN/Inf values"
+        return figures, f"{name}: {count(nonfinite, 'NaN/Inf value')}"
     stat = spec.stat_of(name)
     if stat == "elemwise":
         bad = sum(p.mismatched(atol, rtol) for p in parts)
         figures["mismatched"] = bad
         if bad:
-            return figures, f"{name}: {bad} elements exceed atol {atol:g} and rtol {rtol:g}"
+            return figures, (f"{name}: {count(bad, 'element')} exceed{'s' if bad == 1 else ''}"
+                             f" both atol {atol:g} and rtol {rtol:g}")
     else:
         a, r = (_stat(spec, stat, np.concatenate([getattr(p, key) for p in parts]))
                 for key in ("absdiff", "reldiff"))
         figures[f"{stat}_abs"], figures[f"{stat}_rel"] = a, r
         if a > atol and r > rtol:
-            return figures, f"{name}: {stat} error {a:.3g} abs / {r:.3g} rel over tolerance"
+            return figures, (f"{name}: {stat} absolute error {a:.3g} over the tolerance "
+                             f"{atol:g}, relative error {r:.3g} over the tolerance {rtol:g}")
     if spec.cosine_min is not None and cosine < spec.cosine_min:
-        return figures, f"{name}: cosine {cosine:.6f} < {spec.cosine_min}"
+        return figures, (f"{name}: cosine similarity {cosine:.6f} under the floor "
+                         f"{spec.cosine_min}")
     return figures, ""
 
 

@@ -8,19 +8,27 @@ Exit codes: 0 a passing plan was found (or the command succeeded), 1 no plan pas
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import signal
 import sys
 import warnings
 from pathlib import Path
 
+from distprec import outlock
 from distprec.candidates.backends import BACKENDS
+from distprec.candidates.backends.ort import CONV_SEARCHES
 from distprec.checks import POOLING, STATS, CheckSpec, parse_stats, parse_tolerances
 from distprec.devices import KINDS, MODEL_FILE
 from distprec.errors import InputError, SearchError
-from distprec.paths import check_outputs
+from distprec.paths import check_outputs, check_writable
 from distprec.plan import PRECISIONS
-from distprec.signals import Interrupted, interruptible
+from distprec.signals import (
+    Interrupted,
+    ignore_further,
+    interruptible,
+    interruption,
+    shutdown_ray,
+)
 from distprec.strategies import DEFAULT_STRATEGY, SENSITIVITY_MODES, strategy_names
 
 
@@ -118,14 +126,16 @@ def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--evaluate", default="auto", choices=("auto", "switchboard", "candidate"),
                    help="switchboard: plans as inputs of one prebuilt model, answers confirmed "
                    "on real candidates; candidate: every plan rewritten and built; auto "
-                   "(default): the switchboard wherever it can be built")
+                   "(default): each worker starts on candidates, builds the switchboard "
+                   "beside them and keeps the path that measures cheaper per plan")
     g.add_argument("--plans-per-run", type=int, help="switchboard: plans evaluated by one run "
                    "where the batch axis is free (default: chosen by timing)")
-    g.add_argument("--switch-kernels", default="matched", choices=("matched", "fast"),
-                   help="switchboard on CUDA: matched (default: the candidates' convolution "
-                   "kernels) or fast (cuDNN HEURISTIC convolutions, up to 9x cheaper plans on "
-                   "conv models, but more disagreements with candidates at tight tolerances; "
-                   "matched after the first)")
+    g.add_argument("--conv-search", default="exhaustive", type=str.upper,
+                   choices=CONV_SEARCHES, metavar="exhaustive|heuristic|default",
+                   help="CUDA: cuDNN's convolution algorithm search, for candidates and "
+                   "switchboard alike: exhaustive (default: ONNX Runtime's own, what a model "
+                   "deployed on its CUDA provider runs), heuristic, or default (one fixed "
+                   "algorithm); set it to what your deployment sets")
     g.add_argument("--workers-per-gpu", type=int, default=1, metavar="K",
                    help="evaluators sharing each GPU (default 1)")
 
@@ -161,12 +171,15 @@ def log_path(output: str, log: str | None) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distprec", description="Parallel per-layer precision search for "
                      "ONNX models: which layers must stay FP32 under FP16, BF16 or INT8.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                title="commands", metavar="COMMAND")
 
-    p = sub.add_parser("layers", help="list the layers (index, name, op type)")
+    p = sub.add_parser("layers", help="list the layers (number, node index, name, op type)")
     p.add_argument("model")
-    p.add_argument("--precision", default="fp16")
+    p.add_argument("--precision", default="fp16", help=f"one of {', '.join(PRECISIONS)}")
     p.add_argument("--all", action="store_true", help="also the layers that are not searchable")
+    p.add_argument("--json", action="store_true", help="one JSON list for scripts: number, "
+                   "node index, name, op, parent body and each precision's support")
 
     p = sub.add_parser("golden", help="run the FP32 reference and save its outputs")
     p.add_argument("model")
@@ -195,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "here (built again in this process; engines are otherwise never written)")
     p.add_argument("--no-live", action="store_true", help="plain log lines, no live view")
     p.add_argument("--report", metavar="HTML", help="also write the HTML report (and its PNG "
-                   "figures next to it) at the end; needs matplotlib")
+                   "figures next to it) at the end")
     _add_log_arg(p)
     _add_fault_args(p)
 
@@ -254,7 +267,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("result", help="result.json of a search")
     p.add_argument("-o", "--output", default="report.html", help="HTML file; the PNG "
                    "figures are written next to it (default report.html)")
+    parser.epilog = "distprec COMMAND -h lists that command's options."
+    _lower_choices(parser)
     return parser
+
+
+#: options whose values are names from a fixed list, though not declared with choices
+_NAMED = {"precision", "strategy", "kind", "devices"}
+
+
+def _lower_choices(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--precision FP16``: every choice is lower case and none differ by case
+    alone, so the typed case never changes which one is meant."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _lower_choices(sub)
+        elif action.type is None and (action.dest in _NAMED or (
+                action.choices and all(isinstance(c, str) and c == c.lower()
+                                       for c in action.choices))):
+            action.type = str.lower
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -292,7 +324,7 @@ def _config(a: argparse.Namespace):
         sensitivity=getattr(a, "sensitivity", "lower"),
         layer_errors=getattr(a, "layer_errors", "final"),
         evaluate=getattr(a, "evaluate", "auto"), plans_per_run=getattr(a, "plans_per_run", None),
-        switch_kernels=getattr(a, "switch_kernels", "matched"),
+        conv_search=getattr(a, "conv_search", "EXHAUSTIVE"),
         workers_per_gpu=getattr(a, "workers_per_gpu", 1),
         backend=getattr(a, "backend", "ort"), build_timeout=getattr(a, "build_timeout", None),
         **({"eval_timeout": a.eval_timeout, "max_restarts": a.max_restarts,
@@ -308,20 +340,39 @@ def cmd_layers(a: argparse.Namespace) -> int:
     from distprec.candidates.rewrites import not_low
 
     if a.precision not in PRECISIONS:
-        raise InputError(f"unknown precision {a.precision!r}")
+        raise InputError(f"unknown precision {a.precision!r} (choose from "
+                         f"{', '.join(PRECISIONS)})")
     model = prepare_model(load_model(a.model))
-    layers = layer_table(model, not_low(model, a.precision))
+    tables = {p: layer_table(model, not_low(model, p)) for p in PRECISIONS}
+    layers = tables[a.precision]
+    # "layer": the number among the searchable layers (what "keep the first k" counts);
+    # "node index": the position among all nodes, topological, bodies after their parent
+    number = {x.name: i for i, x in enumerate((x for x in layers if x.searchable), 1)}
+    shown = [x for x in layers if x.searchable or a.all]
+    if a.json:
+        support = {p: {x.name: x.why_not or "yes" for x in t} for p, t in tables.items()}
+        print(json.dumps([{"layer": number.get(x.name), "node_index": x.index,
+                           "name": x.name, "op": x.op_type, "parent": x.parent or None,
+                           "branch": x.branch or None,
+                           "precisions": {p: support[p][x.name] for p in PRECISIONS}}
+                          for x in shown], indent=1))
+        return 0
     nested = any(x.parent for x in layers)  # a column for the bodies' layers, where any
-    table = Table("index", "name", "op type", *(["in body of"] if nested else []),
-                  *(["searchable"] if a.all else []),
-                  title=f"{a.model}: {sum(x.searchable for x in layers)} searchable layers "
-                  f"for {a.precision}")
-    for layer in layers:
-        if layer.searchable or a.all:
-            table.add_row(str(layer.index), layer.name, layer.op_type,
-                          *([f"{layer.parent} ({layer.branch})" if layer.parent else ""]
-                            if nested else []),
-                          *(["yes" if layer.searchable else layer.why_not] if a.all else []))
+    head = ["layer", "node index", "name", "op type", *(["in body of"] if nested else []),
+            *(["searchable"] if a.all else [])]
+    rows = [[str(number.get(x.name, "-")), str(x.index), x.name, x.op_type,
+             *([f"{x.parent} ({x.branch})" if x.parent else ""] if nested else []),
+             *(["yes" if x.searchable else x.why_not] if a.all else [])] for x in shown]
+    title = (f"{a.model}: {len(number)} searchable layers for {a.precision} (layer: its "
+             "number among them; node index: its position among all nodes of the graph)")
+    if not sys.stdout.isatty():  # a pipe or a file: whole names, one row a line
+        print(title)
+        for row in [head, *rows]:
+            print("\t".join(row))
+        return 0
+    table = Table(*head, title=title)
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
     return 0
 
@@ -329,6 +380,7 @@ def cmd_layers(a: argparse.Namespace) -> int:
 def cmd_golden(a: argparse.Namespace) -> int:
     from distprec.candidates.model import load_model, model_hash, prepare_model
     from distprec.data import input_specs, save_outputs
+    from distprec.history import count
     from distprec.search import SearchConfig, guessed_dims, reference_outputs, validation_feeds
 
     _check_output_path(a.output)
@@ -343,13 +395,14 @@ def cmd_golden(a: argparse.Namespace) -> int:
     feeds = validation_feeds(cfg, specs)
     save_outputs(a.output, reference_outputs(model, feeds, hint=guessed_dims(cfg, specs)),
                  model_hash(source))
-    print(f"wrote {a.output}: {len(feeds)} sample(s), outputs "
+    print(f"wrote {a.output}: {count(len(feeds), 'sample')}, outputs "
           f"{', '.join(o.name for o in model.graph.output)}")
     return 0
 
 
 def cmd_search(a: argparse.Namespace) -> int:
     from distprec.atomic import write_json
+    from distprec.data import golden_runner
     from distprec.exports import write_exports
     from distprec.raylog import RayLog
     from distprec.result import build_result, save_mixed_model
@@ -358,14 +411,17 @@ def cmd_search(a: argparse.Namespace) -> int:
 
     cfg = _config(a)
     cfg.validate()
-    for path in (a.output, a.save_model, a.save_engine):
-        _check_output_path(path)
+    for flag, path in (("-o", a.output), ("--save-model", a.save_model),
+                       ("--save-engine", a.save_engine)):
+        _check_output_path(path, flag)
     if a.save_engine and cfg.backend != "trt":
         raise InputError("--save-engine needs --backend trt")
     check_outputs({"-o": a.output, "--save-model": a.save_model, "--report": a.report,
                    "--journal": cfg.journal, "--log": log_path(a.output, a.log)},
                   {**_inputs(a), "--start": a.start,
                    "--calibration-cache": a.calibration_cache})
+    _check_appended(cfg.journal, log_path(a.output, a.log), a.calibration_cache)
+    outlock.hold({"--journal": cfg.journal, "-o": a.output})  # one search per output
     if cfg.resume and not Path(cfg.journal).is_file():
         raise InputError(f"--resume: no journal at {cfg.journal} (give --journal FILE)")
     if not cfg.resume:
@@ -399,9 +455,7 @@ def cmd_search(a: argparse.Namespace) -> int:
     result["complete"] = not report.interrupted
     result["journal"] = cfg.journal
     if report.interrupted:
-        import ray
-
-        ray.shutdown()
+        shutdown_ray()  # Ray resets SIGTERM's handler; a second signal must not kill this
         write_json(a.output, result)
         unconfirmed = result["passed"] and not result["evaluation"].get("confirmed", True)
         what = "; its best plan is NOT confirmed on a real candidate" if unconfirmed else ""
@@ -414,7 +468,8 @@ def cmd_search(a: argparse.Namespace) -> int:
     write_json(a.output, result)  # first: a failing export must not lose the search
     prep = report.prepared  # Polygraphy inputs/golden (and INT8 calib cache) beside it
     result["exports"] += write_exports(a.output, result, str(cfg.model), cfg.precision,
-                                       cfg.check, prep.feeds, prep.golden, prep.ranges_json)
+                                       cfg.check, prep.feeds, prep.golden, prep.ranges_json,
+                                       golden_runner(cfg.golden))
     artifact = None
     if a.save_model and report.outcome.passed:  # checked on its own bytes (issue 25)
         artifact = save_mixed_model(a.save_model, report, cfg.precision, cfg.check)
@@ -455,7 +510,7 @@ def _route(cfg, kind: str, wait: float) -> dict:
     from distprec.routing import connect_as_host, require
     from distprec.search import resolve_device
 
-    connect_as_host(cfg.address)
+    connect_as_host(cfg.address, wait)
     cfg.device = resolve_device(cfg.device)
     slots, labelled = require(kind, cfg.device)
     cfg.workers = cfg.workers or slots
@@ -477,6 +532,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     check_outputs({"-o": a.output, "--log": log_path(a.output, a.log)},
                   {**_inputs(a), "--calibration-cache": a.calibration_cache,
                    "--inventory": a.inventory})
+    _check_appended(None, log_path(a.output, a.log), a.calibration_cache)
     devices = [d.strip() for d in a.devices.split(",") if d.strip()]
     precisions = [p.strip() for p in a.precision.split(",") if p.strip()]
     if not devices or not precisions:
@@ -557,7 +613,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
     from distprec.view.report import load_result, write_report
 
-    _check_report_path(a.output)
+    _check_report_path(a.output, "-o")
     check_outputs({"-o": a.output}, {"result": a.result})
     written = write_report(load_result(a.result), a.output)
     print(f"wrote {written[0]}" + (f" and {len(written) - 1} figure(s): "
@@ -578,27 +634,23 @@ def _inputs(a: argparse.Namespace) -> dict[str, str | None]:
     return out
 
 
-def _check_output_path(path: str | None) -> None:
+def _check_output_path(path: str | None, flag: str = "-o") -> None:
     """Refuse an output path that cannot be written before a long search, not after it."""
-    if not path:
-        return
-    p = Path(path)
-    if p.is_dir():
-        raise InputError(f"output path is a folder: {path}")
-    parent = p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write {path}: {parent} is not a writable folder")
+    check_writable(flag, path)
 
 
-def _check_report_path(path: str | None) -> None:
-    if not path:
-        return
-    from distprec.view.report import require_matplotlib
+def _check_appended(journal: str | None, log: str | None, cache: str | None) -> None:
+    """The journal and the log (appended to) and a calibration cache still to be written,
+    checked before Ray starts: they failed after it, or never said so (issue 26)."""
+    check_writable("--journal", journal, append=True)
+    check_writable("--log", log, append=True)
+    if cache and not Path(cache).exists():
+        check_writable("--calibration-cache", cache)
 
-    _check_output_path(path)
-    require_matplotlib()
+
+def _check_report_path(path: str | None, flag: str = "--report") -> None:
+    if path:
+        _check_output_path(path, flag)
 
 
 COMMANDS = {"layers": cmd_layers, "golden": cmd_golden, "search": cmd_search,
@@ -648,6 +700,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    if not (sys.argv[1:] if argv is None else argv):  # the first screen: what there is
+        print(build_parser().format_help(), file=sys.stderr)
+        print("distprec: error: no command given", file=sys.stderr)
+        return 2
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
@@ -661,12 +717,18 @@ def _main(argv: list[str] | None) -> int:
         print(f"distprec: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
               file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, Interrupted) as exc:
-        stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+    except (KeyboardInterrupt, Interrupted, SystemError) as exc:
+        stop = interruption(exc)  # a SystemError from inside Ray's wait: signals.interruption
+        if stop is None and isinstance(exc, SystemError):
+            raise
+        stop = stop or Interrupted(signal.SIGINT)
+        ignore_further(stop.signum)
         if "ray" in sys.modules:
-            sys.modules["ray"].shutdown()
+            shutdown_ray()
         print(f"distprec: interrupted by {stop.name}", file=sys.stderr)
         return stop.exit_code
+    finally:
+        outlock.release()  # after the result is written: the output is free again
 
 
 if __name__ == "__main__":

@@ -2,16 +2,21 @@
 
 The model a user deploys is the candidate rewrite, and the switchboard can disagree with
 it where the runtime fuses layers differently. So a switchboard search ends with the
-answer evaluated as a real candidate, together with every single removal the strategy
-judged failing (all of them for a 1-minimal claim, the neighbour for a contiguous one).
-Where a candidate disagrees, its verdict replaces the switchboard's and the strategy runs
-again over the verdicts known so far (replayed, not re-evaluated), until the candidates
-agree. A switchboard that is wrong about one layer is wrong about every plan that lowers
-it, and there can be exponentially many such plans, so after ``SWITCH_PASSES`` passes that
-disagreed the search goes on on real candidates alone (replaying only their verdicts):
-that pass needs no confirmation, so the search ends. After the first disagreement, the
-switchboard runs on the candidates' convolution kernels (``MATCHED``): slower on CUDA,
-but kernel choice, not only fusion, moved verdicts near a tight tolerance.
+answer evaluated as a real candidate, then the single removals the strategy judged
+failing (all of them for a 1-minimal claim, the neighbour for a contiguous one), within a
+time budget: the answer is always confirmed, its minimality as far as the budget goes,
+and the result says how far. Where a candidate disagrees, its verdict replaces the
+switchboard's and the strategy runs again over the verdicts known so far (replayed, not
+re-evaluated), until the candidates agree.
+
+Both paths run the same kernels (the search's kernel contract), so a disagreement has two
+causes: kernel noise, where the two sides' figures lie within the noise band measured at
+start-up (an *edge* verdict: the plan sits on the tolerance), or a fusion the switchboard
+cannot follow. A switchboard that is wrong about one layer is wrong about every plan that
+lowers it, and there can be exponentially many such plans, so after ``SWITCH_PASSES``
+passes with disagreements that are not edge verdicts the search goes on on real
+candidates alone (replaying only their verdicts): that pass needs no confirmation. Edge
+verdicts keep the switchboard (``EDGE_PASSES`` bounds them too).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import dataclass, field
 
 from distprec.actors.loop import EventSink, Faults, LoopResult, drive
 from distprec.actors.pool import Worker
-from distprec.evaluator import MATCHED
+from distprec.evaluation.choices import is_edge
 from distprec.strategies.base import Info, Keep, Outcome, Strategy, Verdict
 from distprec.strategies.replay import EachOnce, Known, Replay
 
@@ -38,10 +43,18 @@ class Confirmation:
     confirm_s: float = 0.0  # wall time spent confirming on candidates
     answer_s: float | None = None  # search start to the answer passing as a candidate
     confirmed: bool = False  # the final answer's verdicts all come from candidates
+    removals: int = 0  # single removals the minimality claim rests on
+    removals_confirmed: int = 0  # of which judged as candidates (the budget may stop it)
+
+    @property
+    def edges(self) -> int:
+        return sum(bool(d.get("edge")) for d in self.disagreements)
 
     def record(self) -> dict:
         return {"switchboard_verdicts": self.switchboard, "candidate_verdicts": self.candidates,
-                "disagreements": self.disagreements, "confirmation_passes": self.passes,
+                "disagreements": self.disagreements, "edge_verdicts": self.edges,
+                "confirmation_passes": self.passes,
+                "removals_confirmed": [self.removals_confirmed, self.removals],
                 "confirm_s": round(self.confirm_s, 3),
                 "answer_confirmed_s": None if self.answer_s is None else round(self.answer_s, 3),
                 "confirmed": self.confirmed}
@@ -57,76 +70,110 @@ def confirmation_plans(strategy: Strategy, outcome: Outcome) -> list[Keep]:
     return [keep, *(k for k in removals if k in strategy.told)]
 
 
-#: Switchboard passes before a search whose confirmations keep disagreeing goes on
-#: on candidates alone.
+#: Switchboard passes with disagreements that are not edge verdicts before a search goes
+#: on on candidates alone; and passes of any disagreement (edge verdicts cost a replayed
+#: pass and a few candidates each, but a plan on the tolerance's edge can have many
+#: neighbours there).
 SWITCH_PASSES = 3
+EDGE_PASSES = 8
 
-#: Runs a strategy to its end with plans evaluated one way ("switchboard" or "candidate").
-Run = Callable[[Strategy, str], LoopResult]
+#: Seconds the candidates may spend confirming single removals, at least; by default as
+#: long as the search took (``confirm_budget``).
+MIN_CONFIRM_S = 10.0
+
+#: Runs a strategy to its end (or its budget, seconds) with plans evaluated one way
+#: ("candidate"; None: each worker's path in use).
+Run = Callable[[Strategy, "str | None", "float | None"], LoopResult]
 
 
 def on_workers(workers: list[Worker], on_event: EventSink | None = None,
                faults: Faults | None = None) -> Run:
     """The Ray driver loop as a ``Run``."""
-    return lambda strategy, via: drive(strategy, workers, on_event, via=via, faults=faults)
+    return lambda strategy, via, budget=None: drive(strategy, workers, on_event, via=via,
+                                                    faults=faults, budget_s=budget)
+
+
+def confirm_budget(search_s: float, given: float | None = None) -> float:
+    """Seconds for confirming removals: ``given``, or as long as the search took (at least
+    ``MIN_CONFIRM_S``): confirmation at most doubles the time to a proven answer."""
+    return given if given is not None else max(MIN_CONFIRM_S, search_s)
 
 
 def confirmed_search(make: Callable[[], Strategy], run: Run,
                      on_event: EventSink | None = None,
-                     seed: tuple[Known, Known] | None = None) -> tuple[Outcome, LoopResult,
-                                                                       Confirmation]:
-    """Search on the switchboard, confirm on candidates, repeat until they agree.
+                     seed: tuple[Known, Known] | None = None,
+                     band: Callable[[], dict | None] | None = None,
+                     budget_s: float | None = None) -> tuple[Outcome, LoopResult,
+                                                             Confirmation]:
+    """Search on each worker's path, confirm on candidates, repeat until they agree.
 
     ``make`` builds a fresh strategy (each pass replays the verdicts known so far into a
     new one); ``run`` evaluates (``on_workers`` on Ray; an oracle in tests). ``seed``:
-    switchboard and candidate verdicts known before (a journal being resumed).
+    switchboard and candidate verdicts known before (a journal being resumed). ``band``:
+    the kernel noise (``choices.is_edge``), asked once a disagreement needs it.
+    ``budget_s``: seconds for confirming removals (``confirm_budget`` by default).
     """
     emit = on_event or (lambda kind, data: None)
     switch: dict[Keep, tuple[Verdict, Info | None]] = dict(seed[0]) if seed else {}
     real: dict[Keep, tuple[Verdict, Info | None]] = dict(seed[1]) if seed else {}
     total, conf = LoopResult(), Confirmation()
-    matched = False
+    defects = 0  # passes with a disagreement that is not an edge verdict
+    noise: list = []
     while True:
-        # After a disagreement, the switchboard runs the candidates' kernels (MATCHED).
-        via = "candidate" if conf.passes >= SWITCH_PASSES else \
-            MATCHED if conf.disagreements else "switchboard"
-        if via == MATCHED and not matched:  # verdicts of the other kernels are not replayed
-            matched, switch = True, {}
+        via = "candidate" if defects >= SWITCH_PASSES or conf.passes >= EDGE_PASSES else None
         # A candidate's verdict wins; on candidates alone, only theirs are replayed.
         strategy = Replay(make(), real if via == "candidate" else {**switch, **real})
-        loop = run(strategy, via)
+        loop = run(strategy, via, None)
         _merge(total, loop)
         for ev in loop.evaluations:
-            (real if via == "candidate" else switch)[ev.keep] = (ev.verdict, ev.info())
+            (real if ev.via == "candidate" else switch)[ev.keep] = (ev.verdict, ev.info())
         outcome = strategy.result()
-        todo = [k for k in confirmation_plans(strategy.inner, outcome) if k not in real]
+        plans = [k for k in confirmation_plans(strategy.inner, outcome) if k not in real]
         answer = frozenset(outcome.keep) if outcome.passed and outcome.keep is not None \
             else None
         conf.answer_s = total.wall_s if answer in real else None  # already a candidate
-        if not todo:
+        if not plans:
             break
         conf.passes += 1
-        emit("phase", {"name": f"confirming on candidates ({len(todo)} plans)"})
+        emit("phase", {"name": f"confirming on candidates ({len(plans)} plans)"})
         t0 = time.perf_counter()
-        check = run(EachOnce(strategy.layers, todo), "candidate")
-        conf.confirm_s += time.perf_counter() - t0
-        if answer in check.told_s:  # the answer goes first: the rest back its minimality
+        # The answer alone first, never bounded; then the removals, within the budget.
+        first = [k for k in plans if k == answer] or plans[:1]
+        check = run(EachOnce(strategy.layers, first), "candidate", None)
+        if answer in check.told_s:
             conf.answer_s = total.wall_s + check.told_s[answer]
         _merge(total, check)
-        disagreed = False
+        rest = [k for k in plans if k not in first]
+        if rest and all(ev.verdict.passed for ev in check.evaluations if ev.keep == answer):
+            limit = confirm_budget(total.wall_s, budget_s)
+            more = run(EachOnce(strategy.layers, rest), "candidate", limit)
+            _merge(total, more)
+            check.evaluations += more.evaluations
+        conf.confirm_s += time.perf_counter() - t0
+        disagreed = defect = False
         for ev in check.evaluations:
             real[ev.keep] = (ev.verdict, ev.info())
             seen = switch.get(ev.keep)
             if seen is not None and seen[0].passed != ev.verdict.passed:
                 disagreed = True
+                if band and not noise:
+                    noise.append(band())
+                edge = is_edge(dict((seen[1].figures if seen[1] else {}) or {}),
+                               dict(ev.figures), noise[0] if noise else None)
+                defect = defect or not edge
                 conf.disagreements.append({"keep": sorted(ev.keep), "size": len(ev.keep),
                                            "switchboard": seen[0].value,
-                                           "candidate": ev.verdict.value})
+                                           "candidate": ev.verdict.value, "edge": edge})
+        defects += defect
         if not disagreed:
             break
     conf.switchboard = sum(ev.via == "switchboard" for ev in total.evaluations)
     conf.candidates = sum(ev.via == "candidate" for ev in total.evaluations)
-    conf.confirmed = all(k in real for k in confirmation_plans(strategy.inner, outcome))
+    needed = confirmation_plans(strategy.inner, outcome)
+    answer = needed[0] if outcome.passed else None
+    conf.removals = len(needed) - 1 if outcome.passed else 0
+    conf.removals_confirmed = sum(k in real for k in needed[1:]) if outcome.passed else 0
+    conf.confirmed = (answer in real) if outcome.passed else all(k in real for k in needed)
     return outcome, total, conf
 
 
@@ -146,3 +193,4 @@ def _merge(total: LoopResult, part: LoopResult) -> None:
     total.requeued += part.requeued
     total.timeouts += part.timeouts
     total.stalled = total.stalled or part.stalled
+    total.out_of_time = total.out_of_time or part.out_of_time

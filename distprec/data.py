@@ -22,7 +22,7 @@ from onnx import helper
 from distprec.atomic import write_bytes
 from distprec.candidates.model import graph_inputs
 from distprec.errors import InputError
-from distprec.npzsafe import read_npz
+from distprec.npzsafe import npz_names, read_npz
 from distprec.usercode import guarded
 
 Feed = dict[str, np.ndarray]
@@ -168,7 +168,12 @@ def load_feeds(path: str | Path | list, specs: list[InputSpec]) -> list[Feed]:
             raise InputError(f"{path}: expected a list of feed dicts (polygraphy --save-inputs)")
         feeds = [_cast_float64(d, specs, path) for d in data]
     else:
-        arrays = _read_npz(path)
+        want = sorted(s.name for s in specs)
+        names = npz_names(path)  # the zip directory: an array of another name is never read
+        if sorted(names) != want:
+            raise InputError(f"{path}: sample 0 has inputs {sorted(names)}, the model takes "
+                             f"{want}")
+        arrays = _read_npz(path, want)
         feeds = _split_samples(arrays, specs, path)
     return check_feeds(feeds, specs, str(path))
 
@@ -248,10 +253,11 @@ def load_outputs(path: str | Path | list, output_names: list[str], samples: int,
     iterations; ``runner`` picks a runner of a ``--save-results`` file by name.
     """
     if isinstance(path, (list, tuple)):
-        outputs = [o for one in path for o in _read_outputs(Path(one), model_hash, runner)]
+        outputs = [o for one in path for o in _read_outputs(Path(one), model_hash, runner,
+                                                                output_names)]
         path = ", ".join(map(str, path))
     else:
-        outputs = _read_outputs(Path(path), model_hash, runner)
+        outputs = _read_outputs(Path(path), model_hash, runner, output_names)
     if not outputs or set(outputs[0]) != set(output_names):
         got = sorted(outputs[0]) if outputs else []
         raise InputError(f"{path}: golden outputs {got} do not match the model's outputs "
@@ -261,14 +267,20 @@ def load_outputs(path: str | Path | list, output_names: list[str], samples: int,
     return outputs
 
 
-def _read_outputs(path: Path, model_hash: str, runner: str | None) -> list[Feed]:
+def _read_outputs(path: Path, model_hash: str, runner: str | None,
+                  output_names: list[str]) -> list[Feed]:
     if path.is_dir():
-        return [o for one in _files_in(path) for o in _read_outputs(one, model_hash, runner)]
+        return [o for one in _files_in(path) for o in _read_outputs(one, model_hash, runner,
+                                                                    output_names)]
     if not path.is_file():
         raise InputError(f"golden outputs file not found: {path}")
     if path.suffix == ".json":
         return _polygraphy_run_results(_read_polygraphy_json(path), path, runner)
-    arrays = _read_npz(path)
+    names = [n for n in npz_names(path) if n != HASH_KEY]  # the zip directory alone
+    if sorted(names) != sorted(output_names):  # an array of another name is never read
+        raise InputError(f"{path}: golden outputs {sorted(names)} do not match the model's "
+                         f"outputs {sorted(output_names)}")
+    arrays = _read_npz(path, [*output_names, HASH_KEY])
     saved_hash = arrays.pop(HASH_KEY, None)
     if saved_hash is not None and str(saved_hash) != model_hash:
         raise InputError(f"{path}: golden outputs were made for another model")
@@ -327,8 +339,8 @@ def load_user_function(spec: str, default: str):
     return func
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    return read_npz(path)  # headers checked and sizes bounded before decompression
+def _read_npz(path: Path, only: list[str] | None = None) -> dict[str, np.ndarray]:
+    return read_npz(path, only=only)  # headers checked, sizes bounded before decompression
 
 
 def _split_samples(arrays: dict[str, np.ndarray], specs: list[InputSpec], path: Path) -> list[Feed]:
@@ -370,6 +382,25 @@ def _read_polygraphy_json(path: Path):
     except Exception as exc:
         raise InputError(f"cannot read {path} as Polygraphy JSON: {type(exc).__name__}: "
                          f"{exc}") from None
+
+
+_RUNNER = re.compile(r'\{\s*"lst"\s*:\s*\[\s*\[\s*("(?:[^"\\]|\\.)*")')
+
+
+def golden_runner(path: str | Path | list | None) -> str | None:
+    """The runner name of a Polygraphy ``--save-outputs`` file (its first runner), so the
+    golden file distprec writes back keeps the user's name; None for .npz or unknown.
+    Read from the file's head only: the arrays after it may be large."""
+    first = path[0] if isinstance(path, list) and path else path
+    if not first or not str(first).endswith(".json") or not Path(first).is_file():
+        return None
+    with open(first, "rb") as f:
+        head = f.read(4096).decode("utf-8", "replace")
+    found = _RUNNER.match(head.lstrip())
+    try:
+        return json.loads(found.group(1)) if found else None
+    except json.JSONDecodeError:
+        return None
 
 
 def _polygraphy_run_results(data, path: Path, runner: str | None = None) -> list[Feed]:

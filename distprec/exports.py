@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import shlex
 import struct
 from collections import Counter
@@ -71,6 +72,46 @@ def tensorrt_names(source: onnx.ModelProto, prepared: onnx.ModelProto,
     return out, notes
 
 
+def modelopt_names(source: onnx.ModelProto, tensorrt: list[str]) -> tuple[list[str], list[str]]:
+    """(names ModelOpt gives, notes) for the exported layers ``tensorrt`` (TensorRT's names).
+
+    ModelOpt names an unnamed main-graph node itself before it matches any pattern
+    (modelopt.onnx.utils.name_onnx_nodes: ``<OpType>_<n>``, n counting from the number of
+    distinct names), so TensorRT's ``node_of_<output>`` would select nothing there. This
+    replays that rule on the source model.
+    """
+    graph = source.graph
+    taken = {n.name for n in graph.node}
+    start, own = len(taken), {}
+    for node in graph.node:  # name_onnx_nodes, step for step
+        if not node.name and node.output:
+            name = f"{node.op_type}_{start}"
+            while name in taken:
+                start += 1
+                name = f"{node.op_type}_{start}"
+            taken.add(name)
+            own[f"node_of_{node.output[0]}"] = name
+    out = [own.get(n, n) for n in tensorrt]
+    renamed = [n for n in tensorrt if n in own]
+    if not renamed:
+        return out, []
+    return out, [f"{len(renamed)} unnamed layer(s) ({', '.join(renamed[:3])}"
+                 f"{', ...' if len(renamed) > 3 else ''}) are named in the ModelOpt command "
+                 "as ModelOpt names them (<OpType>_<n>); that holds unless its graph "
+                 "sanitizer adds or removes nodes first (opset conversion, LayerNorm "
+                 "fusion); onnxconverter-common's node_block_list matches node names and "
+                 "cannot block an unnamed node"]
+
+
+def modelopt_pattern(name: str) -> str:
+    """A ModelOpt ``--nodes_to_exclude`` entry selecting the node ``name`` and no other.
+
+    ModelOpt reads each entry as a regular expression with ``re.match`` (anchored at the
+    start only): ``Conv@1`` would also select ``Conv@10``, and a ``.`` any character.
+    """
+    return "^" + re.escape(name) + "$"
+
+
 def trtexec_layer_precisions(names) -> tuple[str | None, list[str]]:
     """``--layerPrecisions`` value, or None with one note per name it cannot express."""
     bad = [n for n in names if any(c in n for c in TRTEXEC_UNSAFE)]
@@ -100,8 +141,13 @@ def polygraphy_check_flags(check: CheckSpec) -> list[str]:
 
 def commands(model: str, precision: str, names, check: CheckSpec | None = None,
              inputs_json: str | None = None, golden_json: str | None = None,
-             calib_cache: str | None = None) -> tuple[dict[str, str], list[str]]:
-    """Every hand-off string for the layers ``names`` (TensorRT's names) kept in FP32."""
+             calib_cache: str | None = None, modelopt: list[str] | None = None,
+             ) -> tuple[dict[str, str], list[str]]:
+    """Every hand-off string for the layers ``names`` (TensorRT's names) kept in FP32.
+
+    ``modelopt``: the same layers under ModelOpt's names (``modelopt_names``), if they
+    differ. Each name selects exactly its own node under each tool's matching rule.
+    """
     q = shlex.quote
     flag = TRT_FLAG[precision]
     out: dict[str, str] = {}
@@ -125,7 +171,7 @@ def commands(model: str, precision: str, names, check: CheckSpec | None = None,
     if check is not None and golden_json:
         poly.append(" ".join(q(f) for f in polygraphy_check_flags(check)))
     out["polygraphy_command"] = " ".join(poly)
-    exclude = " ".join(q(n) for n in names)
+    exclude = " ".join(q(modelopt_pattern(n)) for n in (names if modelopt is None else modelopt))
     stem = Path(model).stem
     if precision in ("fp16", "bf16"):
         out["modelopt_command"] = (
@@ -195,14 +241,15 @@ def ort_ranges(ranges_json: str) -> dict[str, tuple[float, float]]:
 
 def write_exports(result_path: str | Path, result: dict, source_model: str, precision: str,
                   check: CheckSpec, feeds: list[Feed], golden: list[Feed],
-                  ranges_json: str | None) -> list[str]:
+                  ranges_json: str | None, runner: str | None = None) -> list[str]:
     """Files beside result.json so the commands reproduce the test: Polygraphy inputs and
-    golden outputs, and for INT8 TensorRT's calibration cache. Updates the commands."""
+    golden outputs (under the user's runner name, where the golden came from Polygraphy),
+    and for INT8 TensorRT's calibration cache. Updates the commands."""
     base = Path(result_path)
     stem = base.with_suffix("")
     inputs, outputs = Path(f"{stem}.inputs.json"), Path(f"{stem}.golden.json")
     write_polygraphy_inputs(inputs, feeds)
-    write_polygraphy_outputs(outputs, golden)
+    write_polygraphy_outputs(outputs, golden, runner or "distprec-fp32-reference")
     files = [str(inputs), str(outputs)]
     calib = None
     if precision == "int8" and ranges_json:
@@ -211,6 +258,6 @@ def write_exports(result_path: str | Path, result: dict, source_model: str, prec
         files.append(str(calib))
     names = result.get("tensorrt_layers", [])
     cmds, _ = commands(source_model, precision, names, check, str(inputs), str(outputs),
-                       str(calib) if calib else None)
+                       str(calib) if calib else None, result.get("modelopt_layers"))
     result.update(cmds)
     return files

@@ -14,6 +14,11 @@ from collections.abc import Iterable, Mapping
 VERDICTS = ("pass", "fail", "error")
 
 
+def count(n: int, noun: str) -> str:
+    """``1 element``, ``3 elements``: figures in plain words."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def verdict_counts(history: Iterable[Mapping[str, object]]) -> dict[str, int]:
     """How many of result.json's history entries passed, failed and did not run."""
     verdicts = [h.get("verdict") for h in history]

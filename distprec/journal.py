@@ -72,6 +72,12 @@ class Journal:
         self.entries: list[dict[str, Any]] = []
         if resume:
             self.entries = self._read()
+            try:  # appends must work before any plan is evaluated, not at the first verdict
+                with open(self.path, "ab"):
+                    pass
+            except OSError as exc:
+                raise InputError(f"--resume: cannot append to {self.path}: "
+                                 f"{exc.strerror or exc}") from None
         else:
             write_text(self.path, json.dumps({"format": FORMAT, "key": key}) + "\n")
         self._file: IO[str] | None = None  # opened by the first record: reading holds none

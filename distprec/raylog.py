@@ -187,11 +187,25 @@ class RayLog:
         with self._lock:
             if self._closed:
                 return
-            if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-            self._file.write(line + "\n")
-            self._file.flush()
+            try:
+                if self._file is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+                self._file.write(line + "\n")
+                self._file.flush()
+            except OSError as exc:  # a full disk: said once, never dropped silently
+                self._closed = True
+                if self._file is not None:
+                    try:
+                        self._file.close()
+                    except OSError:
+                        pass
+                    self._file = None
+                failed = f"cannot write Ray's lines to {self.path}: {exc.strerror or exc}; " \
+                         "further ones are dropped"
+            else:
+                return
+        self.notify(failed)
 
     def _from_ray(self, data: dict, ignore_prefix: bool = False) -> None:
         """Ray's ``print_to_stdstream(data, ignore_prefix)``: one batch of a worker's lines,

@@ -13,7 +13,7 @@ from distprec.artifact import ArtifactCheck, check_artifact
 from distprec.candidates.external import save_model
 from distprec.candidates.rewrites import mixed_model
 from distprec.checks import CheckSpec, make_check
-from distprec.exports import commands, tensorrt_names, trtexec_layer_precisions
+from distprec.exports import commands, modelopt_names, tensorrt_names, trtexec_layer_precisions
 from distprec.plan import Plan
 from distprec.search import SearchConfig, SearchReport
 
@@ -23,9 +23,12 @@ def _exports(cfg: SearchConfig, prep, exported: list[str]) -> dict:
     # names only: the nodes, never the weights (a large model's are external)
     source = onnx.load(str(cfg.model), load_external_data=False)
     names, notes = tensorrt_names(source, prep.model, exported)
-    cmds, refused = commands(str(cfg.model), cfg.precision, names, cfg.check)
+    modelopt, renamed = modelopt_names(source, names)
+    cmds, refused = commands(str(cfg.model), cfg.precision, names, cfg.check,
+                             modelopt=modelopt)
     value, _ = trtexec_layer_precisions(names)
-    return {"tensorrt_layers": names, "export_notes": [*notes, *refused],
+    return {"tensorrt_layers": names, "modelopt_layers": modelopt,
+            "export_notes": [*notes, *renamed, *refused],
             "trtexec_layer_precisions": value or "",
             "polygraphy_layer_precisions": " ".join(shlex.quote(f"{n}:float32") for n in names),
             **cmds}
@@ -80,8 +83,10 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         ],
         "environment": {"distprec": __version__, "python": platform.python_version()},
     }
-    result["evaluation"] = ({"mode": "switchboard", **report.confirmation.record()}
+    result["evaluation"] = ({"mode": cfg.evaluate, **report.confirmation.record()}
                             if report.confirmation else report.partial or {"mode": "candidate"})
+    result["evaluation"]["kernels"] = {"conv_search": cfg.conv_search.upper()} \
+        if report.device == "cuda" else {"cpu": "the CPU provider's fixed kernels"}
     if report.layer_errors is not None:
         result["layer_errors_plan"] = report.layer_errors_plan
         result["layer_errors"] = {name: report.layer_errors[name]

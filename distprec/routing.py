@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import ray
 
-from distprec.actors.pool import Worker, connect, start_workers
+from distprec.actors.pool import PROBE_S, Worker, connect, start_workers
 from distprec.devices import LABEL, RESOURCE_PREFIX, detect, resource_name
 from distprec.errors import InputError
 
 JOIN_HINT = "a node joins with: ray start --address HEAD:6379 $(distprec node-args)"
 
 
-def connect_as_host(address: str | None) -> None:
+def connect_as_host(address: str | None, wait: float = PROBE_S) -> None:
     """Join ``address``, or start a local instance that offers this host's own kind.
 
     A joined cluster's nodes advertise their kinds themselves (``distprec node-args``); a
@@ -28,7 +28,7 @@ def connect_as_host(address: str | None) -> None:
     whatever cluster another user last started on this machine.
     """
     if address is not None or ray.is_initialized():
-        connect(address)
+        connect(address, probe_s=wait)  # a silent address: one line within min(15 s, wait)
         return
     host = detect()
     connect("local", {resource_name(host.kind): host.slots}, {LABEL: host.kind})

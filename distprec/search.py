@@ -19,6 +19,7 @@ from distprec.actors.loop import EventSink, Faults, LoopResult, drive
 from distprec.actors.pool import Worker, connect, placement, start_workers, stop_workers
 from distprec.cache import calibration
 from distprec.candidates.backends import OrtBackend, check_backend
+from distprec.candidates.backends.ort import CONV_SEARCHES
 from distprec.candidates.external import to_wire
 from distprec.candidates.model import Layer, layer_table, load_model, model_hash, prepare_model
 from distprec.candidates.rewrites import SUBGRAPH_NOT_QUANTIZED, not_low
@@ -37,7 +38,7 @@ from distprec.data import (
     read_layer_names,
 )
 from distprec.errors import InputError, cause, first_line
-from distprec.evaluator import EVALUATE_MODES, SWITCH_KERNELS, Evaluator, Setup
+from distprec.evaluator import EVALUATE_MODES, Evaluator, Setup
 from distprec.journal import Journal, search_key, tap
 from distprec.partial import Seen, collect, partial_outcome
 from distprec.plan import PRECISIONS
@@ -83,12 +84,13 @@ class SearchConfig:
     layer_errors: str = "final"  # per-layer profile in result.json: final, all-low or none
     evaluate: str = "auto"  # EVALUATE_MODES: switchboard (confirmed on candidates) or candidate
     plans_per_run: int | None = None  # switchboard plans per run; None: chosen by timing
-    switch_kernels: str = "matched"  # SWITCH_KERNELS: the switchboard's conv kernels (CUDA)
+    conv_search: str = "EXHAUSTIVE"  # CONV_SEARCHES: the kernel contract (CUDA)
     workers_per_gpu: int = 1  # evaluators sharing each GPU
     backend: str = "ort"  # BACKENDS: ort or trt (TensorRT, distprec[trt])
     build_timeout: float | None = None  # seconds an engine build may take (trt)
     eval_timeout: float | None = 600.0  # seconds a plan may run before it is retried
     max_restarts: int = 3  # restarts of each evaluator actor (docs/RELIABILITY.md)
+    confirm_time: float | None = None  # seconds for confirming removals; None: as the search
     journal: str | None = None  # verdict journal (distprec/journal.py); None: none kept
     resume: bool = False  # replay the journal's verdicts instead of evaluating them
 
@@ -124,8 +126,9 @@ class SearchConfig:
             raise InputError(f"--evaluate must be one of {', '.join(EVALUATE_MODES)}")
         if self.workers_per_gpu < 1:
             raise InputError(f"--workers-per-gpu must be at least 1, got {self.workers_per_gpu}")
-        if self.switch_kernels not in SWITCH_KERNELS:
-            raise InputError(f"--switch-kernels must be one of {', '.join(SWITCH_KERNELS)}")
+        if self.conv_search.upper() not in CONV_SEARCHES:
+            raise InputError(f"unknown --conv-search {self.conv_search!r} (choose from "
+                             f"{', '.join(c.lower() for c in CONV_SEARCHES)})")
         if self.plans_per_run is not None and self.plans_per_run < 1:
             raise InputError(f"--plans-per-run must be at least 1, got {self.plans_per_run}")
         check_backend(self.backend, self.build_timeout, self.device)
@@ -134,6 +137,8 @@ class SearchConfig:
                              f"{self.eval_timeout}")
         if self.resume and not self.journal:
             raise InputError("--resume needs a journal (--journal FILE)")
+        if self.confirm_time is not None and self.confirm_time < 0:
+            raise InputError(f"--confirm-time must be 0 or more seconds, got {self.confirm_time}")
         if self.max_restarts < 0:
             raise InputError(f"--max-restarts must be 0 or more, got {self.max_restarts}")
 
@@ -156,7 +161,8 @@ class Prepared:
     def setup(self, cfg: SearchConfig) -> Setup:
         return Setup(to_wire(self.model), cfg.precision, self.searchable,
                      self.feeds, self.golden, cfg.check, self.ranges_json, cfg.evaluate,
-                     cfg.plans_per_run, cfg.backend, cfg.build_timeout, cfg.switch_kernels)
+                     cfg.plans_per_run, cfg.backend, cfg.build_timeout,
+                     cfg.conv_search.upper())
 
 
 @dataclass
@@ -201,7 +207,6 @@ def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
     origin = cfg.inputs or cfg.data_loader or "--input-shapes"
     refuse_empty(feeds, origin)
     refuse_nonfinite(feeds, origin, "input")
-    emit("phase", {"name": "golden", "total": len(feeds), "done": 0})
     outputs = [o.name for o in model.graph.output]
     _check_tolerance_names(cfg.check, outputs)
     hint = guessed_dims(cfg, specs)
@@ -211,7 +216,8 @@ def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
         _check_golden(golden, reference_outputs(model, feeds[:1], hint=hint)[0], cfg.golden)
         emit("phase", {"name": "golden", "total": len(feeds), "done": len(feeds),
                        "source": cfg.golden})
-    else:
+    else:  # said only now: a golden file is checked first, and a refusal says it all
+        emit("phase", {"name": "golden", "total": len(feeds), "done": 0})
         golden = reference_outputs(model, feeds, progress=lambda i: emit(
             "phase", {"name": "golden", "total": len(feeds), "done": i}), hint=hint)
     if cfg.check.check_func:
@@ -329,7 +335,7 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     # A journal of another search is refused before Ray too (reading holds no file open);
     # a new one is written only once the workers are up.
     journal = Journal(cfg.journal, key, resume=True) if cfg.journal and cfg.resume else None
-    connect(cfg.address)
+    connect(cfg.address, probe_s=wait)  # a silent --address: refused within min(15 s, wait)
     device = resolve_device(cfg.device)
     check_backend(cfg.backend, cfg.build_timeout, device)
     own = workers is None
@@ -368,17 +374,17 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     on_event = collect(seen, on_event)
     try:
         confirmation = None
-        if all(w.via == "switchboard" for w in workers):
+        if cfg.evaluate != "candidate":
             outcome, loop, confirmation = confirmed_search(
                 strategy, on_workers(workers, on_event, faults), on_event,
                 seed=(journal.known("switchboard"), journal.known("candidate"))
-                if journal else None)
-            notes.append(workers[0].switch_note)
+                if journal else None, band=lambda: _kernel_noise(workers),
+                budget_s=cfg.confirm_time)
+            notes += _path_notes(workers)
         else:
             first = Replay(strategy(), journal.known("candidate")) if journal else strategy()
             loop = drive(first, workers, on_event, via="candidate", faults=faults)
             outcome = first.result()
-            notes += sorted({w.switch_note for w in workers if w.switch_note})
         report = SearchReport(outcome, loop, workers, device, 0.0, prep, notes=notes,
                               confirmation=confirmation)
         if cfg.layer_errors != "none":
@@ -398,6 +404,30 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
             stop_workers(workers)
     report.wall_s = time.perf_counter() - t0
     return report
+
+
+def _path_notes(workers: list[Worker]) -> list[str]:
+    """How each worker's paths were set up and which it chose, once each (a worker that
+    is gone keeps the note it gave at start-up)."""
+    notes = []
+    for w in workers:
+        try:
+            note = ray.get(w.handle.switch_note.remote(), timeout=10)
+        except Exception:
+            note = w.switch_note
+        if note and note not in notes:
+            notes.append(note)
+    return notes
+
+
+def _kernel_noise(workers: list[Worker]) -> dict | None:
+    """The kernel-noise band a live worker measured (None where none was)."""
+    for w in workers:
+        try:
+            return ray.get(w.handle.noise.remote(), timeout=10)
+        except Exception:
+            continue
+    return None
 
 
 def _profile_answer(cfg: SearchConfig, report: SearchReport,

@@ -146,7 +146,7 @@ def run_sweep(base: SearchConfig, devices: list[str], precisions: list[str],
     prepared = {}  # before Ray starts: a bad input never starts it (issue 13)
     for p in dict.fromkeys(pair.precision for pair in todo):
         prepared[p] = prepare(replace(base, precision=p))
-    connect_as_host(base.address)
+    connect_as_host(base.address, wait)
     backend = resolve_device(base.device)
     on_boards = {}
     for b in boards or ():

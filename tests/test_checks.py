@@ -177,7 +177,7 @@ def test_per_iteration_pooling_fails_an_output_that_the_pooled_mean_passes(bad_s
     tol = dict(atol=(("", 0.2),), rtol=(("", 0.0),), stat="mean")
     per = two_samples(CheckSpec(**tol, pooling="iteration"), bad_sample)
     assert not per and f"iteration {bad_sample}" in per.reason
-    assert "(1 of 2 iterations fail)" in per.reason
+    assert "(1 of 2 iterations fails)" in per.reason
     assert per.outputs["y"]["failed_iterations"] == 1
     pooled = two_samples(CheckSpec(**tol, pooling="pooled"), bad_sample)
     assert pooled and "failed_iterations" not in pooled.outputs["y"]

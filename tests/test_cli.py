@@ -33,7 +33,7 @@ def test_search_finds_planted_layers_with_two_workers(ray_session, small_planted
     assert result["evaluations"] == len(result["history"])
     # A plan is evaluated once per way: on the switchboard, and the answer again as a candidate.
     assert len({(tuple(h["keep"]), h["via"]) for h in result["history"]}) == result["evaluations"]
-    assert result["evaluation"]["mode"] == "switchboard" and result["evaluation"]["confirmed"]
+    assert result["evaluation"]["mode"] == "auto" and result["evaluation"]["confirmed"]
     answer = [h for h in result["history"] if set(h["keep"]) == keep]
     assert {h["via"] for h in answer} == {"switchboard", "candidate"}
     assert result["trtexec_layer_precisions"].count(":fp32") == len(keep)
@@ -196,7 +196,7 @@ def test_search_finds_a_planted_layer_inside_an_if_branch(ray_session, tmp_path,
     assert code == 0 and result["searchable_layers"] == 17  # 14 of them in bodies
     assert set(result["high_precision_layers"]) == planted.planted  # both in the then-branch
     assert result["minimal"] == "1-minimal"
-    assert result["evaluation"]["mode"] == "switchboard" and result["evaluation"]["confirmed"]
+    assert result["evaluation"]["mode"] == "auto" and result["evaluation"]["confirmed"]
     assert set(result["tensorrt_layers"]) == planted.planted  # their own names
     assert any("inside If/Loop/Scan bodies" in n for n in result["export_notes"])
     # The saved model: FP16 Casts inside the branch, the kept layers reading FP32, and it runs.

@@ -10,7 +10,7 @@ from strategy_oracles import layers, needs
 
 from distprec.actors.loop import LoopResult
 from distprec.confirm import confirmed_search
-from distprec.evaluator import MATCHED, Evaluation
+from distprec.evaluator import Evaluation
 from distprec.strategies import Verdict, make_strategy
 from distprec.strategies.simulate import simulate
 
@@ -18,17 +18,23 @@ LAYERS = layers(40)
 BAD = {"L0005", "L0021", "L0033"}
 
 
-def oracle_run(switch, real, workers: int = 3, calls: list | None = None):
-    """A ``Run`` whose verdicts come from ``switch`` or ``real`` by the way asked."""
-    def run(strategy, via):
-        oracle = real if via == "candidate" else switch  # MATCHED: still the switchboard
+def oracle_run(switch, real, workers: int = 3, calls: list | None = None,
+               figures=lambda keep, via: {}):
+    """A ``Run`` whose verdicts come from ``switch`` or ``real`` by the way asked (None:
+    the workers' path in use, the switchboard here). A verdict a second: told_s and wall_s
+    count verdicts, and a budget of B seconds keeps the first B."""
+    def run(strategy, via, budget=None):
+        way = via or "switchboard"
+        oracle = real if way == "candidate" else switch
         sim = simulate(strategy, oracle, workers)
+        history = sim.history[:int(budget)] if budget is not None else sim.history
         if calls is not None:
-            calls.append((via, [k for k, _ in sim.history]))
-        # A verdict a second: told_s and wall_s count verdicts.
-        return LoopResult([Evaluation(k, v, via=via) for k, v in sim.history],
-                          told_s={k: i + 1.0 for i, (k, _) in enumerate(sim.history)},
-                          rounds=sim.rounds, wall_s=float(len(sim.history)))
+            calls.append((way, [k for k, _ in history]))
+        return LoopResult([Evaluation(k, v, figures=figures(k, way), via=way)
+                           for k, v in history],
+                          told_s={k: i + 1.0 for i, (k, _) in enumerate(history)},
+                          rounds=sim.rounds, wall_s=float(len(history)),
+                          out_of_time=len(history) < len(sim.history))
     return run
 
 
@@ -41,13 +47,42 @@ def test_agreeing_ways_confirm_the_answer_and_its_removals_once():
     outcome, loop, conf = confirmed_search(make, oracle_run(needs(BAD), needs(BAD), calls=calls))
     assert outcome.keep == BAD and outcome.minimal == "1-minimal"
     assert conf.passes == 1 and conf.disagreements == [] and conf.confirmed
-    confirmed = calls[1][1]
-    assert calls[1][0] == "candidate"
-    assert set(confirmed) == {frozenset(BAD), *(frozenset(BAD - {x}) for x in BAD)}
+    # The answer alone first, then its removals.
+    assert [via for via, _ in calls] == ["switchboard", "candidate", "candidate"]
+    assert calls[1][1] == [frozenset(BAD)]
+    assert set(calls[2][1]) == {frozenset(BAD - {x}) for x in BAD}
     assert conf.candidates == 4 and conf.switchboard == len(loop.evaluations) - 4
+    assert (conf.removals_confirmed, conf.removals) == (3, 3)
     # The answer is confirmed when its own candidate passes, before its removals are in.
-    assert conf.answer_s == len(calls[0][1]) + confirmed.index(frozenset(BAD)) + 1
+    assert conf.answer_s == len(calls[0][1]) + 1
     assert conf.record()["answer_confirmed_s"] == conf.answer_s < loop.wall_s
+
+
+def test_removals_are_confirmed_within_the_budget_the_answer_always():
+    calls = []
+    outcome, loop, conf = confirmed_search(make, oracle_run(needs(BAD), needs(BAD),
+                                                            calls=calls), budget_s=2.0)
+    assert outcome.keep == BAD and conf.confirmed and loop.out_of_time
+    assert calls[1][1] == [frozenset(BAD)]  # the answer, outside the budget
+    assert (conf.removals_confirmed, conf.removals) == (2, 3)
+    assert conf.record()["removals_confirmed"] == [2, 3]
+
+
+def test_a_disagreement_within_the_kernel_noise_is_an_edge_verdict():
+    """Figures of both sides within the band: an edge verdict, which never sends the search
+    to candidates alone; outside it (or with no band measured), a defect."""
+    real_bad = BAD | {"L0010"}
+
+    def figures(keep, via):  # the candidate's error a little over the switchboard's
+        return {"y": {"max_abs": 0.11 if via == "candidate" else 0.1}}
+
+    for band, edge in (({"y": {"max_abs": 0.01}}, True), ({"y": {"max_abs": 0.001}}, False),
+                       (None, False)):
+        _, _, conf = confirmed_search(make, oracle_run(needs(BAD), needs(real_bad),
+                                                       figures=figures),
+                                      band=lambda b=band: b)
+        assert conf.disagreements and all(d["edge"] is edge for d in conf.disagreements)
+        assert conf.edges == (len(conf.disagreements) if edge else 0)
 
 
 def test_no_confirmed_answer_time_without_a_passing_answer():
@@ -66,8 +101,9 @@ def test_a_disagreeing_candidate_overrides_the_switchboard_and_the_search_goes_o
     assert {"keep", "size", "switchboard", "candidate"} <= set(conf.disagreements[0])
     assert conf.disagreements[0]["switchboard"] == "pass"
     assert conf.disagreements[0]["candidate"] == "fail"
-    # After the disagreement the switchboard runs on the candidates' kernels.
-    assert [via for via, _ in calls][:3] == ["switchboard", "candidate", MATCHED]
+    # The answer failed as a candidate (its removals are not confirmed then): the search
+    # goes on on the switchboard, on the same kernels.
+    assert [via for via, _ in calls][:3] == ["switchboard", "candidate", "switchboard"]
     # Every verdict the answer rests on came from a real candidate.
     candidate = {e.keep: e.verdict for e in loop.evaluations if e.via == "candidate"}
     assert candidate[frozenset(real_bad)] is Verdict.PASS

@@ -14,19 +14,19 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from planted_helpers import PLANTS, make_evaluator
 
-from distprec import evaluator as evaluator_module
 from distprec.candidates.backends import OrtBackend
 from distprec.candidates.model import prepare_model
 from distprec.candidates.switchboard import build_switchboard
 from distprec.checks import CheckSpec
 from distprec.data import input_specs, random_feeds
 from distprec.demo import planted_cnn, planted_mlp
+from distprec.evaluation import choices as choices_module
+from distprec.evaluation.switchboard import close as _close
 from distprec.evaluator import (
     MAX_PLANS_PER_CALL,
     MAX_PLANS_PER_RUN,
     Evaluator,
     Setup,
-    _close,
     plans_per_call,
     plans_per_run,
     worth_gating,
@@ -121,12 +121,20 @@ def test_a_candidate_that_fails_to_build_is_an_error_verdict():
 def test_an_int8_evaluator_on_the_cpu_gets_a_switchboard_or_says_why_not():
     cnn = planted_cnn(blocks=4)
     check = CheckSpec(cosine_min=0.99)
-    ev = _evaluator(cnn.model, "int8", check, evaluate="auto")
+    ev = _evaluator(cnn.model, "int8", check, evaluate="switchboard")
     assert ev.switchboard is not None and not ev.switchboard.batched  # INT8: one plan a run
     assert not ev.emulate and ev.backend.fuse is True  # real INT8 kernels, fused as deployed
     assert ev.switch_note == f"switchboard: one plan per run, {ev.plans_per_run} per call"
     _same_as_candidates(ev, ev.evaluate_many([frozenset(), frozenset(ev.searchable)]),
                         figures=False)
+    # auto measures it against a candidate at start-up: ONNX Runtime fuses the candidate's
+    # Q/DQ pairs, the switchboard's Where nodes stop that, and the CPU kernels have no
+    # noise band to excuse the difference: plans go to candidates, and the note says why
+    auto = _evaluator(cnn.model, "int8", check, evaluate="auto")
+    assert auto.default_via == "candidate" and auto.band is None
+    assert auto.switch_note.startswith("switchboard: one plan per run") and (
+        "not used: its figures on the all-" in
+        auto.switch_note)
     # without calibration ranges no INT8 switchboard builds: auto falls back to candidates,
     # --evaluate switchboard refuses to start
     auto = _evaluator(cnn.model, "int8", check, evaluate="auto", ranges_json=None)
@@ -201,14 +209,14 @@ def test_the_gated_form_is_tried_only_where_its_if_overhead_leaves_room(
 def test_the_gated_form_is_kept_only_where_its_plan_runs_cheaper(monkeypatch, gain, gated):
     """The choice is the clock's (GATE_GAIN of the Where form's cost): forced both ways
     here; kept, it gives the candidates' verdicts and figures (emulated: bit-identical)."""
-    monkeypatch.setattr(evaluator_module, "IF_COST_S", {})
-    monkeypatch.setattr(evaluator_module, "GATE_GAIN", gain)
+    monkeypatch.setattr(choices_module, "IF_COST_S", {})
+    monkeypatch.setattr(choices_module, "GATE_GAIN", gain)
     cnn = planted_cnn(blocks=3)
     ev = _evaluator(cnn.model, evaluate="switchboard")
     assert ev.switchboard.gated is gated
     assert ev.switch_note.startswith("switchboard: gated, an If per layer") is gated
     if gated:
-        assert not ev.switchboard.batched and ev._switch_pad == 0 and ev.plans_per_run >= 1
+        assert not ev.switchboard.batched and ev.switch.pad == 0 and ev.plans_per_run >= 1
     layers = sorted(ev.searchable)
     plans = [frozenset(), cnn.planted, frozenset(layers), frozenset(layers[::3])]
     evaluations = ev.evaluate_many(plans)
@@ -220,16 +228,17 @@ def test_no_gated_trial_against_a_where_form_on_a_cuda_graph(monkeypatch):
     """A Where form replayed as a CUDA graph (``_switch_pad`` set) beat the gated form on
     every model measured on an H200: even where the clock would keep the gated form, it
     is not tried (no session is built for it)."""
-    monkeypatch.setattr(evaluator_module, "IF_COST_S", {})
-    monkeypatch.setattr(evaluator_module, "GATE_GAIN", 1e9)
+    monkeypatch.setattr(choices_module, "IF_COST_S", {})
+    monkeypatch.setattr(choices_module, "GATE_GAIN", 1e9)
     ev = _evaluator(planted_cnn(blocks=3).model, evaluate="switchboard")
     assert ev.switchboard.gated  # no graph on the CPU: the gated form was kept
-    args = (ev.model, ev.setup.searchable, ev.setup.precision)
-    where = build_switchboard(*args, emulate=ev.emulate)
-    ev.switchboard, ev._switch_session = where, ev._load_switch(where.model)
-    ev._switch_pad, note = 1, ev.switch_note
-    ev._try_gated(args, {"emulate": ev.emulate})
-    assert ev.switchboard is where and not ev.switchboard.gated and ev.switch_note == note
+    where = build_switchboard(ev.model, ev.setup.searchable, ev.setup.precision,
+                              emulate=ev.emulate)
+    path = ev.switch
+    path.board, path.session = where, ev.backend.load(where.model)
+    path.pad, note = 1, path.note
+    path._try_gated()
+    assert path.board is where and not path.board.gated and path.note == note
 
 
 def test_a_free_batch_axis_runs_many_plans_in_one_batch(planted):
@@ -357,26 +366,8 @@ def test_plans_per_run_is_timed_on_runs_of_the_backend():
     assert ev.switchboard.batched and ev.plans_per_run == 1
     assert ev.switch_note.startswith("switchboard: 1 plan per run")
     assert 15 not in clock.seen  # 3 plans of 5 rows: a new size
-    share = ev._time_batch(3)  # 8 ms a row, 5 rows a plan: 40 ms, and the CPU's own time
+    share = ev.switch._time_batch(3)  # 8 ms a row, 5 rows a plan: 40 ms, and the CPU's own time
     assert 15 in clock.seen and 0.04 <= share < 0.04 + 0.3 / 3 / 2
-
-
-def test_matched_kernels_leave_a_cpu_switchboard_as_it_is(planted):
-    """A conv search is CUDA's: asked for the candidates' kernels (after a disagreement),
-    a CPU evaluator keeps its switchboard and its fast search, with the same verdicts."""
-    from distprec.evaluator import MATCHED, SWITCH_CONV_SEARCH
-
-    ev = _evaluator(planted.model, evaluate="switchboard", switch_kernels="fast",
-                    plans_per_run=2)
-    board, session = ev.switchboard, ev._switch_session
-    plans = [frozenset(), planted.planted]
-    fast = ev.evaluate_many(plans)
-    matched = ev.evaluate_many(plans, via=MATCHED)
-    assert ev.switchboard is board and ev._switch_session is session
-    assert ev.switch_conv_search == SWITCH_CONV_SEARCH != ev.backend.conv_search
-    assert [e.verdict.passed for e in matched] == [e.verdict.passed for e in fast] == [
-        False, True]
-    assert [e.figures for e in matched] == [e.figures for e in fast]
 
 
 def test_batched_and_single_runs_agree_within_kernel_noise():
@@ -424,22 +415,23 @@ def test_the_cuda_graph_guard_on_a_cpu_backend(planted):
     made (here: no CUDA provider), the switchboard note says why."""
     mixed = _evaluator(_free_batch(planted.model), feeds=_samples_of(planted.model, (8,)) +
                        _samples_of(_free_batch(planted.model), (3,)), evaluate="switchboard")
-    note = mixed.switch_note
-    assert mixed._use_cuda_graph(1) is False and mixed.switch_note == note
+    note = mixed.switch.note
+    assert mixed.switch._use_cuda_graph(1) is False and mixed.switch.note == note
     one = _evaluator(planted.model, feeds=_samples_of(planted.model, (8,)),
                      evaluate="switchboard", plans_per_run=1)
-    assert one._use_cuda_graph(1) is False
-    assert one.switch_note.endswith(" (no CUDA graph: CUDA graphs need the CUDA provider)")
+    assert one.switch._use_cuda_graph(1) is False
+    assert one.switch.note.endswith(" (no CUDA graph: CUDA graphs need the CUDA provider)")
 
 
-def test_switch_kernels_choose_the_switchboards_conv_search():
-    from distprec.evaluator import SWITCH_CONV_SEARCH
-
+def test_one_kernel_contract_for_candidates_and_switchboard():
+    """The search's conv search reaches the one backend both paths load their sessions
+    on: ONNX Runtime's own default unless the user says otherwise."""
     base = make_evaluator(planted_mlp(blocks=2).model)
-    matched = Evaluator(base.setup, base.backend)  # the default
-    fast = Evaluator(dataclasses.replace(base.setup, switch_kernels="fast"), base.backend)
-    assert matched.switch_conv_search == base.backend.conv_search != SWITCH_CONV_SEARCH
-    assert fast.switch_conv_search == SWITCH_CONV_SEARCH
+    assert base.setup.conv_search == "EXHAUSTIVE"
+    assert base.setup.make_backend("cpu").conv_search == "EXHAUSTIVE"
+    chosen = dataclasses.replace(base.setup, conv_search="HEURISTIC").make_backend("cpu")
+    assert chosen.conv_search == "HEURISTIC"
+    assert OrtBackend("cpu", conv_search="default").conv_search == "DEFAULT"
 
 
 def test_body_layers_use_the_one_plan_switchboard_where_the_batched_form_declines():

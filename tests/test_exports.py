@@ -118,7 +118,7 @@ def test_modelopt_and_block_list():
     fp16, _ = commands("m.onnx", "fp16", ["node_of_h", "out"])
     argv = shlex.split(fp16["modelopt_command"])
     assert argv[:3] == ["python", "-m", "modelopt.onnx.autocast"]
-    assert argv[argv.index("--nodes_to_exclude") + 1:] == ["node_of_h", "out"]
+    assert argv[argv.index("--nodes_to_exclude") + 1:] == ["^node_of_h$", "^out$"]
     assert argv[argv.index("--low_precision_type") + 1] == "fp16"
     int8, _ = commands("m.onnx", "int8", ["out"], calib_cache="c.cache")
     assert "modelopt.onnx.quantization" in int8["modelopt_command"]

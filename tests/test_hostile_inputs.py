@@ -119,8 +119,49 @@ INVENTORIES = {
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Path:
+def read_only(tmp_path_factory):
+    """A folder no one may write to, root included (issue 26), holding a killed search's
+    journal; None where this machine cannot make one.
+
+    A 0555 folder stops other users; root writes to it anyway (and rightly: the checks
+    try for real), so as root the folder is made immutable (``chattr +i``).
+    """
+    d = tmp_path_factory.mktemp("readonly")
+    journal = Journal(d / "r.journal.jsonl", {"model_hash": "abc"}, resume=False)
+    journal.record(Evaluation(frozenset({"l0"}), Verdict.PASS))
+    journal.close()
+    os.chmod(d, 0o555)
+    immutable = False
+    if os.geteuid() == 0:
+        immutable = subprocess.run(["chattr", "+i", str(d)], capture_output=True).returncode == 0
+    try:
+        (d / "probe").touch()
+        (d / "probe").unlink()
+        usable = False  # still writable: no way to make it read-only here
+    except OSError:
+        usable = True
+    yield d if usable else None
+    if immutable:
+        subprocess.run(["chattr", "-i", str(d)], check=True)
+    os.chmod(d, 0o755)
+
+
+@pytest.fixture(scope="module")
+def silent_port():
+    """A port that takes TCP connections (the kernel's backlog) but never says a word."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory, read_only) -> Path:
     d = tmp_path_factory.mktemp("hostile")
+    if read_only is not None:
+        (d / "ro").symlink_to(read_only)  # one shared folder: nothing can change it
     model = planted_mlp(blocks=2).model  # input (8, 32) float32 -> logits (8, 10)
     (d / "m.onnx").write_bytes(model.SerializeToString())
     (d / "m_copy.onnx").write_bytes(model.SerializeToString())
@@ -202,6 +243,25 @@ CASES = [
     ("sweep -o is the model", ["sweep", "m.onnx", "--devices", "cpu", "-o", "m.onnx"],
      "-o m.onnx is the model input"),
     ("a killed search's journal", [*S, "-o", "r.json"], "continue it with --resume"),
+    # read-only folders, found before Ray starts, the user's path named (issue 26)
+    ("-o in a read-only folder", [*S, "-o", "ro/r.json"],
+     "cannot write -o ro/r.json: ro is not a writable folder"),
+    ("--journal in a read-only folder", [*S, "-o", "x.json", "--journal", "ro/j.jsonl"],
+     "cannot write --journal ro/j.jsonl: ro is not a writable folder"),
+    ("--log in a read-only folder", [*S, "-o", "x.json", "--log", "ro/r.log"],
+     "cannot write --log ro/r.log: ro is not a writable folder"),
+    ("--save-model in a read-only folder", [*S, "-o", "x.json", "--save-model", "ro/m.onnx"],
+     "cannot write --save-model ro/m.onnx"),
+    ("--report in a read-only folder", [*S, "-o", "x.json", "--report", "ro/r.html"],
+     "cannot write --report ro/r.html"),
+    ("calibration cache in a read-only folder", [*S, "-o", "x.json", "--precision", "int8",
+                                                 "--calibration-cache", "ro/c.json"],
+     "cannot write --calibration-cache ro/c.json"),
+    ("resume in a read-only folder", [*S, "-o", "x.json", "--journal", "ro/r.journal.jsonl",
+                                      "--resume"], "cannot write --journal ro/r.journal.jsonl"),
+    ("sweep --log in a read-only folder", ["sweep", "m.onnx", "--devices", "cpu", "-o",
+                                           "s.json", "--log", "ro/s.log"],
+     "cannot write --log ro/s.log"),
     ("resume without a journal", [*S, "-o", "y.json", "--resume"],
      "--resume: no journal at y.journal.jsonl"),
     ("resume another search", [*S, "-o", "r.json", "--resume"], "journal of another search"),
@@ -308,6 +368,8 @@ CASES = [
     ("no model given", ["layers"], "arguments are required"),
     # clusters, device kinds and boards
     ("nothing at --address", [*S, "--address", "127.0.0.1:1"], "cannot reach Ray"),
+    ("--address that never answers", [*S, "--address", "127.0.0.1:{silent}", "--wait", "2"],
+     "did not answer within 2 s"),
     ("unknown device kind", [*S, "--kind", "jetson"], "unknown device kind 'jetson'"),
     ("sweep: unknown kind", ["sweep", "m.onnx", "--devices", "cpu,jetson"],
      "unknown device kind 'jetson'"),
@@ -353,6 +415,10 @@ class RayStarted(BaseException):
 def test_refused_with_one_line(case, template, tmp_path, monkeypatch, capfd, request):
     name, argv, says, *how = case
     how = how[0] if how else IN
+    if any(x.startswith("ro/") for x in argv) and request.getfixturevalue("read_only") is None:
+        pytest.skip("no read-only folder can be made here (root without chattr)")
+    if any("{silent}" in x for x in argv):
+        argv = [x.replace("{silent}", str(request.getfixturevalue("silent_port"))) for x in argv]
     d = tmp_path / "case"
     shutil.copytree(template, d, symlinks=True)
     os.chmod(d / "loose_key", 0o644)  # copytree keeps modes; said plainly

@@ -54,7 +54,10 @@ def test_journal_round_trip_cut_line_and_foreign_key(tmp_path):
         Journal(tmp_path / "none.jsonl", KEY, resume=True)
 
 
-SLOW = "import time\n\ndef check(golden, outputs):\n    time.sleep(0.3)\n    return True\n"
+#: Each evaluation sleeps 0.3 s; while the file HOLD names exists, 30 s, so that the driver
+#: sits in ray.wait (where a signal once surfaced as a SystemError from Ray's Cython code).
+SLOW = ("import os\nimport time\n\n\ndef check(golden, outputs):\n"
+        "    time.sleep(30 if os.path.exists({hold!r}) else 0.3)\n    return True\n")
 #: Slow until a file named "stopped" appears beside it.
 UNTIL_STOPPED = ("import pathlib, time\n\ndef check(golden, outputs):\n"
                  "    if not (pathlib.Path(__file__).parent / 'stopped').exists():\n"
@@ -66,7 +69,7 @@ def cli_case(tmp_path_factory):
     d = tmp_path_factory.mktemp("resume")
     model = planted_mlp(blocks=6, plants=PLANTS)
     write_bytes(d / "planted.onnx", model.model.SerializeToString())
-    (d / "slow.py").write_text(SLOW)
+    (d / "slow.py").write_text(SLOW.format(hold=str(d / "hold")))
     return model, d
 
 
@@ -133,7 +136,21 @@ def test_sigkill_then_resume_repeats_nothing(cli_case):
     marker = uuid.uuid4().hex
     proc = _start(_args(d, "killed.json"), marker)
     journal = d / "killed.journal.jsonl"
+    lock = Path(f"{journal}.lock")
     try:
+        # a second search with the same -o while the first starts up, before it has
+        # journaled a verdict (issue 26: the second replaced the first one's journal):
+        # refused with one line naming the first one's PID
+        deadline = time.time() + 60
+        while not lock.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        second = subprocess.run(_args(d, "killed.json"), capture_output=True, text=True,
+                                timeout=60, env={**os.environ,
+                                                 "PYTHONPATH": str(Path(__file__).parents[1])})
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.strip().splitlines() == [
+            f"distprec: error: another search (PID {proc.pid}) is writing {journal}: wait "
+            "for it to end, or give another -o (or --journal)"]
         _wait_lines(journal, 6, proc)
         proc.kill()
         proc.wait()
@@ -143,6 +160,7 @@ def test_sigkill_then_resume_repeats_nothing(cli_case):
     assert not left, f"{len(left)} process(es) outlived the SIGKILLed driver"
     before = _judged(journal)
     assert len(before) >= 6
+    assert lock.read_text().strip() == str(proc.pid)  # left by the kill: taken over below
     again = subprocess.run(_args(d, "killed.json", "--resume"), capture_output=True,
                            text=True, env={**os.environ,
                                            "PYTHONPATH": str(Path(__file__).parents[1])})
@@ -153,6 +171,43 @@ def test_sigkill_then_resume_repeats_nothing(cli_case):
     evaluated = {frozenset(e["keep"]) for e in result["history"]}
     assert not evaluated & set(before)  # zero repeated evaluations
     assert any(f"{len(before)} verdict(s) replayed" in n for n in result["notes"])
+    assert not list(d.glob("killed*.lock"))  # a search that ends removes its locks
+
+
+@pytest.mark.parametrize("sig,then,gap", [(signal.SIGTERM, signal.SIGINT, 0.0),
+                                          (signal.SIGINT, signal.SIGTERM, 0.6),
+                                          (signal.SIGINT, signal.SIGTERM, 1.2)])
+def test_signal_writes_a_partial_result_and_leaves_no_process(cli_case, sig, then, gap):
+    """A signal, then another ``gap`` seconds later, while the first one's stop runs (it
+    takes about 2 s: workers killed, Ray shut down, the result written). Issue 26: a 0.6 s
+    gap printed a SystemError traceback, 1.0 to 1.5 s killed the driver (exit -15, no
+    result). Only the first one counts; at a 0 s gap either may be first."""
+    model, d = cli_case
+    marker = uuid.uuid4().hex
+    out = f"sig{int(sig)}-{gap}.json"
+    proc = _start(_args(d, out), marker)
+    try:
+        _wait_lines(d / f"sig{int(sig)}-{gap}.journal.jsonl", 4, proc)
+        (d / "hold").touch()  # the plans in flight end, the next ones last: the driver waits
+        time.sleep(1.5)
+        proc.send_signal(sig)
+        time.sleep(gap)
+        proc.send_signal(then)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        (d / "hold").unlink(missing_ok=True)
+        proc.kill()
+    first = sig if gap else {130: signal.SIGINT, 143: signal.SIGTERM}.get(proc.returncode)
+    assert first is not None and proc.returncode == 128 + first, (proc.returncode, err)
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert lines[-1].startswith(f"distprec: interrupted by {first.name}: partial result"), err
+    assert "Traceback" not in err and "Error" not in err
+    result = json.loads((d / out).read_text())
+    assert result["complete"] is False and result["minimal"] == "none"
+    assert result["evaluations"] >= 4
+    left = _gone_within(marker, 20)
+    _reap(marker)
+    assert not left, f"{len(left)} process(es) outlived the driver"
 
 
 @pytest.mark.parametrize("sig,code,way", [(signal.SIGTERM, 143, "switchboard"),

@@ -43,3 +43,41 @@ def test_what_may_be_replaced(tmp_path):
     notes.write_text("my notes\n")
     with pytest.raises(InputError, match="not a distprec journal"):
         refuse_overwrite(notes, out)
+
+
+def test_one_search_per_output_and_a_dead_ones_lock_is_taken_over(tmp_path):
+    """Issue 26: a second search with the same output replaced the first one's journal.
+    The lock beside it names the live holder's PID; a SIGKILLed holder's lock file stays,
+    and is taken over (the kernel dropped its flock); a search that ends removes it."""
+    import os
+    import subprocess
+    import sys
+
+    from distprec import outlock
+
+    journal = tmp_path / "r.journal.jsonl"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    outlock.lock_path(journal).write_text(f"{dead}\n")  # a killed search's lock file
+    code = ("import sys, time\nfrom distprec import outlock\n"
+            "outlock.hold({'--journal': sys.argv[1]})\nprint('held', flush=True)\n"
+            "time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(journal)], text=True,
+                              stdout=subprocess.PIPE, env={**os.environ,
+                                                           "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert outlock.lock_path(journal).read_text().strip() == str(holder.pid)
+        with pytest.raises(InputError, match=f"another search \\(PID {holder.pid}\\) is "
+                           f"writing {journal}"):
+            outlock.hold({"-o": str(tmp_path / "r.json"), "--journal": str(journal)})
+        assert not outlock.lock_path(tmp_path / "r.json").exists()  # all or nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    outlock.hold({"--journal": str(journal)})  # its holder was SIGKILLed: free again
+    try:
+        assert outlock.lock_path(journal).read_text().strip() == str(os.getpid())
+    finally:
+        outlock.release()
+    assert not outlock.lock_path(journal).exists()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +85,63 @@ def test_good_archives_still_load(tmp_path):
     np.savez_compressed(path, a=np.arange(6, dtype=np.float32).reshape(2, 3), s=np.array("h"))
     arrays = read_npz(path)
     assert arrays["a"].shape == (2, 3) and str(arrays["s"]) == "h"
+
+
+def _zeros_member(path: Path, name: str, nbytes: int, chunk: int = 8 << 20) -> None:
+    """An .npz of one member: ``nbytes`` zero bytes as a uint8 array, deflated.
+
+    Written by hand in about a second: after a full flush deflate starts afresh, so one
+    compressed chunk of zeros is repeated (zipfile would compress all 2 GiB, 6 s here).
+    """
+    buf = io.BytesIO()
+    npy.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False,
+                                     "shape": (nbytes,)})
+    head = buf.getvalue()
+    z = zlib.compressobj(1, zlib.DEFLATED, -15)
+    first = z.compress(head) + z.flush(zlib.Z_FULL_FLUSH)
+    block = z.compress(bytes(chunk)) + z.flush(zlib.Z_FULL_FLUSH)
+    assert z.compress(bytes(chunk)) + z.flush(zlib.Z_FULL_FLUSH) == block
+    tail = z.flush(zlib.Z_FINISH)
+    count = nbytes // chunk
+    crc, zeros = zlib.crc32(head), bytes(chunk)
+    for _ in range(count):
+        crc = zlib.crc32(zeros, crc)
+    size, packed = len(head) + count * chunk, len(first) + count * len(block) + len(tail)
+    assert size < 1 << 32  # no zip64 fields needed
+    fname = name.encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, packed, size,
+                            len(fname), 0) + fname + first)
+        for _ in range(count):
+            f.write(block)
+        f.write(tail)
+        directory = f.tell()
+        f.write(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc, packed,
+                            size, len(fname), 0, 0, 0, 0, 0, 0) + fname)
+        f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, f.tell() - directory,
+                            directory, 0))
+
+
+def test_an_array_under_an_unknown_name_is_never_read(tmp_path):
+    """Issue 26: 2 GiB under a name the model does not take. The refusal was right, but the
+    driver decompressed the array first (2148 MB peak); only the arrays the model's inputs
+    name are read now. The real CLI, in a fresh process: its peak stays under 256 MB."""
+    from distprec.demo import planted_mlp
+
+    (tmp_path / "m.onnx").write_bytes(planted_mlp(blocks=2).model.SerializeToString())
+    _zeros_member(tmp_path / "big.npz", "junk.npy", 2 << 30)
+    assert zipfile.ZipFile(tmp_path / "big.npz").infolist()[0].file_size > 2 << 30
+    code = ("import resource, sys\nfrom distprec.cli import main\n"
+            "code = main(['golden', 'm.onnx', '--inputs', 'big.npz', '-o', 'g.npz'])\n"
+            "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    status, peak_kib = proc.stdout.split()
+    assert status == "2", proc.stderr
+    assert proc.stderr.strip() == ("distprec: error: big.npz: sample 0 has inputs ['junk'], "
+                                   "the model takes ['input']")
+    assert int(peak_kib) < 256 << 10, f"driver peak {int(peak_kib) >> 10} MB"
+    assert not (tmp_path / "g.npz").exists()
+    np.savez(tmp_path / "two.npz", input=np.zeros((8, 32), np.float32), extra=np.ones(3))
+    arrays = read_npz(tmp_path / "two.npz", only=["input"])
+    assert list(arrays) == ["input"]

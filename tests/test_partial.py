@@ -3,7 +3,7 @@ how many rounds ran, and whether its best plan passed on a real candidate."""
 
 from __future__ import annotations
 
-from distprec.evaluator import MATCHED, Evaluation
+from distprec.evaluator import Evaluation
 from distprec.partial import Seen, partial_outcome
 from distprec.strategies.base import Info, Verdict
 
@@ -19,7 +19,7 @@ def _seen(*evs: tuple[set, Verdict, str, int]) -> Seen:
 
 def test_switchboard_verdicts_alone_leave_the_best_plan_unconfirmed():
     seen = _seen(({"a", "b"}, P, "switchboard", 1), ({"a"}, P, "switchboard", 2),
-                 (set(), F, MATCHED, 3))
+                 (set(), F, "switchboard", 3))
     outcome, how = partial_outcome(seen, {}, "SIGTERM")
     assert outcome.passed and outcome.keep == frozenset({"a"}) and outcome.minimal == "none"
     assert how == {"mode": "switchboard", "switchboard_verdicts": 3, "candidate_verdicts": 0,

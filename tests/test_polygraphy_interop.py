@@ -218,6 +218,10 @@ def test_search_with_polygraphy_files_and_flags_then_its_command_rechecks(ray_se
     assert all(not n.startswith("MatMul_") for n in result["tensorrt_layers"])
     argv = shlex.split(result["polygraphy_command"])
     assert "--load-inputs" in argv and "--load-outputs" in argv and "y:max" in argv
+    # the golden file written back keeps the user's runner name (issue 25)
+    theirs = json.loads((saved / "out.json").read_text())["lst"][0][0]
+    ours = json.loads(Path(argv[argv.index("--load-outputs") + 1]).read_text())["lst"]
+    assert theirs.startswith("onnxrt") and [r[0] for r in ours] == [theirs]
     argv[argv.index("--trt")] = "--onnxrt"
     rerun = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-2000:]

@@ -29,7 +29,7 @@ class EvaluatorActor:
             backend.share = TimingShare.for_search(
                 store_name(setup.model_bytes, backend.gpu, backend.api.text), worker)
         self.evaluator = Evaluator(setup, backend, worker, node_id)
-        self.evaluator.warm_up()
+        self.evaluator.warm_up(background=True)  # auto: candidates while it builds
 
     def ready(self) -> dict[str, str]:
         return {"worker": self.evaluator.worker, "pid": os.getpid(), "node": self.evaluator.node,
@@ -37,6 +37,15 @@ class EvaluatorActor:
                 "node_id": self.evaluator.node_id, "gpus": [str(g) for g in ray.get_gpu_ids()],
                 "plans_per_run": self.evaluator.plans_per_run,
                 "via": self.evaluator.default_via, "switch_note": self.evaluator.switch_note}
+
+    def switch_note(self) -> str:
+        """How its switchboard was set up and which path it chose, as of now."""
+        self.evaluator.default_via  # noqa: B018 (adopts a switchboard prepared meanwhile)
+        return self.evaluator.switch_note
+
+    def noise(self) -> dict | None:
+        """The kernel-noise band measured at start-up (confirm.py's edge verdicts)."""
+        return self.evaluator.band
 
     def evaluate(self, keep: Keep, profile: bool = False, via: str | None = None) -> Evaluation:
         return self.evaluator.evaluate(keep, profile, via)

@@ -59,17 +59,22 @@ class LoopResult:
     requeued: int = 0  # plans sent again because their worker died or hung
     timeouts: int = 0  # calls killed for running past the timeout
     stalled: bool = False  # the strategy stopped asking before it was done (a bug)
+    out_of_time: bool = False  # the budget ran out before the strategy was done
 
 
 def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None = None,
-          via: str | None = None, faults: Faults | None = None) -> LoopResult:
+          via: str | None = None, faults: Faults | None = None,
+          budget_s: float | None = None) -> LoopResult:
     """Run ``strategy`` to completion on ``workers``.
 
     No memo here: a strategy never asks for a keep-set it was told (``Strategy.ask``), and a
     chain tells its later stages from its own record. Rounds: a plan asked after k dependent
     results sits at depth k + 1; ``rounds`` is the deepest. A worker takes up to its
     ``plans_per_run`` plans a call (the switchboard's batch); ``via`` overrides how workers
-    evaluate ("candidate" or "switchboard"; None: each worker's default).
+    evaluate ("candidate" or "switchboard"; None: each worker's default, which a worker
+    may change as its paths are measured: each evaluation says how many plans it takes a
+    call from then on). ``budget_s``: no plan is asked after that many seconds; the plans in
+    flight finish, and ``out_of_time`` says the strategy was not done.
     """
     emit = on_event or (lambda kind, data: None)
     faults = faults or Faults()
@@ -123,7 +128,8 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
                 send(free.popleft(), [keep], depth)
             else:
                 strategy.forget(keep)
-        asked = True
+        asked = budget_s is None or time.perf_counter() - t_start < budget_s
+        out.out_of_time = not asked and not strategy.done
         while free and asked:
             asked = False
             plans = deque(strategy.ask(sum(capacity(w) for w in free)))
@@ -152,7 +158,8 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
                               "the search could not finish")
         if not in_flight and not retry and (free or strategy.done):
             out.driver_s += time.perf_counter() - t0
-            out.stalled = not strategy.done  # asked for nothing more, yet not finished
+            # asked for nothing more, yet not finished
+            out.stalled = not strategy.done and not out.out_of_time
             break
         out.driver_s += time.perf_counter() - t0
         deadline = min([d for *_, d in in_flight.values()] + [d for d, *_ in later], default=inf)
@@ -210,7 +217,13 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
                 requeue(keeps, depth, reason)
                 continue
             free.append(worker)
-            for ev in evs if isinstance(evs, list) else [evs]:
+            evs = evs if isinstance(evs, list) else [evs]
+            if evs and via is None:  # its path may have changed (Evaluation.capacity)
+                if evs[-1].via != worker.via:
+                    emit("phase", {"name": f"{worker.name}: plans now go to the "
+                                           f"{evs[-1].via}, {evs[-1].capacity} a call"})
+                worker.plans_per_run, worker.via = evs[-1].capacity, evs[-1].via
+            for ev in evs:
                 out.evaluations.append(ev)
                 out.depth[ev.keep] = depth
                 out.told_s[ev.keep] = time.perf_counter() - t_start

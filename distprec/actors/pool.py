@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from distprec.actors.evaluator import EvaluatorActor
 from distprec.errors import InputError, cause, first_line
 from distprec.reaper import watch
 from distprec.signals import rearm
+
+PROBE_S = 10.0  # the longest a silent --address is waited for (--wait when shorter)
 
 
 @dataclass
@@ -34,7 +37,7 @@ class Worker:
 
 
 def connect(address: str | None = None, resources: dict | None = None,
-            labels: dict | None = None) -> None:
+            labels: dict | None = None, probe_s: float = PROBE_S) -> None:
     """A new local instance by default; ``address`` joins a running cluster.
 
     "local", not ``None``: a plain ``ray.init()`` would join whatever cluster RAY_ADDRESS
@@ -45,15 +48,17 @@ def connect(address: str | None = None, resources: dict | None = None,
     command's RayLog they go to its log file once Ray is up. ``resources`` and
     ``labels`` only apply to a local instance (a joined cluster's nodes advertise their
     own): they let this host offer its device kind, as ``distprec node-args`` would.
+    ``probe_s``: how long a joined address may stay silent (``_probe``).
     """
     address = address or "local"
-    _probe(address)
+    _probe(address, min(probe_s, PROBE_S))
     route = raylog.armed()
     if ray.is_initialized():
         if route:
             route.engage()
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    _keep_driver_signals()
     local = {"resources": resources, "labels": labels} if address == "local" else {}
     try:
         with _native_stderr_held():
@@ -72,6 +77,23 @@ def connect(address: str | None = None, resources: dict | None = None,
     if address == "local" and os.environ.get("DISTPREC_NO_REAPER") != "1":
         watch(ray._private.worker._global_node.get_session_dir_path())
     _private_token()
+
+
+def _keep_driver_signals() -> None:
+    """The driver keeps its own SIGTERM handler, and keeps it after ``ray.shutdown``.
+
+    Ray's core worker installs a C++ failure handler for SIGTERM (and SIGSEGV, SIGABRT) in
+    the driver, and ``ray.shutdown`` sets them all to SIG_DFL at the C level, about 1 s
+    before it returns: a second signal then killed the driver mid-stop (exit -15, no
+    partial result; issue 26). Ray reads this switch (``RAY_DISABLE_FAILURE_SIGNAL_HANDLER``)
+    when the driver connects; set on the module, not the environment, the workers and the
+    cluster's own processes keep their crash handlers.
+    """
+    try:
+        from ray._private import ray_constants
+    except ImportError:
+        return
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
 
 
 def _private_token() -> None:
@@ -105,15 +127,39 @@ def _native_stderr_held():
         os.close(devnull)
 
 
-def _probe(address: str, timeout: float = 5.0) -> None:
-    """Fail fast on a HOST:PORT nothing answers at: ray.init would retry for minutes."""
+#: HTTP/2's client preface and an empty SETTINGS frame: a Ray GCS (or Ray Client) port is
+#: gRPC, and an HTTP/2 server answers them with its own SETTINGS at once.
+_H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _probe(address: str, timeout: float = PROBE_S) -> None:
+    """Fail fast on a HOST:PORT nothing answers at: ray.init would retry for minutes.
+
+    A port that takes connections but never says anything (a firewall's tarpit, a hung
+    process, a service that waits for its client to speak) hung ``ray.init`` past 150 s
+    with nothing printed (issue 26). So the probe speaks first, as a gRPC client would,
+    and waits ``timeout`` seconds for any byte. A port that answers, or closes (TLS, a
+    server of another kind), is left to ``ray.init`` and its own error.
+    """
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit() or address in ("local", "auto"):
         return
+    deadline = time.monotonic() + timeout
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError as exc:
         raise InputError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
+    with sock:
+        try:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            sock.sendall(_H2_HELLO)
+            sock.recv(9)
+        except TimeoutError:
+            raise InputError(f"Ray at {address} did not answer within {timeout:.0f} s: the "
+                             "port takes connections but says nothing (not a Ray head's "
+                             "GCS port, or a hung one)") from None
+        except OSError:
+            return  # reset or refused mid-way: ray.init gives its own reason
 
 
 def placement(device: str, count: int | None, resources: dict | None = None,

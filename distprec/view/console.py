@@ -9,21 +9,42 @@ no cursor codes: rich's Live would print only its last frame there.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from distprec.history import fmt_error, fmt_verdicts, utilisation, verdict_counts, worst_error
+from distprec.history import (
+    count,
+    fmt_error,
+    fmt_verdicts,
+    utilisation,
+    verdict_counts,
+    worst_error,
+)
 from distprec.view.dashboard import PHASE_LABEL, Dashboard, render
 from distprec.view.logroute import live_view
 
 SHOW_LAYERS = 24
 REFRESH_PER_SECOND = 4
+_IMPORTED = time.monotonic()
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux: /proc), else since distprec's view was
+    imported: the summary's wall time is what the user waited, start-up included."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
 
 
 class SearchConsole:
@@ -89,8 +110,15 @@ class SearchConsole:
 
     # -- after the search -----------------------------------------------------------------
     def summary(self, result: dict) -> None:
-        self.console.print(summary_table(result))
+        self.console.print(summary_table(result, process_age()))
         keep = result["high_precision_layers"]
+        if result.get("passed") and not keep:  # nothing stays FP32: deploy the all-low model
+            tool = "trtexec" if result.get("trtexec_command") else "polygraphy"
+            if result.get(f"{tool}_command"):
+                self.console.print(f"Nothing needs FP32: every layer runs in "
+                                   f"{result.get('precision', 'low precision')}. {tool}: "
+                                   f"{result[f'{tool}_command']}", highlight=False,
+                                   markup=False, soft_wrap=True)
         if keep:
             shown = ", ".join(keep[:SHOW_LAYERS])
             more = f", ... ({len(keep) - SHOW_LAYERS} more in the result JSON)" \
@@ -103,8 +131,10 @@ class SearchConsole:
                                    markup=False, soft_wrap=True)
 
 
-def summary_table(result: dict) -> Table:
-    """The end-of-search table: what was found, at what cost, and what was written."""
+def summary_table(result: dict, total_s: float | None = None) -> Table:
+    """The end-of-search table: what was found, at what cost, and what was written.
+
+    ``total_s``: seconds since the process started, the time the user waited."""
     keep = result["high_precision_layers"]
     history = result.get("history") or []
     share = utilisation(result)
@@ -122,17 +152,26 @@ def summary_table(result: dict) -> Table:
                   + "".join(f", {x}" for x in extra))
     table.add_row("rounds", str(result["rounds"]))
     how = result.get("evaluation") or {}
-    if how.get("mode") == "switchboard":
-        wrong = len(how["disagreements"])
+    if how.get("mode") in ("switchboard", "auto"):
+        wrong, edges = len(how["disagreements"]), how.get("edge_verdicts", 0)
+        done, needed = how.get("removals_confirmed", (0, 0))
         table.add_row("verdicts", f"{how['switchboard_verdicts']} switchboard, "
                       f"{how['candidate_verdicts']} real candidates (confirming, "
-                      f"{how['confirm_s']:.1f} s); {wrong} disagreement(s)"
-                      + ("" if how["confirmed"] else "; answer NOT confirmed"))
+                      f"{how['confirm_s']:.1f} s); {count(wrong, 'disagreement')}"
+                      + (f", {edges} of them edge verdicts (within kernel noise)" if edges
+                         else "")
+                      + ("" if how["confirmed"] else "; answer NOT confirmed")
+                      + (f"; minimality confirmed on {done} of {needed} single removals "
+                         "(the rest on the switchboard)" if done < needed else ""))
     search_s, answer_s = result.get("search_s"), how.get("answer_confirmed_s")
     times = [f"search {search_s:.1f} s"] if isinstance(search_s, (int, float)) else []
     times += [f"answer confirmed at {answer_s:.1f} s"] if answer_s is not None else []
-    table.add_row("wall time", f"{result['wall_s']:.1f} s"
-                  + (f" ({', '.join(times)})" if times else ""))
+    if total_s is not None and total_s >= result["wall_s"]:
+        table.add_row("wall time", f"{total_s:.1f} s since distprec started; on Ray "
+                      f"{result['wall_s']:.1f} s" + (f" ({', '.join(times)})" if times else ""))
+    else:
+        table.add_row("wall time", f"{result['wall_s']:.1f} s"
+                      + (f" ({', '.join(times)})" if times else ""))
     table.add_row("workers", f"{result['workers']} ({result['device']}"
                   + (", FP16/BF16 emulated" if result.get("emulated") else "") + ")")
     table.add_row("worker utilisation", f"{share:.0%}" if share is not None else "-")
@@ -216,8 +255,12 @@ class PlainLog:
         total, done = data.get("total"), data.get("done", 0)
         if name == "cluster":
             self._say(f"{label}: starting on {data.get('address', 'local')} Ray", now)
+        elif data.get("source") and total is not None:  # read from a file, and checked
+            source = data["source"]
+            source = ", ".join(map(str, source)) if isinstance(source, list) else source
+            self._say(f"{label}: {count(total, 'sample')} from {source}", now)
         elif not done:
-            self._say(f"{label}: {total} sample(s)" if total is not None else label, now)
+            self._say(f"{label}: {count(total, 'sample')}" if total is not None else label, now)
         elif total is not None and done >= total and (
                 "reused" in data or now - self.last_line >= self.every_s):
             note = {True: ", cache reused", False: ", computed"}.get(data.get("reused"), "")

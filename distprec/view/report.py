@@ -6,8 +6,9 @@ lane per worker) and how error falls as layers are kept high (plan size versus e
 The HTML embeds the PNGs as base64 so it can be mailed or attached to a CI run as one
 file; the PNGs are also written next to it for slides and READMEs.
 
-matplotlib is optional (the ``report`` extra) and imported only here, lazily, with the
-Agg backend through ``FigureCanvasAgg``: no pyplot global state, no display needed.
+matplotlib is a plain dependency (the report must work from the default install) and is
+imported only here, lazily, with the Agg backend through ``FigureCanvasAgg``: no pyplot
+global state, no display needed.
 """
 
 from __future__ import annotations
@@ -43,15 +44,6 @@ NAMED_LAYERS = 60
 HISTORY_ROWS = 300
 
 
-def require_matplotlib() -> None:
-    """Fail with one line before a long search, not after it, when matplotlib is missing."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise InputError("the report needs matplotlib: pip install 'distprec[report]'") \
-            from None
-
-
 def load_result(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
@@ -65,7 +57,6 @@ def load_result(path: str | Path) -> dict:
 
 def write_report(result: Mapping, html_path: str | Path) -> list[Path]:
     """Write the HTML page and its PNG figures; returns the paths written (HTML first)."""
-    require_matplotlib()
     html_path = Path(html_path)
     if html_path.is_dir():
         raise InputError(f"report path is a folder: {html_path}")
@@ -164,15 +155,35 @@ def layer_profile(layer_errors: Mapping[str, Mapping], keep: set[str]) -> bytes:
     return _png(fig)
 
 
+#: Tick label size (points) and the least room between two named ticks, in label heights.
+TICK_POINTS, TICK_ROOM = 6, 1.3
+
+
 def _layer_ticks(ax, names: list[str], keep: set[str]) -> None:
-    shown = range(len(names)) if len(names) <= NAMED_LAYERS else \
-        [i for i, n in enumerate(names) if n in keep][:NAMED_LAYERS]
-    ax.set_xticks(list(shown), [names[i] for i in shown], rotation=90, fontsize=6)
+    """Name the layers on the x axis where their labels fit side by side: every layer on a
+    small model, else only kept layers, skipping a kept layer whose label would touch the
+    last one named (on a 400-layer model neighbours are a fraction of a label apart; the
+    kept-layer table under the figure names them all)."""
+    wanted = range(len(names)) if len(names) <= NAMED_LAYERS else \
+        [i for i, n in enumerate(names) if n in keep]
+    fig = ax.get_figure()
+    fig.canvas.draw()  # the constrained layout places the axes; ticks are spaced on it
+    width_pt = ax.get_window_extent().width * 72 / fig.dpi
+    span = max(len(names) - 0.6, 1.0)  # the x limits set by the caller
+    step = TICK_POINTS * TICK_ROOM * span / width_pt  # least index gap between two labels
+    shown: list[int] = []
+    for i in wanted:
+        if not shown or i - shown[-1] >= step:
+            shown.append(i)
+    ax.set_xticks(shown, [names[i] for i in shown], rotation=90, fontsize=TICK_POINTS)
     for label in ax.get_xticklabels():
         if label.get_text() in keep:
             label.set_color(KEPT_COLOUR)
-    if len(names) > NAMED_LAYERS:
-        ax.set_xlabel(f"layer index (only kept layers named; {len(names)} layers)")
+    if len(shown) < len(names):
+        named = "kept layers named" if len(shown) == len(wanted) else \
+            f"{len(shown)} of {len(wanted)} kept layers named where their labels fit"
+        ax.set_xlabel(f"layer index ({named}; {len(names)} layers; all kept layers in the "
+                      "table below)")
 
 
 def _worker_order(result: Mapping) -> list[str]:
@@ -263,7 +274,9 @@ def size_vs_error(history: list[Mapping], answer: int | None) -> bytes:
     ax.set_ylabel("largest max |error| over outputs")
     ax.set_title("plan size versus error of every evaluated plan", fontsize=10, loc="left")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="center left")
+    # above the axes, never over the points
+    ax.legend(fontsize=8, frameon=False, loc="lower right", bbox_to_anchor=(1, 1), ncols=4,
+              borderaxespad=0.2)
     return _png(fig)
 
 

@@ -7,13 +7,14 @@ import json
 import shutil
 import struct
 import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 
 from distprec.cli import main
 
-pytest.importorskip("matplotlib", reason="the report needs matplotlib (the test extra)")
+ROOT = Path(__file__).parents[2]
+
 
 LAYERS = [f"block{i}/{op}" for i in range(8) for op in ("conv", "relu")]
 KEPT = ["block2/conv", "block5/relu"]
@@ -100,16 +101,75 @@ def test_report_without_layer_errors(tmp_path):
     assert all(name in html for name in KEPT)
 
 
-def test_report_bad_inputs_exit_2(tmp_path, capsys, monkeypatch):
+def test_report_bad_inputs_exit_2(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing.json"), "-o", str(tmp_path / "r.html")]) == 2
     (tmp_path / "bad.json").write_text("{not json")
     assert main(["report", str(tmp_path / "bad.json"), "-o", str(tmp_path / "r.html")]) == 2
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
-    assert main(["report", str(write_result(tmp_path, hand_made_result())), "-o",
-                 str(tmp_path / "r.html")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and "pip install 'distprec[report]'" in err[-1]
+    assert len(err) == 2
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_default_install_draws_the_report():
+    """`pip install . && distprec demo --report r.html` must work: matplotlib is a plain
+    dependency, not an extra (issue 25)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert any(d.replace(" ", "").startswith("matplotlib") for d in project["dependencies"])
+
+
+def _no_overlap(boxes) -> bool:
+    boxes = sorted(boxes, key=lambda b: b.x0)
+    return all(a.x1 <= b.x0 + 0.01 for a, b in zip(boxes, boxes[1:]))
+
+
+def test_kept_layer_labels_do_not_overlap_on_400_layers(monkeypatch):
+    """Old code named up to 60 kept layers at their positions: on a 400-layer model
+    neighbours sat a fraction of a label apart, and the labels overlapped."""
+    from distprec.view import report
+
+    names = [f"/backbone/stage{i // 40}/block{i % 40}/conv" for i in range(400)]
+    keep = {names[i] for i in [*range(100, 140), *range(200, 400, 7), 3, 5]}
+    errors = {n: {"max_abs": 1e-3 * (1 + i % 9), "mean_abs": 1e-4} for i, n in
+              enumerate(names)}
+    drawn = {}
+
+    def keep_figure(fig):
+        drawn["fig"] = fig
+        return b""
+
+    monkeypatch.setattr(report, "_png", keep_figure)
+    report.layer_profile(errors, keep)
+    fig = drawn["fig"]
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    labels = [t for t in ax.get_xticklabels() if t.get_text()]
+    renderer = fig.canvas.get_renderer()
+    assert len(labels) >= 20 and {t.get_text() for t in labels} <= keep
+    assert _no_overlap([t.get_window_extent(renderer) for t in labels])
+    assert "where their labels fit" in ax.get_xlabel()
+
+
+def test_size_vs_error_legend_covers_no_point(monkeypatch):
+    from distprec.view import report
+
+    drawn = {}
+
+    def keep_figure(fig):
+        drawn["fig"] = fig
+        return b""
+
+    monkeypatch.setattr(report, "_png", keep_figure)
+    report.size_vs_error(hand_made_result()["history"], 2)
+    fig = drawn["fig"]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert legend.y0 >= ax.get_window_extent(renderer).y1 - 1  # above the plotting area
+    title = ax.title.get_window_extent(renderer)
+    assert title.x1 <= legend.x0 or title.y1 <= legend.y0
 
 
 def test_search_writes_the_report(tmp_path, ray_session):

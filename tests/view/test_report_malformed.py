@@ -9,7 +9,6 @@ import pytest
 
 from distprec.cli import main
 
-pytest.importorskip("matplotlib")
 ROOT = Path(__file__).parents[2]
 
 CASES = {

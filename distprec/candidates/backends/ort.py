@@ -13,6 +13,12 @@ from distprec.data import Feed
 from distprec.errors import InputError
 
 DEVICES = ("cpu", "cuda")
+#: cuDNN's convolution algorithm search (ONNX Runtime's ``cudnn_conv_algo_search``), the
+#: kernel contract of a search: EXHAUSTIVE, ONNX Runtime's default and so what a model
+#: deployed on its CUDA provider runs, times every algorithm once per session; HEURISTIC
+#: asks cuDNN's heuristics; DEFAULT takes one fixed algorithm, 26 to 80 times slower on
+#: real CNNs' FP32 convolutions (measured on an H100, DESIGN.md), and nobody deploys it.
+CONV_SEARCHES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 #: ONNX Runtime's native logger: fatal only. Its ERROR lines repeat what the exception
 #: then says, on fd 2 and ahead of distprec's own line (a bad input gave two lines; on CUDA
 #: a mixed conv plan logs hundreds of cuDNN ones); the exception's text still reaches the
@@ -29,7 +35,7 @@ class OrtBackend:
     """
 
     def __init__(self, device: str = "cpu", threads: int = 1, repeatable: bool = True,
-                 fuse: bool = True, conv_search: str = "DEFAULT") -> None:
+                 fuse: bool = True, conv_search: str = "EXHAUSTIVE") -> None:
         import onnxruntime as ort
 
         if device not in DEVICES:
@@ -46,7 +52,7 @@ class OrtBackend:
         # both sides, switchboard and candidate outputs are bit-identical (measured on
         # ultraface with ORT's defaults: 5 of 8 random plans were, the rest off by ~1e-7).
         self.fuse = fuse
-        self.conv_search = conv_search  # cuDNN's convolution algorithm search (see load)
+        self.conv_search = conv_search.upper()  # CONV_SEARCHES: the kernel contract
         self._ort = ort
         ort.set_default_logger_severity(LOG_SEVERITY)
 
@@ -96,9 +102,8 @@ class OrtBackend:
             raise ValueError("CUDA graphs need the CUDA provider")
         opts = self._ort.SessionOptions()
         opts.log_severity_level = LOG_SEVERITY
-        # The conv algorithm search must match the plain session's: the graph is used only
-        # where its outputs match that session's (measured on an H200: with HEURISTIC here
-        # and DEFAULT there, ultraface's outputs differed and no graph was used).
+        # The conv algorithm search is the plain session's: the graph is used only where
+        # its outputs match that session's.
         cuda = cuda_provider_options(conv_search or self.conv_search, graph=True)
         session = self._ort.InferenceSession(model.SerializeToString(), opts,
                                              providers=[("CUDAExecutionProvider", cuda)])
@@ -121,14 +126,12 @@ def cuda_provider_options(conv_search: str | None, graph: bool = False) -> dict:
 
     Ray sets CUDA_VISIBLE_DEVICES per actor, so the actor's GPU is always device 0. TF32
     off: layers kept "FP32" must compute in FP32 (measured on an H200: with TF32 on, the
-    all-FP32 plan itself missed tolerances the CPU reference met). ``conv_search`` (None:
-    ONNX Runtime's EXHAUSTIVE, for timing runs only): EXHAUSTIVE picks convolution kernels
-    by timing them, so two sessions of one plan could use different kernels and, at a
-    tight tolerance, get different verdicts (measured on candy: one W = 1 search answered
-    26 layers, the next 24). HEURISTIC asks cuDNN's frontend, which for mixed FP16/FP32
-    conv plans fails hundreds of times ("No execution plans support the graph") and made
-    a mixed ultraface candidate cost 1316 ms; DEFAULT (one fixed algorithm) 183 ms, with
-    the same verdicts on 72 plans of 6 models (docs/BENCHMARKS.md).
+    all-FP32 plan itself missed tolerances the CPU reference met). ``conv_search``: the
+    search's kernel contract (CONV_SEARCHES), the same for candidates and switchboard;
+    None leaves ONNX Runtime's default (timing runs). EXHAUSTIVE picks kernels by timing
+    them, so two sessions of one plan may run different kernels: the evaluator measures
+    how far that moves the figures (its kernel-noise band) and calls a disagreement
+    inside it an edge verdict.
     """
     options: dict = {"device_id": 0, "use_tf32": 0}
     if conv_search is not None:
