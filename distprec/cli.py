@@ -457,8 +457,10 @@ def cmd_search(a: argparse.Namespace) -> int:
     if report.interrupted:
         shutdown_ray()  # Ray resets SIGTERM's handler; a second signal must not kill this
         write_json(a.output, result)
+        unconfirmed = result["passed"] and not result["evaluation"].get("confirmed", True)
+        what = "; its best plan is NOT confirmed on a real candidate" if unconfirmed else ""
         print(f"distprec: interrupted by {report.interrupted}: partial result in {a.output} "
-              f"(complete: false); continue with --resume", file=sys.stderr)
+              f"(complete: false{what}); continue with --resume", file=sys.stderr)
         return 128 + signal.Signals[report.interrupted].value
     if a.kind:
         result["device_kind"] = a.kind
@@ -468,9 +470,11 @@ def cmd_search(a: argparse.Namespace) -> int:
     result["exports"] += write_exports(a.output, result, str(cfg.model), cfg.precision,
                                        cfg.check, prep.feeds, prep.golden, prep.ranges_json,
                                        golden_runner(cfg.golden))
-    if a.save_model and report.outcome.passed:
-        save_mixed_model(a.save_model, report, cfg.precision)
+    artifact = None
+    if a.save_model and report.outcome.passed:  # checked on its own bytes (issue 25)
+        artifact = save_mixed_model(a.save_model, report, cfg.precision, cfg.check)
         result["exports"].append(a.save_model)
+        result["artifact_check"] = artifact.record()
     if cfg.backend == "trt" and report.outcome.passed:
         from distprec.candidates.backends import trt_export
 
@@ -488,6 +492,9 @@ def cmd_search(a: argparse.Namespace) -> int:
     if len(result["exports"]) > 1 or cfg.backend == "trt":
         write_json(a.output, result)
     console.summary(result)
+    if artifact is not None and not artifact.holds:
+        print(f"distprec: {artifact.summary()}", file=sys.stderr)
+        return 1
     return 0 if report.outcome.passed else 1
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import onnx
 
 from distprec import __version__
+from distprec.artifact import ArtifactCheck, check_artifact
 from distprec.candidates.external import save_model
 from distprec.candidates.rewrites import mixed_model
+from distprec.checks import CheckSpec, make_check
 from distprec.exports import commands, modelopt_names, tensorrt_names, trtexec_layer_precisions
 from distprec.plan import Plan
 from distprec.search import SearchConfig, SearchReport
@@ -82,7 +84,7 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         "environment": {"distprec": __version__, "python": platform.python_version()},
     }
     result["evaluation"] = ({"mode": cfg.evaluate, **report.confirmation.record()}
-                            if report.confirmation else {"mode": "candidate"})
+                            if report.confirmation else report.partial or {"mode": "candidate"})
     result["evaluation"]["kernels"] = {"conv_search": cfg.conv_search.upper()} \
         if report.device == "cuda" else {"cpu": "the CPU provider's fixed kernels"}
     if report.layer_errors is not None:
@@ -98,10 +100,19 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
     return result
 
 
-def save_mixed_model(path: str | Path, report: SearchReport, precision: str) -> None:
-    """The deployable model (real FP16/BF16 casts or INT8 QDQ, never the CPU emulation)."""
+def save_mixed_model(path: str | Path, report: SearchReport, precision: str,
+                     check: CheckSpec | None = None) -> ArtifactCheck | None:
+    """The deployable model (real FP16/BF16 casts or INT8 QDQ, never the CPU emulation).
+
+    With ``check``, the written file (its bytes, read back) is run through it on the
+    search's inputs and golden outputs: what is handed over is what was checked.
+    """
     prep = report.prepared
     keep = frozenset(report.outcome.keep or ())
     model = mixed_model(prep.model, Plan(precision, keep), prep.searchable, emulate=False,
                         ranges_json=prep.ranges_json)
     save_model(model, path)  # weights in <path>.data when over protobuf's 2 GB
+    if check is None:
+        return None
+    return check_artifact(str(path), prep.feeds, prep.golden, make_check(check), precision,
+                          report.device)

@@ -40,7 +40,7 @@ from distprec.data import (
 from distprec.errors import InputError, cause, first_line
 from distprec.evaluator import EVALUATE_MODES, Evaluator, Setup
 from distprec.journal import Journal, search_key, tap
-from distprec.partial import collect, partial_outcome
+from distprec.partial import Seen, collect, partial_outcome
 from distprec.plan import PRECISIONS
 from distprec.sanity import refuse_empty, refuse_nonfinite
 from distprec.signals import Interrupted, interruption
@@ -178,6 +178,7 @@ class SearchReport:
     notes: list[str] = field(default_factory=list)  # the driver's own remarks
     confirmation: Confirmation | None = None  # switchboard searches: how verdicts were made
     interrupted: str = ""  # the signal that stopped the search (a partial result)
+    partial: dict | None = None  # a partial result's ``evaluation``: how its verdicts came
 
 
 def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
@@ -369,7 +370,7 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
                              start=prep.start, sensitivity=cfg.sensitivity)
 
     faults = Faults(cfg.eval_timeout, restart_wait=wait)  # a lost worker may take --wait
-    seen: list = []
+    seen = Seen()
     on_event = collect(seen, on_event)
     try:
         confirmation = None
@@ -389,13 +390,13 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
         if cfg.layer_errors != "none":
             _profile_answer(cfg, report, on_event)
     except (Interrupted, SystemError) as exc:
-        stop = interruption(exc)
+        stop = interruption(exc)  # a signal inside ray.wait comes as a SystemError
         if stop is None:
             raise
-        known = journal.known() if journal else {}
-        report = SearchReport(partial_outcome(seen, known, stop.name),
-                              LoopResult(evaluations=seen), workers, device, 0.0, prep,
-                              notes=notes, interrupted=stop.name)
+        ways = {e.get("via", "candidate") for e in journal.entries} if journal else set()
+        outcome, how = partial_outcome(seen, {w: journal.known(w) for w in ways}, stop.name)
+        report = SearchReport(outcome, seen.loop(), workers, device, 0.0, prep, notes=notes,
+                              interrupted=stop.name, partial=how)
     finally:
         if journal:
             journal.close()

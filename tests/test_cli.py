@@ -44,6 +44,9 @@ def test_search_finds_planted_layers_with_two_workers(ray_session, small_planted
     assert result["polygraphy_command"].startswith(f"polygraphy run {small_planted_path} --trt "
                                                    "--fp16 --precision-constraints obey")
     _saved_model_runs_with_real_casts(model_out, keep)
+    artifact = result["artifact_check"]  # the written file through the search's check
+    assert artifact["holds"] and artifact["replica"]["passed"]
+    assert artifact["runtime"] == "onnxruntime-cpu"
     # `check` confirms the answer, and refuses the answer minus a planted layer.
     args = ["check", str(small_planted_path), "--device", "cpu", "--samples", "2", *TOL]
     assert main([*args, "--keep-file", str(out)]) == 0
@@ -202,9 +205,12 @@ def test_search_finds_a_planted_layer_inside_an_if_branch(ray_session, tmp_path,
     then = next(a.g for a in gate.attribute if a.name == "then_branch")
     nodes = {n.name: n for n in then.node}
     assert any(n.op_type == "Cast" for n in then.node)
-    assert nodes["then/matmul"].input[0].endswith("/fp16")  # an outer value cast in the body
+    casts = {n.output[0]: n.input[0] for n in then.node if n.op_type == "Cast"}
+    # an outer value cast in the body, from its FP32 name (issue 25: never its outer twin)
+    assert casts[nodes["then/matmul"].input[0]] == "stem/matmul:0"
     assert not any(x.endswith("/fp16") for x in nodes["then/overflow_matmul"].input)
     onnx.checker.check_model(model, full_check=True)  # If/Loop/Scan output types still hold
+    assert result["artifact_check"]["holds"]  # the written file passes the search's check
     session = ort.InferenceSession(saved.read_bytes(), providers=["CPUExecutionProvider"])
     feed = np.random.default_rng(0).random((4, 16), dtype=np.float32)
     assert np.isfinite(session.run(None, {"input": feed})[0]).all()

@@ -58,6 +58,10 @@ def test_journal_round_trip_cut_line_and_foreign_key(tmp_path):
 #: sits in ray.wait (where a signal once surfaced as a SystemError from Ray's Cython code).
 SLOW = ("import os\nimport time\n\n\ndef check(golden, outputs):\n"
         "    time.sleep(30 if os.path.exists({hold!r}) else 0.3)\n    return True\n")
+#: Slow until a file named "stopped" appears beside it.
+UNTIL_STOPPED = ("import pathlib, time\n\ndef check(golden, outputs):\n"
+                 "    if not (pathlib.Path(__file__).parent / 'stopped').exists():\n"
+                 "        time.sleep(0.3)\n    return True\n")
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +208,62 @@ def test_signal_writes_a_partial_result_and_leaves_no_process(cli_case, sig, the
     left = _gone_within(marker, 20)
     _reap(marker)
     assert not left, f"{len(left)} process(es) outlived the driver"
+
+
+@pytest.mark.parametrize("sig,code,way", [(signal.SIGTERM, 143, "switchboard"),
+                                          (signal.SIGINT, 130, "candidate")])
+def test_signal_writes_an_honest_partial_result_and_leaves_no_process(cli_case, sig, code,
+                                                                      way):
+    """Stopped mid-search, result.json counts its verdicts by the way they were made,
+    gives the rounds the live view counted, and marks a best plan that no real candidate
+    passed unconfirmed (issue 25). The switchboard search, resumed, ends confirmed."""
+    model, d = cli_case
+    marker = uuid.uuid4().hex
+    out = f"sig{int(sig)}.json"
+    (d / "until_stopped.py").write_text(UNTIL_STOPPED)
+    (d / "stopped").unlink(missing_ok=True)
+    args = _args(d, out)
+    args[args.index("--evaluate") + 1] = way
+    args[args.index("--check-func") + 1] = f"{d / 'until_stopped.py'}:check"
+    proc = _start(args, marker)
+    try:
+        _wait_lines(d / f"sig{int(sig)}.journal.jsonl", 4, proc)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert lines[-1].startswith(f"distprec: interrupted by {sig.name}: partial result"), err
+    assert "Traceback" not in err
+    result = json.loads((d / out).read_text())
+    assert result["complete"] is False and result["minimal"] == "none"
+    assert result["evaluations"] >= 4
+    left = _gone_within(marker, 20)
+    _reap(marker)
+    assert not left, f"{len(left)} process(es) outlived the driver"
+    history, how = result["history"], result["evaluation"]
+    switch = sum(h["via"] != "candidate" for h in history)
+    assert how["switchboard_verdicts"] == switch
+    assert how["candidate_verdicts"] == len(history) - switch
+    assert how["mode"] == {len(history): "switchboard", 0: "candidate"}.get(switch, "both")
+    assert (switch > 0) == (way == "switchboard")
+    assert result["rounds"] == max(h["depth"] for h in history) >= 1
+    best = frozenset(result["high_precision_layers"])
+    by_candidate = {frozenset(h["keep"]) for h in history
+                    if h["via"] == "candidate" and h["passed"]}
+    assert how["confirmed"] == (result["passed"] and best in by_candidate)
+    if result["passed"] and not how["confirmed"]:
+        assert any("NOT confirmed" in n for n in result["notes"])
+    if way != "switchboard":
+        return
+    (d / "stopped").touch()  # the resumed search needs no slow verdicts
+    again = subprocess.run([*args, "--resume"], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert again.returncode == 0, again.stderr
+    final = json.loads((d / out).read_text())
+    assert final["complete"] and set(final["high_precision_layers"]) == model.planted
+    assert final["evaluation"]["mode"] == "switchboard" and final["evaluation"]["confirmed"]
+    answer = frozenset(final["high_precision_layers"])
+    assert any(h["via"] == "candidate" and frozenset(h["keep"]) == answer
+               for h in final["history"])  # the answer judged as a real candidate

@@ -142,10 +142,10 @@ class _Lowering:
     """One rewrite of a model, main graph and bodies: each low node between Casts (or, for
     the emulation, Cast pairs that round).
 
-    Bodies: a body starts from a copy of what its parent's scope has converted so far
-    (``seen``), so a body layer reads an outer value's existing low copy, and converts
-    one that has none with a Cast *inside the body*, where the value is read: a branch
-    not taken costs nothing, and the outer graph's types stay as they were. A weight's low
+    Bodies: a body layer converts an outer value it reads with a Cast *inside the body*,
+    from the value's FP32 name (``inherited`` says why), where the value is read: a
+    branch not taken costs nothing, and the outer graph's types stay as they were; the
+    emulation reads the outer rounded copy, which is the same value. A weight's low
     copy is made once, in the graph that holds the weight, so every scope that sees the
     weight sees it. A body layer's outputs are Cast back to their FP32 names, so body
     outputs keep the types the If/Loop/Scan node declares. Names are fresh across the
@@ -170,7 +170,7 @@ class _Lowering:
                 nodes += self.node(node, seen)
                 continue
             for _, sub in bodies(node):
-                self.graph(sub, dict(seen))
+                self.graph(sub, self.inherited(seen))
             nodes.append(node)
         if not self.emulate:
             # A Cast back to FP32 that nothing reads still runs (one more kernel per low
@@ -181,6 +181,23 @@ class _Lowering:
                                               and n.output[0] not in used)]
             _drop_stale_value_info(graph, self.twins)
         _replace_nodes(graph, nodes)
+
+    def inherited(self, seen: dict[str, str]) -> dict[str, str]:
+        """What a body starts from: its parent scope's low copies, less (with real casts)
+        those of values, which the body converts again from their FP32 names.
+
+        A node whose bodies read an outer value both ways, ``y`` in a kept layer and its
+        low twin ``y/fp16`` in a lowered one, made ONNX Runtime refuse to fold the Cast
+        between them and warn (``Implicit input name y cannot be safely updated to y/fp16
+        in one of the subgraphs``), many times a session on Silero VAD, whose decoder
+        nests Ifs (issue 25; subgraphs.blocked_renames finds such pairs). Read by their
+        FP32 names, outer values leave nothing to refuse, and a second Cast of an exact
+        FP16 value is lossless: the model computes the same. Weights keep their one copy
+        (no node writes them, so nothing folds).
+        """
+        if self.emulate:
+            return dict(seen)
+        return {x: low for x, low in seen.items() if x in self.copies}
 
     def node(self, node: onnx.NodeProto, seen: dict[str, str]) -> list[onnx.NodeProto]:
         """``node`` lowered, with the Casts before and after it."""

@@ -95,3 +95,39 @@ def all_names(model: onnx.ModelProto) -> set[str]:
             names.update(node.input)
             names.update(node.output)
     return names
+
+
+def blocked_renames(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(x, y) for each Cast ``y -> x`` whose output a body reads from outer scope while
+    a body of the same node holds a value named ``y``.
+
+    ONNX Runtime folds a Cast away by renaming its output to its input in every body that
+    reads it, and refuses where the body has that name already: it logs ``Implicit input
+    name x cannot be safely updated to y in one of the subgraphs`` and keeps the Cast
+    (graph_utils.cc, CanUpdateImplicitInputNameInSubgraphs). A rewrite should leave none.
+    """
+    out: list[tuple[str, str]] = []
+    for graph in all_graphs(model.graph):
+        casts = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Cast" and
+                 not n.domain}
+        for node in graph.node:
+            subs = [sub for _, sub in bodies(node)]
+            if not subs:
+                continue
+            # ONNX Runtime checks every body of the node that reads x, not only the one
+            names = set().union(*map(_names_in, subs))
+            read = set().union(*map(outer_reads, subs))
+            out += [(x, casts[x]) for x in sorted(read & casts.keys()) if casts[x] in names]
+    return out
+
+
+def _names_in(graph: onnx.GraphProto) -> set[str]:
+    """Every value name ``graph`` and its bodies mention."""
+    names: set[str] = set()
+    for g in all_graphs(graph):
+        names.update(i.name for i in g.input)
+        names.update(t.name for t in g.initializer)
+        for node in g.node:
+            names.update(node.input)
+            names.update(node.output)
+    return names

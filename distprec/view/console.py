@@ -176,6 +176,9 @@ def summary_table(result: dict, total_s: float | None = None) -> Table:
                   + (", FP16/BF16 emulated" if result.get("emulated") else "") + ")")
     table.add_row("worker utilisation", f"{share:.0%}" if share is not None else "-")
     table.add_row("exports written", "\n".join(result.get("exports", [])) or "-")
+    artifact = result.get("artifact_check")
+    if artifact:  # the saved file through the check (distprec/artifact.py)
+        table.add_row("saved file", artifact["summary"])
     for note in [*result.get("notes", []), *result.get("export_notes", [])]:
         table.add_row("note", note)
     return table
