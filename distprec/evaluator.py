@@ -235,7 +235,13 @@ class Evaluator:
         capacity = self.plans_per_run
         for ev in evs:
             ev.capacity = capacity
+        if evs:
+            evs[-1].run_costs = self.run_costs()
         return evs
+
+    def run_costs(self) -> tuple[float, ...]:
+        """What a call of 1..plans_per_run plans costs on the path in use (Path.run_costs)."""
+        return (self.switch if self.default_via == "switchboard" else self.candidates).run_costs()
 
     def _add_profile(self, ev: Evaluation, candidate: onnx.ModelProto) -> None:
         try:

@@ -36,6 +36,7 @@ class EvaluatorActor:
                 "device": self.evaluator.backend.device_name(),
                 "node_id": self.evaluator.node_id, "gpus": [str(g) for g in ray.get_gpu_ids()],
                 "plans_per_run": self.evaluator.plans_per_run,
+                "run_costs": self.evaluator.run_costs(),
                 "via": self.evaluator.default_via, "switch_note": self.evaluator.switch_note}
 
     def switch_note(self) -> str:

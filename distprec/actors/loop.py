@@ -132,6 +132,7 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
         out.out_of_time = not asked and not strategy.done
         while free and asked:
             asked = False
+            strategy.costs(round_cost(list(free), capacity))
             plans = deque(strategy.ask(sum(capacity(w) for w in free)))
             # Spread evenly: fewer plans than the free workers take go one share to each,
             # not all to the first (measured: 3 workers of 32 plans a run, 2 kept busy).
@@ -223,6 +224,7 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
                     emit("phase", {"name": f"{worker.name}: plans now go to the "
                                            f"{evs[-1].via}, {evs[-1].capacity} a call"})
                 worker.plans_per_run, worker.via = evs[-1].capacity, evs[-1].via
+                worker.run_costs = evs[-1].run_costs or worker.run_costs
             for ev in evs:
                 out.evaluations.append(ev)
                 out.depth[ev.keep] = depth
@@ -249,6 +251,21 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
         out.driver_s += time.perf_counter() - t0
     out.wall_s = time.perf_counter() - t_start
     return out
+
+
+def round_cost(free: list[Worker], capacity: Callable[[Worker], int]
+               ) -> Callable[[int], float] | None:
+    """Seconds a round of k plans costs on the ``free`` workers, spread as the loop spreads
+    them (an even share each), from each worker's measured ``run_costs``; None while some
+    worker's costs are unknown."""
+    tables = [w.run_costs[:capacity(w)] for w in free]
+    if not tables or not all(tables):
+        return None
+
+    def round_s(k: int) -> float:
+        share = -(-k // len(tables))
+        return max(t[min(share, len(t)) - 1] * (share / min(share, len(t))) for t in tables)
+    return round_s
 
 
 def _timed_out(ref, keeps: tuple[Keep, ...], worker: Worker, depth: int, faults: Faults,

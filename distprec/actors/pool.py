@@ -34,6 +34,7 @@ class Worker:
     via: str = "candidate"  # how the worker evaluates by default: candidate or switchboard
     switch_note: str = ""  # how its switchboard was set up, or why it has none
     pid: int = 0  # the actor's process when it started (tests kill it)
+    run_costs: tuple[float, ...] = ()  # seconds of a call of 1..plans_per_run plans
 
 
 def connect(address: str | None = None, resources: dict | None = None,
@@ -226,7 +227,8 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
         raise InputError(f"an evaluator actor failed to start: {cause(exc)}") from None
     return [Worker(i["worker"], h, i["node"], i["device"], i.get("node_id", ""),
                    tuple(i.get("gpus", ())), i.get("plans_per_run", 1),
-                   i.get("via", "candidate"), i.get("switch_note", ""), i.get("pid", 0))
+                   i.get("via", "candidate"), i.get("switch_note", ""), i.get("pid", 0),
+                   tuple(i.get("run_costs", ())))
             for h, i in zip(handles, info)]
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from distprec.checks import make_check
 from distprec.data import Feed
+from distprec.evaluation.choices import CALL_OVERHEAD_S as CALL_S
 from distprec.strategies.base import Info, Keep, Verdict
 
 
@@ -31,6 +32,7 @@ class Evaluation:
     layer_errors: dict[str, dict[str, float]] | None = None  # when profiled (distprec/profile.py)
     profile_error: str = ""  # why profiling failed; the verdict stands
     capacity: int = 1  # plans the worker takes a call from now on (its path may change)
+    run_costs: tuple[float, ...] = ()  # seconds of a call of 1..capacity plans (Path.run_costs)
 
     def info(self) -> Info:
         """What a strategy is told besides the verdict."""
@@ -99,3 +101,10 @@ class Path(ABC):
 
     @abstractmethod
     def evaluate(self, keeps: Sequence[Keep]) -> list[Evaluation]: ...
+
+    def run_costs(self) -> tuple[float, ...]:
+        """Seconds a call of 1, 2 ... ``plans_per_call`` plans costs, judged, as far as
+        measured (empty when not): what the driver tells speculative strategies."""
+        each = self.cost_s
+        return () if each is None else tuple(
+            CALL_S + k * each for k in range(1, self.plans_per_call + 1))

@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
+#: What a Ray call costs the driver and the worker besides its runs (DESIGN.md: 0.2 to
+#: 0.8 ms a trivial call on 2 cores, plus the loop's own work), for ``Path.run_costs``.
+CALL_OVERHEAD_S = 1e-3
 #: Largest batch of plans tried when plans_per_run is chosen by timing.
 MAX_PLANS_PER_RUN = 64
 #: Without a batched run: seconds of runs one call should hold, and at most this many plans.

@@ -20,6 +20,7 @@ from distprec.data import Feed
 from distprec.errors import first_line
 from distprec.evaluation.base import Evaluation, Judge, Path
 from distprec.evaluation.choices import (
+    CALL_OVERHEAD_S,
     keep_gated,
     plans_per_call,
     plans_per_run,
@@ -46,6 +47,7 @@ class SwitchboardPath(Path):
         self.pad = 0  # runs padded to this many plans (a batched CUDA graph)
         self.note = ""
         self._cost: float | None = None
+        self.shares: dict[int, float] = {}  # plans a run -> a plan's share, as timed
 
     @property
     def cost_s(self) -> float | None:
@@ -138,6 +140,7 @@ class SwitchboardPath(Path):
                           f"{where_s * 1e3:.2f} ms, not kept)")
             return
         self.board, self.session, self.pad = gated, session, 0
+        self.shares = {1: gated_s}
         self.plans_per_run = plans_per_call(gated_s)
         self.note = (f"switchboard: gated, an If per layer ({gated_s * 1e3:.2f} ms a plan "
                      f"against {where_s * 1e3:.2f} ms), {self.plans_per_run} per call")
@@ -183,8 +186,10 @@ class SwitchboardPath(Path):
         """Seconds a plan's share of one run of ``plans`` plans takes, at best of a few
         runs (``best_time``; measured noise once chose one plan a run)."""
         keeps = [frozenset()] * plans
-        return best_time(lambda: self.run(self.board, self.session, keeps,
-                                          pad_to=self.pad)) / plans
+        share = best_time(lambda: self.run(self.board, self.session, keeps,
+                                           pad_to=self.pad)) / plans
+        self.shares[plans] = share
+        return share
 
     def _use_cuda_graph(self, plans: int) -> bool:
         """Replay the switchboard as a CUDA graph, for runs of ``plans`` plans (the
@@ -211,6 +216,24 @@ class SwitchboardPath(Path):
         self.session, self.pad = session, plans
         self.note += ", replayed as a CUDA graph"
         return True
+
+    def run_costs(self) -> tuple[float, ...]:
+        """A call of k plans: its runs (stacked: the share of the smallest timed batch that
+        holds k, which a CUDA graph pads to anyway; else k runs of one) and k checks."""
+        if self._cost is None:
+            return ()
+        per_run = self.plans_per_run if self.board.batched else 1
+        timed = {p: s for p, s in self.shares.items() if p <= per_run} or {1: self._cost}
+        check = max(0.0, self._cost - timed.get(per_run, self._cost))
+        out = []
+        for k in range(1, self.plans_per_call + 1):
+            if self.board.batched:
+                p = min((p for p in timed if p >= k), default=max(timed))
+                runs = p * timed[p] if self.pad else k * timed[p]
+            else:
+                runs = k * timed.get(1, self._cost)
+            out.append(CALL_OVERHEAD_S + runs + k * check)
+        return tuple(out)
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self, keeps: Sequence[Keep]) -> list[Evaluation]:

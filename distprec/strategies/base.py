@@ -17,7 +17,7 @@ that has only verdicts (an oracle in a test), keep working unchanged.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -35,6 +35,24 @@ class Verdict(str, Enum):
 
 
 MINIMALITY = ("1-minimal", "contiguous-minimal", "none")
+
+#: A speculative strategy asks for more plans than the one it is sure to need only while a
+#: round of them costs at most this many times a round of one (``worth_asking``): a plan
+#: that a verdict makes moot costs its share of the round, and two plans' worth of time is
+#: what one plan's round trip saves when the speculation holds.
+SPECULATION_COST = 2.0
+
+
+def worth_asking(n: int, round_s: Callable[[int], float]) -> int:
+    """The most plans, at most ``n``, whose round costs no more than ``SPECULATION_COST``
+    times a round of one plan; ``round_s(k)``: measured seconds of a round of k plans."""
+    one = round_s(1)
+    best = 1
+    for k in range(2, n + 1):
+        if round_s(k) > SPECULATION_COST * one:
+            break
+        best = k
+    return min(n, best)
 
 
 @dataclass(frozen=True)
@@ -59,9 +77,16 @@ class Info:
 
 
 class Strategy(ABC):
-    """Base class: bookkeeping of asked and told keep-sets."""
+    """Base class: bookkeeping of asked and told keep-sets.
+
+    ``speculative`` strategies ask ahead of their verdicts (more split points a round,
+    removals tried before the last verdict is in): more plans shorten the wall time only
+    where a round of them costs little more than a round of one, so once the driver tells
+    the measured costs (``costs``) they ask no more than ``worth_asking`` allows.
+    """
 
     name = "strategy"
+    speculative = False
 
     def __init__(self, layers: Sequence[str]) -> None:
         if len(set(layers)) != len(layers):
@@ -72,12 +97,20 @@ class Strategy(ABC):
         self.pending: set[Keep] = set()
         self.info: dict[Keep, Info] = {}  # what came with each verdict, when anything did
         self.notes: list[str] = []
+        self.round_s: Callable[[int], float] | None = None
+
+    def costs(self, round_s: Callable[[int], float] | None) -> None:
+        """What a round of k plans costs on the workers free now (seconds, measured by the
+        driver), or None when unknown: the clock stays outside, the strategy gets numbers."""
+        self.round_s = round_s
 
     # -- the protocol -------------------------------------------------------------------
     def ask(self, n: int) -> list[Keep]:
         """Up to ``n`` new keep-sets to evaluate now (fewer, or none, is fine)."""
         if n <= 0 or self.done:
             return []
+        if self.speculative and self.round_s is not None:
+            n = worth_asking(n, self.round_s)
         plans = [k for k in self._propose(n) if k not in self.told and k not in self.pending]
         plans = list(dict.fromkeys(plans))[:n]
         self.pending.update(plans)

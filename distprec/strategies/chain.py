@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from distprec.strategies.base import Info, Keep, Outcome, Strategy, Verdict
+from distprec.strategies.base import Info, Keep, Outcome, Strategy, Verdict, worth_asking
 
 Then = Callable[[Strategy], "Strategy | None"]  # the first stage, done -> the second (or stop)
 
@@ -34,8 +34,19 @@ class Chain(Strategy):
     def active(self) -> Strategy:
         return self.stages[-1]
 
+    def costs(self, round_s) -> None:
+        super().costs(round_s)
+        for stage in self.stages:
+            stage.costs(round_s)
+
     # -- the protocol (ask and tell route to the stages) ----------------------------------
+    @property
+    def speculative(self) -> bool:
+        return self.active.speculative
+
     def ask(self, n: int) -> list[Keep]:
+        if self.speculative and self.round_s is not None:  # the cap holds across stages
+            n = worth_asking(n, self.round_s)
         out: list[Keep] = []
         progress = True
         while progress and len(out) < n and not self.done:
@@ -101,6 +112,7 @@ class Chain(Strategy):
         if second is None:
             self.stopped = True
             return False
+        second.costs(self.round_s)
         self.stages.append(second)
         return True
 

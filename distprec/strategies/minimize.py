@@ -58,6 +58,7 @@ class Try:
 
 class Minimize(Strategy):
     name = "minimize"
+    speculative = True
 
     def __init__(self, layers: Sequence[str], start: Iterable[str] | None = None,
                  budget: int | None = None, ranking: Sequence[str] | None = None) -> None:

@@ -72,6 +72,7 @@ class Bisect(_PrefixSearch):
     """
 
     name = "bisect"
+    speculative = True
 
     def __init__(self, layers: Sequence[str], direction: str = "forward") -> None:
         super().__init__(layers, direction)
@@ -126,6 +127,7 @@ class Linear(_PrefixSearch):
     """
 
     name = "linear"
+    speculative = True
 
     def __init__(self, layers: Sequence[str], direction: str = "forward") -> None:
         super().__init__(layers, direction)

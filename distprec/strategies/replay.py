@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from distprec.strategies.base import Info, Keep, Outcome, Strategy, Verdict
+from distprec.strategies.base import Info, Keep, Outcome, Strategy, Verdict, worth_asking
 
 Known = Mapping[Keep, tuple[Verdict, "Info | None"]]
 
@@ -24,6 +24,8 @@ class Replay(Strategy):
         self.replayed = 0  # verdicts told from ``known``, without an evaluation
 
     def ask(self, n: int) -> list[Keep]:
+        if self.speculative and self.round_s is not None:  # the cap holds across replays
+            n = worth_asking(n, self.round_s)
         out: list[Keep] = []
         while len(out) < n and not self.inner.done:
             plans = self.inner.ask(n - len(out))
@@ -38,6 +40,14 @@ class Replay(Strategy):
                     out.append(keep)
         self.pending.update(out)
         return out
+
+    def costs(self, round_s) -> None:
+        super().costs(round_s)
+        self.inner.costs(round_s)
+
+    @property
+    def speculative(self) -> bool:
+        return self.inner.speculative
 
     def tell(self, keep: Keep, verdict: Verdict, info: Info | None = None) -> None:
         keep, verdict = self._record(keep, verdict, info)
