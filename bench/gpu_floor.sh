@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The floor issue's GPU runs (docs/BENCHMARKS.md, "Real models on one GPU"), in the order
+# they were made, on a host with onnxruntime-gpu and Ray (device README: stage, unstage).
+# Usage: bench/gpu_floor.sh PHASE OUTDIR   (PHASE: smoke | a | b | c)
+set -uo pipefail
+phase=$1; out=$2
+export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 RAY_DEDUP_LOGS=1
+rm=(python bench/realmodels.py run --device cuda --dir bench/models)
+case $phase in
+  smoke)  # does the code run on CUDA at all: the demo, auto, on one H100/H200
+    python - <<'PY'
+import onnxruntime as ort, ray
+print(ort.__version__, ort.get_available_providers(), ray.__version__)
+PY
+    timeout 150 python -m distprec.cli demo --device cuda --no-live 2>&1 | tail -25 ;;
+  a)  # both modes, the CNNs (timeouts bound what candidates cannot finish)
+    "${rm[@]}" --models orientation,detector,classifier,yolo --modes auto,candidate \
+      --timeout 110 --out "$out/a.json" 2>&1 | tail -40 ;;
+  b)  # the recogniser both ways in auto, its candidates bounded; VAD; candy; ultraface
+    "${rm[@]}" --models recogniser --modes auto --timeout 150 --out "$out/b1.json" 2>&1 | tail -12
+    "${rm[@]}" --models recogniser --modes auto --timeout 150 \
+      --extra "--strategy sensitivity+minimize" --out "$out/b2.json" 2>&1 | tail -12
+    "${rm[@]}" --models candy,ultraface,vad --modes auto,candidate --timeout 60 \
+      --out "$out/b3.json" 2>&1 | tail -24 ;;
+  c)  # the recogniser on candidates, bounded; four evaluators on the GPU
+    "${rm[@]}" --models recogniser,classifier --modes candidate --timeout 90 \
+      --out "$out/c1.json" 2>&1 | tail -12
+    "${rm[@]}" --models orientation --modes auto,candidate --timeout 90 \
+      --extra "--workers-per-gpu 4" --out "$out/c2.json" 2>&1 | tail -12 ;;
+esac
