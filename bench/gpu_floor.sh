@@ -12,7 +12,7 @@ case $phase in
 import onnxruntime as ort, ray
 print(ort.__version__, ort.get_available_providers(), ray.__version__)
 PY
-    timeout 150 python -m distprec.cli demo --device cuda --no-live 2>&1 | tail -25 ;;
+    timeout 150 python -m distprec.cli demo --no-live 2>&1 | tail -25 ;;
   a)  # both modes, the CNNs (timeouts bound what candidates cannot finish)
     "${rm[@]}" --models orientation,detector,classifier,yolo --modes auto,candidate \
       --timeout 110 --out "$out/a.json" 2>&1 | tail -40 ;;
