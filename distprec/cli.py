@@ -136,6 +136,10 @@ def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
                    "switchboard alike: exhaustive (default: ONNX Runtime's own, what a model "
                    "deployed on its CUDA provider runs), heuristic, or default (one fixed "
                    "algorithm); set it to what your deployment sets")
+    g.add_argument("--confirm-time", type=float, metavar="S",
+                   help="seconds the candidates may spend confirming the answer's single "
+                   "removals (its minimality) after the answer itself, which is always "
+                   "confirmed; default: as long as the search took, at least 10 s")
     g.add_argument("--workers-per-gpu", type=int, default=1, metavar="K",
                    help="evaluators sharing each GPU (default 1)")
 
@@ -325,6 +329,7 @@ def _config(a: argparse.Namespace):
         layer_errors=getattr(a, "layer_errors", "final"),
         evaluate=getattr(a, "evaluate", "auto"), plans_per_run=getattr(a, "plans_per_run", None),
         conv_search=getattr(a, "conv_search", "EXHAUSTIVE"),
+        confirm_time=getattr(a, "confirm_time", None),
         workers_per_gpu=getattr(a, "workers_per_gpu", 1),
         backend=getattr(a, "backend", "ort"), build_timeout=getattr(a, "build_timeout", None),
         **({"eval_timeout": a.eval_timeout, "max_restarts": a.max_restarts,
