@@ -94,6 +94,7 @@ class Evaluator:
         self.switch_note = ""  # why there is no switchboard, or how it was set up
         self.band: dict[str, dict[str, float]] | None = None  # kernel noise (choices.is_edge)
         self._pending: Future | None = None
+        self._low: Evaluation | None = None  # the all-low candidate measured at start-up
         self._profiler: LayerProfiler | None = None
 
     @property
@@ -139,31 +140,38 @@ class Evaluator:
             return
         if background and self.setup.evaluate == "auto":
             pool = ThreadPoolExecutor(1, thread_name_prefix="switchboard")
-            self._pending = pool.submit(self._prepare)
+            self._pending = pool.submit(self._prepare, True)
             pool.shutdown(wait=False)
             return
         self._adopt(self._prepare())
 
-    def _prepare(self) -> tuple[SwitchboardPath | None, str]:
-        """Build the switchboard, measure what a candidate costs and the kernel noise;
-        the path and its note, or None and why there is none."""
+    def _prepare(self, background: bool = False) -> tuple[SwitchboardPath | None, str]:
+        """Build the switchboard and measure what a candidate costs: the path, or None and
+        why there is none. ``background``: in a thread beside the search's (``warm_up``)."""
         try:
-            path = SwitchboardPath(*self._switch_args,
-                                   want_per_run=self.setup.plans_per_run).prepare()
+            path = SwitchboardPath(*self._switch_args, want_per_run=self.setup.plans_per_run
+                                   ).prepare(graph_now=not background)
         except Exception as exc:
             if self.setup.evaluate == "switchboard":
                 raise
             return None, (f"no switchboard ({type(exc).__name__}: {first_line(exc)}): plans "
                           "evaluated as candidates")
         if self.setup.evaluate == "switchboard":
-            return path, path.note
-        low = self.candidates.one(frozenset())  # what a candidate costs, and its figures
-        self.band = self._kernel_noise(low)
+            return path, ""
+        low = self._low = self.candidates.one(frozenset())  # a candidate's cost and figures
         if self.setup.precision == "int8":
+            self.noise()
             why = self._int8_disagrees(path, low)
             if why:
                 return None, f"{path.note}; not used: {why}"
-        return path, path.note
+        return path, ""
+
+    def noise(self) -> dict[str, dict[str, float]] | None:
+        """The kernel-noise band, measured on first use: it costs two candidates (seconds
+        on a conv model under EXHAUSTIVE kernels), and only a disagreement needs it."""
+        if self.band is None and self._low is not None:
+            self.band = self._kernel_noise(self._low) or {}
+        return self.band or None
 
     def _kernel_noise(self, low: Evaluation) -> dict[str, dict[str, float]] | None:
         """How far the all-low plan's figures move between two choices of convolution
@@ -202,6 +210,8 @@ class Evaluator:
         self.switch, self.switch_note = prepared
         if self.switch is None:
             return
+        self.switch.finish()  # the CUDA graph, captured in the thread that evaluates
+        self.switch_note = self.switch.note
         if self.setup.evaluate == "switchboard":
             self.via = "switchboard"
             return

@@ -46,7 +46,7 @@ class EvaluatorActor:
 
     def noise(self) -> dict | None:
         """The kernel-noise band measured at start-up (confirm.py's edge verdicts)."""
-        return self.evaluator.band
+        return self.evaluator.noise()
 
     def evaluate(self, keep: Keep, profile: bool = False, via: str | None = None) -> Evaluation:
         return self.evaluator.evaluate(keep, profile, via)

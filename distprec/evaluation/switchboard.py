@@ -44,7 +44,9 @@ class SwitchboardPath(Path):
         self.board: Switchboard | None = None
         self.session = None
         self.plans_per_run = 1  # plans one run (or one call) evaluates
-        self.pad = 0  # runs padded to this many plans (a batched CUDA graph)
+        self.pad = 0  # runs padded to this many plans (batched on CUDA: one shape)
+        self.graphed = False  # replayed as a CUDA graph
+        self.deferred = False  # the graph is still to be captured (``finish``)
         self.note = ""
         self._cost: float | None = None
         self.shares: dict[int, float] = {}  # plans a run -> a plan's share, as timed
@@ -63,14 +65,21 @@ class SwitchboardPath(Path):
         return hasattr(self.backend, "load_graph") and self.backend.device == "cuda"
 
     # -- set-up -------------------------------------------------------------------------
-    def prepare(self) -> SwitchboardPath:
+    def prepare(self, graph_now: bool = True) -> SwitchboardPath:
         """Build the switchboard and its session; batch plans where the batch axis allows.
 
         The batched form stacks plans on the leading axis of every input and output (freed
         where the model fixes it) where its probe passes (``_set_up_batched``), else one
         plan per run, and a call still takes several plans, run one after another
-        (``plans_per_call``). On CUDA either form is then replayed as a CUDA graph
-        where it can be (``_use_cuda_graph``). Last, the cost of a plan judged.
+        (``plans_per_call``). On CUDA the batched form always runs its full batch: under
+        EXHAUSTIVE kernels every new input shape searches its convolutions again. Then a
+        CUDA graph where it can be, else the gated form where it is cheaper
+        (``_graph_or_gate``); last, the cost of a plan judged.
+
+        ``graph_now``: False where another thread of this process may be using the GPU (a
+        switchboard prepared beside candidates): a CUDA graph captured then failed
+        (measured on an H200, the demo: a cudaError from cuda_call.cc), so ``finish``
+        captures it later, from the thread that evaluates.
         """
         want = self.want
         single = build_switchboard(*self._args, **self._build)
@@ -81,17 +90,34 @@ class SwitchboardPath(Path):
             per = "plan" if self.plans_per_run == 1 else "plans"
             self.note = f"switchboard: {self.plans_per_run} {per} per run"
             if self.cuda:
-                self._use_cuda_graph(self.plans_per_run)
+                self.pad = self.plans_per_run
         else:
-            if self.cuda:
-                self._use_cuda_graph(1)
             self.plans_per_run = want or plans_per_call(self._time_batch(1))
             self.note += f", {self.plans_per_run} per call"
-        # ONNX Runtime only: a TensorRT engine build per form would double the start-up
-        if (want or 1) == 1 and self.precision != "int8" and hasattr(self.backend, "load_graph"):
-            self._try_gated()
+        self.deferred = self.cuda and not graph_now
+        if not self.deferred:
+            self._graph_or_gate()
         self._cost = self._judged_cost()
         return self
+
+    def finish(self) -> None:
+        """Capture the CUDA graph of a path prepared in another thread, from this one (the
+        gated trial where none can be made), and measure its cost again."""
+        if self.deferred:
+            self.deferred = False
+            self._graph_or_gate()
+            self._cost = self._judged_cost()
+
+    def _graph_or_gate(self) -> None:
+        """A CUDA graph on CUDA where it can be; else the gated form where it is cheaper
+        (ONNX Runtime only: a TensorRT engine build per form would double the start-up)."""
+        if self.cuda and self._use_cuda_graph(self.plans_per_run if self.board.batched else 1):
+            if not self.board.batched:  # a graph's run costs less: more plans a call
+                self.plans_per_run = self.want or plans_per_call(self._time_batch(1))
+            return
+        if (self.want or 1) == 1 and self.precision != "int8" \
+                and hasattr(self.backend, "load_graph"):
+            self._try_gated()
 
     def _judged_cost(self) -> float:
         """Seconds a plan costs through this path as the search pays it: the run's share
@@ -116,8 +142,8 @@ class SwitchboardPath(Path):
         replayed as a CUDA graph beat it on every model, so none is tried there.
         """
         board, pad = self.board, self.pad
-        if pad:  # measured on an H200: a Where form replayed as a CUDA graph beat the
-            return  # gated form on every model (ultraface 57 against 124 ms a plan)
+        if self.graphed:  # measured on an H200: a Where form replayed as a CUDA graph beat
+            return  # the gated form on every model (ultraface 57 against 124 ms a plan)
         where_s = self._time_batch(self.plans_per_run if board.batched else 1)
         layers = self.searchable
         if not worth_gating(where_s, len(layers), len(self.feeds), self.backend.device):
@@ -213,7 +239,7 @@ class SwitchboardPath(Path):
         except Exception as exc:
             self.note += f" (no CUDA graph: {first_line(exc)})"
             return False
-        self.session, self.pad = session, plans
+        self.session, self.pad, self.graphed = session, plans, True
         self.note += ", replayed as a CUDA graph"
         return True
 
