@@ -144,8 +144,9 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
             conf.answer_s = total.wall_s + check.told_s[answer]
         _merge(total, check)
         rest = [k for k in plans if k not in first]
-        if rest and all(ev.verdict.passed for ev in check.evaluations if ev.keep == answer):
-            limit = confirm_budget(total.wall_s, budget_s)
+        limit = confirm_budget(total.wall_s, budget_s)
+        if rest and limit > 0 and all(ev.verdict.passed for ev in check.evaluations
+                                      if ev.keep == answer):
             more = run(EachOnce(strategy.layers, rest), "candidate", limit)
             _merge(total, more)
             check.evaluations += more.evaluations

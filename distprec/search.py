@@ -379,8 +379,13 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
                 strategy, on_workers(workers, on_event, faults), on_event,
                 seed=(journal.known("switchboard"), journal.known("candidate"))
                 if journal else None, band=lambda: _kernel_noise(workers),
-                budget_s=cfg.confirm_time)
+                budget_s=_confirm_time(cfg, device))
             notes += _path_notes(workers)
+            if confirmation.removals_confirmed < confirmation.removals \
+                    and _confirm_time(cfg, device) == 0.0:
+                notes.append("CPU emulation: switchboard and candidates are bit-equal here, so "
+                             "the answer was run as a candidate and its single removals were "
+                             "judged on the switchboard (--confirm-time S runs them too)")
         else:
             first = Replay(strategy(), journal.known("candidate")) if journal else strategy()
             loop = drive(first, workers, on_event, via="candidate", faults=faults)
@@ -404,6 +409,15 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
             stop_workers(workers)
     report.wall_s = time.perf_counter() - t0
     return report
+
+
+def _confirm_time(cfg: SearchConfig, device: str) -> float | None:
+    """--confirm-time; by default none for the removals on the CPU emulation, where the
+    switchboard and the candidates are bit-equal (both unfused: tests/test_evaluator.py),
+    so a removal's candidate repeats its switchboard verdict (the answer is still run)."""
+    if cfg.confirm_time is not None:
+        return cfg.confirm_time
+    return 0.0 if device == "cpu" and cfg.precision != "int8" else None
 
 
 def _path_notes(workers: list[Worker]) -> list[str]:
