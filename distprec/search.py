@@ -351,6 +351,7 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     elif own:
         setup_ref = ray.put(prep.setup(cfg))
         workers = start_workers(setup_ref, device, cfg.workers, resources=resources,
+                                starting=_start_up(cfg),
                                 per_gpu=cfg.workers_per_gpu, max_restarts=cfg.max_restarts,
                                 label_selector=label_selector, timeout=wait)
     if on_event:
@@ -409,6 +410,18 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
             stop_workers(workers)
     report.wall_s = time.perf_counter() - t0
     return report
+
+
+def _start_up(cfg: SearchConfig) -> str:
+    """What an evaluator's start-up runs, for a start that does not finish: the FP32 model
+    once and, where the switchboard is built before the first plan, the check on its
+    probe plans (user code, with --check-func)."""
+    what = "each runs the FP32 model once"
+    if cfg.evaluate == "switchboard":
+        what += " and builds the switchboard, judging its probe plans"
+        if cfg.check.check_func:
+            what += f" with your check {cfg.check.check_func}, which is slow or hangs there"
+    return what
 
 
 def _confirm_time(cfg: SearchConfig, device: str) -> float | None:

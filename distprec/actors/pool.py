@@ -197,7 +197,8 @@ def placement(device: str, count: int | None, resources: dict | None = None,
 def start_workers(setup_ref, device: str, count: int | None, *, resources: dict | None = None,
                   label_selector: dict | None = None, timeout: float = 120.0,
                   prefix: str = "w", backend: str | None = None,
-                  per_gpu: int = 1, max_restarts: int = 0) -> list[Worker]:
+                  per_gpu: int = 1, max_restarts: int = 0,
+                  starting: str = "") -> list[Worker]:
     """One actor per GPU (``num_gpus=1, num_cpus=0``), or ``count`` single-CPU actors.
 
     A GPU actor must not hold a CPU for life: on a small host the CPUs run out before the
@@ -219,8 +220,13 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
     try:
         info = ray.get([h.ready.remote() for h in handles], timeout=timeout)
     except ray.exceptions.GetTimeoutError:
+        placed = _holding(opts, count)
         for h in handles:
             ray.kill(h)
+        if placed:  # Ray placed them: what runs in their start-up is slow or hangs
+            raise InputError(f"evaluator actors were placed but did not finish starting "
+                             f"within {timeout:.0f} s: {starting or 'their start-up hangs'} "
+                             "(--wait S allows longer)") from None
         raise InputError(f"evaluator actors did not start within {timeout:.0f} s: no node "
                          f"offers {opts}") from None
     except ray.exceptions.RayActorError as exc:
@@ -230,6 +236,16 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
                    i.get("via", "candidate"), i.get("switch_note", ""), i.get("pid", 0),
                    tuple(i.get("run_costs", ())))
             for h, i in zip(handles, info)]
+
+
+def _holding(opts: dict, count: int) -> bool:
+    """Whether the cluster's resources in use cover ``count`` actors of ``opts``: Ray holds
+    an actor's resources from its placement on, while its __init__ runs."""
+    total, free = ray.cluster_resources(), ray.available_resources()
+    need = {"CPU": opts.get("num_cpus", 0), "GPU": opts.get("num_gpus", 0),
+            **(opts.get("resources") or {})}
+    return all(total.get(k, 0) - free.get(k, 0) >= count * v - 1e-6
+               for k, v in need.items() if v)
 
 
 def stop_workers(workers: list[Worker]) -> None:
