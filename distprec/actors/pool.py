@@ -215,12 +215,13 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
     if label_selector:
         opts["label_selector"] = label_selector
     opts["max_restarts"] = max_restarts
+    before = _in_use()
     handles = [EvaluatorActor.options(**opts).remote(setup_ref, backend or device,
                                                      f"{prefix}{i}") for i in range(count)]
     try:
         info = ray.get([h.ready.remote() for h in handles], timeout=timeout)
     except ray.exceptions.GetTimeoutError:
-        placed = _holding(opts, count)
+        placed = _holding(opts, count, before)
         for h in handles:
             ray.kill(h)
         if placed:  # Ray placed them: what runs in their start-up is slow or hangs
@@ -238,13 +239,20 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
             for h, i in zip(handles, info)]
 
 
-def _holding(opts: dict, count: int) -> bool:
-    """Whether the cluster's resources in use cover ``count`` actors of ``opts``: Ray holds
-    an actor's resources from its placement on, while its __init__ runs."""
-    total, free = ray.cluster_resources(), ray.available_resources()
+def _in_use() -> dict[str, float]:
+    """The cluster's resources held now, by name."""
+    free = ray.available_resources()
+    return {k: v - free.get(k, 0.0) for k, v in ray.cluster_resources().items()}
+
+
+def _holding(opts: dict, count: int, before: dict[str, float]) -> bool:
+    """Whether ``count`` actors of ``opts`` hold their resources, beyond what was held
+    ``before`` they were asked for: Ray holds an actor's resources from its placement on,
+    while its __init__ runs."""
+    now = _in_use()
     need = {"CPU": opts.get("num_cpus", 0), "GPU": opts.get("num_gpus", 0),
             **(opts.get("resources") or {})}
-    return all(total.get(k, 0) - free.get(k, 0) >= count * v - 1e-6
+    return all(now.get(k, 0) - before.get(k, 0) >= count * v - 1e-6
                for k, v in need.items() if v)
 
 
