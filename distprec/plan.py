@@ -7,6 +7,14 @@ from dataclasses import dataclass
 PRECISIONS = ("fp16", "bf16", "int8")
 
 
+def plan_id(keep) -> str:
+    """A short name for a keep-set, the same in log lines and result.json's history on
+    every host: the first 8 hex digits of SHA-1 over its sorted names."""
+    import hashlib
+
+    return hashlib.sha1("\n".join(sorted(keep)).encode()).hexdigest()[:8]
+
+
 @dataclass(frozen=True)
 class Plan:
     precision: str

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from distprec.checks import make_check
 from distprec.data import Feed
 from distprec.evaluation.choices import CALL_OVERHEAD_S as CALL_S
+from distprec.plan import plan_id
 from distprec.strategies.base import Info, Keep, Verdict
 
 
@@ -42,6 +43,7 @@ class Evaluation:
         """The history entry of result.json."""
         return {
             "size": len(self.keep),
+            "plan": plan_id(self.keep),
             "passed": self.verdict.passed,
             "verdict": self.verdict.value,
             "reason": self.reason,

@@ -28,6 +28,7 @@ from distprec.history import (
     verdict_counts,
     worst_error,
 )
+from distprec.plan import plan_id
 from distprec.view.dashboard import PHASE_LABEL, Dashboard, render
 from distprec.view.logroute import live_view
 
@@ -226,7 +227,8 @@ class PlainLog:
             notable = better or ev.verdict.value == "error"
             if s.evaluations <= self.per_eval or notable:
                 err = worst_error(ev.figures)
-                self._say(f"#{s.evaluations} {ev.worker}: keep {len(ev.keep)} -> "
+                self._say(f"#{s.evaluations} {ev.worker}: keep {len(ev.keep)} "
+                          f"(plan {plan_id(ev.keep)}) -> "
                           f"{ev.verdict.value}"
                           + (f" ({ev.reason})" if ev.reason else
                              f" (max|err| {fmt_error(err)})" if err is not None else ""), now)
