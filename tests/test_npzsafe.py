@@ -131,9 +131,12 @@ def test_an_array_under_an_unknown_name_is_never_read(tmp_path):
     (tmp_path / "m.onnx").write_bytes(planted_mlp(blocks=2).model.SerializeToString())
     _zeros_member(tmp_path / "big.npz", "junk.npy", 2 << 30)
     assert zipfile.ZipFile(tmp_path / "big.npz").infolist()[0].file_size > 2 << 30
-    code = ("import resource, sys\nfrom distprec.cli import main\n"
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of a large
+    # pytest process reported the parent's size (298 MB in a full run, 98 MB alone).
+    code = ("import re\nfrom distprec.cli import main\n"
             "code = main(['golden', 'm.onnx', '--inputs', 'big.npz', '-o', 'g.npz'])\n"
-            "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+            "status = open('/proc/self/status').read()\n"
+            "print(code, re.search(r'VmHWM:\\s+(\\d+)', status).group(1))\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     status, peak_kib = proc.stdout.split()
