@@ -5,8 +5,9 @@ The real CLI in a subprocess of its own: ``distprec sweep --devices cpu`` starts
 Ray instance that offers this host's kind, which the session's shared Ray does not. Both
 sweeps run in that one process (one Ray start). The kill is a real SIGKILL of the actor
 process, by the check function itself on the n-th call across the sweep (a counter file
-with atomic appends), so it lands mid-evaluation at a repeatable point: the 12th, past the
-workers' start-up, whose switchboard probe calls the check too.
+with atomic appends), so it lands mid-evaluation at a repeatable point: the 12th plan judged
+in a worker's main thread (the switchboard built beside the search calls the check too, in
+a thread of its own, and is not counted).
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from planted_helpers import planted_file
 ROOT = Path(__file__).parents[1]
 
 KILLER = '''
-import os, sys
+import os, sys, threading
 
 def check(golden, outputs):
     armed = os.path.exists(COUNT)  # from the faulted sweep on
-    if armed and any("default_worker" in a for a in sys.argv):  # a worker, not the driver
+    # a worker, not the driver; and a plan it was sent, not its switchboard being built
+    # beside the search (that thread may still run when its search has ended)
+    if armed and any("default_worker" in a for a in sys.argv) \\
+            and threading.current_thread() is threading.main_thread():
         fd = os.open(COUNT, os.O_WRONLY | os.O_APPEND)
         os.write(fd, b".")
         calls = os.lseek(fd, 0, os.SEEK_CUR)  # this call's own number: appends are atomic

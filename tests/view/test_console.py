@@ -162,7 +162,8 @@ def test_plain_mode_without_terminal_has_no_escape_codes():
     assert "\x1b[" not in out
     lines = out.splitlines()
     assert re.match(r"\d\d:\d\d:\d\d search models/net.onnx", lines[0])
-    assert any(re.match(r"\d\d:\d\d:\d\d #1 w\d: keep \d+ -> (pass|fail)", x) for x in lines)
+    assert any(re.match(r"\d\d:\d\d:\d\d #1 w\d: keep \d+ \(plan [0-9a-f]{8}\) -> (pass|fail)",
+                        x) for x in lines)
     assert any("3 workers" in x for x in lines)
     assert "distprec result" in out and "worker utilisation" in out and "out/x.html" in out
 
