@@ -30,7 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from distprec.candidates.model import _opset
 from distprec.candidates.rewrites import _NP_LOW, _data_slots
-from distprec.candidates.subgraphs import all_names, bodies
+from distprec.candidates.subgraphs import all_names, bodies, fresh_name
 
 LOW = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
 
@@ -58,11 +58,7 @@ class _Replica:
         self.taken = all_names(model)
 
     def fresh(self, name: str) -> str:
-        out, k = name, 1
-        while out in self.taken:
-            out, k = f"{name}_{k}", k + 1
-        self.taken.add(out)
-        return out
+        return fresh_name(self.taken, name)
 
     def graph(self, graph: onnx.GraphProto, outer: dict[str, int]) -> None:
         """Rewrite ``graph`` in place; ``outer`` maps the values of enclosing scopes to the

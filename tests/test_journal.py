@@ -199,15 +199,22 @@ def test_signal_writes_a_partial_result_and_leaves_no_process(cli_case, sig, the
         proc.kill()
     first = sig if gap else {130: signal.SIGINT, 143: signal.SIGTERM}.get(proc.returncode)
     assert first is not None and proc.returncode == 128 + first, (proc.returncode, err)
+    _stopped_cleanly(err, first, d / out, marker)
+    assert "Error" not in err
+
+
+def _stopped_cleanly(err: str, sig, out: Path, marker: str) -> dict:
+    """One line naming the signal, no traceback, a partial result, no process left."""
     lines = [x for x in err.splitlines() if x.strip()]
-    assert lines[-1].startswith(f"distprec: interrupted by {first.name}: partial result"), err
-    assert "Traceback" not in err and "Error" not in err
-    result = json.loads((d / out).read_text())
+    assert lines[-1].startswith(f"distprec: interrupted by {sig.name}: partial result"), err
+    assert "Traceback" not in err
+    result = json.loads(out.read_text())
     assert result["complete"] is False and result["minimal"] == "none"
     assert result["evaluations"] >= 4
     left = _gone_within(marker, 20)
     _reap(marker)
     assert not left, f"{len(left)} process(es) outlived the driver"
+    return result
 
 
 @pytest.mark.parametrize("sig,code,way", [(signal.SIGTERM, 143, "switchboard"),
@@ -233,15 +240,7 @@ def test_signal_writes_an_honest_partial_result_and_leaves_no_process(cli_case, 
     finally:
         proc.kill()
     assert proc.returncode == code, err
-    lines = [x for x in err.splitlines() if x.strip()]
-    assert lines[-1].startswith(f"distprec: interrupted by {sig.name}: partial result"), err
-    assert "Traceback" not in err
-    result = json.loads((d / out).read_text())
-    assert result["complete"] is False and result["minimal"] == "none"
-    assert result["evaluations"] >= 4
-    left = _gone_within(marker, 20)
-    _reap(marker)
-    assert not left, f"{len(left)} process(es) outlived the driver"
+    result = _stopped_cleanly(err, sig, d / out, marker)
     history, how = result["history"], result["evaluation"]
     switch = sum(h["via"] != "candidate" for h in history)
     assert how["switchboard_verdicts"] == switch

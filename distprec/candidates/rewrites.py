@@ -18,7 +18,7 @@ import onnx
 from onnx import TensorProto, defs, helper, numpy_helper
 
 from distprec.candidates.model import MAX_IR_VERSION, _copy, _opset, float_tensors
-from distprec.candidates.subgraphs import all_graphs, all_names, bodies, walk
+from distprec.candidates.subgraphs import all_graphs, all_names, bodies, fresh_name, walk
 from distprec.plan import Plan
 
 LOW_TYPES = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
@@ -265,12 +265,7 @@ class WeightCopies:
         return self.made[x]
 
     def fresh(self, name: str) -> str:
-        """``name``, or ``name_k`` if the model has it already."""
-        out, k = name, 1
-        while out in self.taken:
-            out, k = f"{name}_{k}", k + 1
-        self.taken.add(out)
-        return out
+        return fresh_name(self.taken, name)
 
 
 def quantize_qdq(model: onnx.ModelProto, exclude: set[str], ranges_json: str) -> onnx.ModelProto:

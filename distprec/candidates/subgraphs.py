@@ -86,15 +86,16 @@ def reads(node: onnx.NodeProto) -> set[str]:
 
 def all_names(model: onnx.ModelProto) -> set[str]:
     """Every value and weight name of the model, bodies included (to make fresh names)."""
-    names: set[str] = set()
-    for g in all_graphs(model.graph):
-        names.update(i.name for i in g.input)
-        names.update(o.name for o in g.output)
-        names.update(t.name for t in g.initializer)
-        for node in g.node:
-            names.update(node.input)
-            names.update(node.output)
-    return names
+    return _names_in(model.graph) | {o.name for g in all_graphs(model.graph) for o in g.output}
+
+
+def fresh_name(taken: set[str], name: str) -> str:
+    """``name``, or ``name_k`` if ``taken`` holds it already; then taken too."""
+    out, k = name, 1
+    while out in taken:
+        out, k = f"{name}_{k}", k + 1
+    taken.add(out)
+    return out
 
 
 def blocked_renames(model: onnx.ModelProto) -> list[tuple[str, str]]:

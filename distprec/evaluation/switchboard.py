@@ -326,10 +326,20 @@ class SwitchboardPath(Path):
         return [stacked]
 
 
+#: A timed run this long is repeated once, not ``repeat`` times: on 2 CPU cores one run of
+#: candy's switchboard took a second, and timing batch sizes at four runs each held the
+#: start-up for tens of seconds; noise matters less against runs that long.
+LONG_RUN_S = 0.2
+
+
 def best_time(run: Callable[[], object], repeat: int = 3) -> float:
     """The fastest of ``repeat`` timed calls after an untimed one (a first run of a new
-    size pays one-off set-up): the least noisy figure one can get in a few runs."""
+    size pays one-off set-up): the least noisy figure one can get in a few runs. One
+    timed call where the untimed one took ``LONG_RUN_S`` or more."""
+    t0 = time.perf_counter()
     run()
+    if time.perf_counter() - t0 >= LONG_RUN_S:
+        repeat = 1
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
