@@ -282,11 +282,12 @@ class Evaluator:
         return self.candidates.candidate(keep)
 
 
-#: Nice value of a switchboard built beside candidates on CPU workers. Measured on 2 cores,
-#: 2 workers, a real 105-layer CNN: at the workers' own priority the build halved the
-#: candidates' pace (97 to 181 ms a plan) while it ran, and the search came 1.3x later
-#: than on candidates alone. At 10 the kernel gives it about a tenth of a busy core.
-BUILD_NICE = 10
+#: Nice value of a switchboard built beside candidates on CPU workers: the lowest, so that
+#: it runs on what the candidates leave idle. Measured on 2 cores, 2 workers: at the
+#: workers' own priority the build halved a 105-layer CNN's candidate pace (97 to 181 ms a
+#: plan); at nice 10 candy's candidates still ran 2.4x slower (memory-bound 720x720
+#: activations), and its search took 103 s against 55 s on candidates alone.
+BUILD_NICE = 19
 
 
 def _yield_cpu() -> None:
