@@ -78,15 +78,14 @@ def main() -> None:
         inputs = cases(Path("/tmp"))["candy-fp16"][3] if name == "candy" else None
         cfg = SearchConfig(model=str(MODELS / f"{name}.onnx"), precision="fp16", samples=2,
                            device="cuda", inputs=inputs, check=checks[name],
-                           evaluate="switchboard", switch_kernels="fast")
+                           evaluate="switchboard", conv_search="HEURISTIC")
         prep = prepare(cfg)
         setup = prep.setup(cfg)
         plans = random_plans(prep.searchable, 8)[1:-1]  # mixed ones only
         if only_phases:
             phases(name, setup, {"all-low": frozenset(), "mixed": plans[2]})
             continue
-        switch = Evaluator(setup, OrtBackend("cuda"))
-        switch.switch_conv_search = "HEURISTIC"
+        switch = Evaluator(setup, OrtBackend("cuda", conv_search="HEURISTIC"))
         switch.warm_up()
         want = [ev.verdict.value for ev in switch.evaluate_many(plans, via="switchboard")]
         print(f"{name}: switchboard HEURISTIC verdicts {want}", flush=True)

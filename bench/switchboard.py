@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from distprec import evaluator as evaluator_module  # noqa: E402
+from distprec.evaluation import choices as evaluator_module  # noqa: E402
 from distprec.candidates.backends import OrtBackend  # noqa: E402
 from distprec.evaluator import Evaluator  # noqa: E402
 from distprec.search import SearchConfig, prepare, run_search  # noqa: E402
@@ -109,8 +109,8 @@ def cost_case(name: str, path: str, check, inputs, plans_k: int, switch_searches
     # The switchboard under each cuDNN conv search (CUDA; the CPU has one way), per form.
     for search, form in [(s, f) for s in (switch_searches if DEVICE == "cuda" else ["-"])
                          for f in forms]:
-        ev = Evaluator(setup, OrtBackend(DEVICE))
-        ev.switch_conv_search = search
+        ev = Evaluator(setup, OrtBackend(DEVICE, **({} if search == "-" else
+                                                     {"conv_search": search})))
         evaluator_module.IF_COST_S, evaluator_module.GATE_GAIN = FORMS[form]
         t0 = time.perf_counter()
         ev.warm_up()
@@ -202,7 +202,7 @@ def part_search(tmp: Path, names: list[str], per_gpu: int, modes: list[str],
                                inputs=inputs, device=DEVICE, evaluate=mode,
                                workers=per_gpu if DEVICE == "cuda" else 1,
                                workers_per_gpu=per_gpu, layer_errors="none",
-                               switch_kernels=kernels)
+                               conv_search=kernels)
             rep = run_search(cfg)
             conf = rep.confirmation.record() if rep.confirmation else None
             row = {"case": name, "evaluate": mode, "kernels": kernels, "W": cfg.workers,
@@ -237,7 +237,7 @@ def main() -> None:
     ap.add_argument("--search-cases", default="planted-fp16,candy-fp16,ultraface-int8")
     ap.add_argument("--workers-per-gpu", type=int, default=1)
     ap.add_argument("--modes", default="candidate,auto", help="--evaluate modes (search)")
-    ap.add_argument("--switch-kernels", default="matched", help="matched or fast (search)")
+    ap.add_argument("--conv-search", default="EXHAUSTIVE", help="the kernel contract (search)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -254,7 +254,7 @@ def main() -> None:
             (out / "fp32.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
         if "search" in parts:
             rows = part_search(tmp, a.search_cases.split(","), a.workers_per_gpu,
-                               a.modes.split(","), a.switch_kernels)
+                               a.modes.split(","), a.conv_search)
             (out / "search.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
 
 

@@ -48,7 +48,7 @@ def collect(seen: Seen, on_event):
 
 
 def _way(via: str) -> str:
-    """"candidate", or "switchboard" for every switchboard form (MATCHED included)."""
+    """"candidate", or "switchboard" for every switchboard form."""
     return "candidate" if via == "candidate" else "switchboard"
 
 
