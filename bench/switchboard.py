@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from distprec.evaluation import choices as evaluator_module  # noqa: E402
 from distprec.candidates.backends import OrtBackend  # noqa: E402
+from distprec.evaluation import choices as evaluator_module  # noqa: E402
 from distprec.evaluator import Evaluator  # noqa: E402
 from distprec.search import SearchConfig, prepare, run_search  # noqa: E402
 
