@@ -31,11 +31,12 @@ def test_search_finds_planted_layers_with_two_workers(ray_session, small_planted
     assert result["workers"] == 2 and result["emulated"]
     assert len({h["worker"] for h in result["history"]}) == 2
     assert result["evaluations"] == len(result["history"])
-    # A plan is evaluated once per way: on the switchboard, and the answer again as a candidate.
+    # A plan is evaluated once per way, and the answer as a candidate (auto: the answer may
+    # have been found on candidates, before the switchboard was ready).
     assert len({(tuple(h["keep"]), h["via"]) for h in result["history"]}) == result["evaluations"]
     assert result["evaluation"]["mode"] == "auto" and result["evaluation"]["confirmed"]
     answer = [h for h in result["history"] if set(h["keep"]) == keep]
-    assert {h["via"] for h in answer} == {"switchboard", "candidate"}
+    assert "candidate" in {h["via"] for h in answer}
     assert result["trtexec_layer_precisions"].count(":fp32") == len(keep)
     forced = result["always_fp32_layers"]
     for name in [*keep, *forced]:  # the exports name every FP32 layer, forced ones too
