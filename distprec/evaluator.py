@@ -286,7 +286,8 @@ class Evaluator:
 #: it runs on what the candidates leave idle. Measured on 2 cores, 2 workers: at the
 #: workers' own priority the build halved a 105-layer CNN's candidate pace (97 to 181 ms a
 #: plan); at nice 10 candy's candidates still ran 2.4x slower (memory-bound 720x720
-#: activations), and its search took 103 s against 55 s on candidates alone.
+#: activations), and its search took 103 s against 55 s on candidates alone; at 19, 1.6x
+#: slower and 78 s against 54 s (docs/BENCHMARKS.md): the build still costs there.
 BUILD_NICE = 19
 
 
