@@ -118,7 +118,7 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
     real: dict[Keep, tuple[Verdict, Info | None]] = dict(seed[1]) if seed else {}
     total, conf = LoopResult(), Confirmation()
     defects = 0  # passes with a disagreement that is not an edge verdict
-    noise: list = []
+    noise = None  # the kernel-noise band, asked of ``band`` at the first disagreement
     while True:
         via = "candidate" if defects >= SWITCH_PASSES or conf.passes >= EDGE_PASSES else None
         # A candidate's verdict wins; on candidates alone, only theirs are replayed.
@@ -157,10 +157,10 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
             seen = switch.get(ev.keep)
             if seen is not None and seen[0].passed != ev.verdict.passed:
                 disagreed = True
-                if band and not noise:
-                    noise.append(band())
+                if band and noise is None:
+                    noise = band() or {}
                 edge = is_edge(dict((seen[1].figures if seen[1] else {}) or {}),
-                               dict(ev.figures), noise[0] if noise else None)
+                               dict(ev.figures), noise)
                 defect = defect or not edge
                 conf.disagreements.append({"keep": sorted(ev.keep), "size": len(ev.keep),
                                            "switchboard": seen[0].value,

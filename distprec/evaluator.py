@@ -171,7 +171,9 @@ class Evaluator:
     def noise(self) -> dict[str, dict[str, float]] | None:
         """The kernel-noise band, measured on first use: it costs two candidates (seconds
         on a conv model under EXHAUSTIVE kernels), and only a disagreement needs it."""
-        if self.band is None and self._low is not None:
+        if self.band is None:
+            if self._low is None:  # --evaluate switchboard measures no candidate at start-up
+                self._low = self.candidates.one(frozenset())
             self.band = self._kernel_noise(self._low) or {}
         return self.band or None
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from distprec.checks import make_check
 from distprec.data import Feed
-from distprec.evaluation.choices import CALL_OVERHEAD_S as CALL_S
+from distprec.evaluation.choices import CALL_OVERHEAD_S
 from distprec.plan import plan_id
 from distprec.strategies.base import Info, Keep, Verdict
 
@@ -109,4 +109,4 @@ class Path(ABC):
         measured (empty when not): what the driver tells speculative strategies."""
         each = self.cost_s
         return () if each is None else tuple(
-            CALL_S + k * each for k in range(1, self.plans_per_call + 1))
+            CALL_OVERHEAD_S + k * each for k in range(1, self.plans_per_call + 1))

@@ -79,3 +79,17 @@ def test_stacked_runs_on_cuda_keep_one_shape():
     one = ev.evaluate_many([frozenset()])
     two = ev.evaluate_many([frozenset(layers[:1]), frozenset(layers[:2])])
     assert (len(one), len(two)) == (1, 2) and len(shapes) == 2 and len(set(shapes)) == 1
+
+
+def test_the_kernel_noise_is_measured_on_first_need_in_every_mode():
+    """--evaluate switchboard times no candidate at start-up: the band's all-low candidate
+    is measured when a disagreement first asks for it (here two runs of the same CPU
+    kernels: a band of zeros, one figure per output figure)."""
+    base = make_evaluator(planted_mlp(blocks=6, plants=PLANTS).model)
+    ev = Evaluator(base.setup.__class__(**{**base.setup.__dict__, "evaluate": "switchboard"}),
+                   _CudaLike())
+    ev.warm_up()
+    assert ev._low is None and ev.band is None
+    band = ev.noise()
+    assert ev._low is not None and band and all(
+        v == 0 for figures in band.values() for v in figures.values())
