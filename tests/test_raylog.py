@@ -92,7 +92,7 @@ def check(golden, outputs):
         os.write(fd, b".")
         calls = os.lseek(fd, 0, os.SEEK_CUR)  # this call's own number: appends are atomic
         os.close(fd)
-        if calls == 10:  # past the search's first plans
+        if calls == 3:  # a plan of the search (the first two: all-low and all-high)
             os.kill(os.getpid(), 9)
     return True
 '''
