@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The floor issue's GPU runs (docs/BENCHMARKS.md, "Real models on one GPU"), in the order
 # they were made, on a host with onnxruntime-gpu and Ray (device README: stage, unstage).
-# Usage: bench/gpu_floor.sh PHASE OUTDIR   (PHASE: smoke | a | b | c)
+# Usage: bench/gpu_floor.sh PHASE OUTDIR   (PHASE: smoke | a | b | c | lanes | d | e)
 set -uo pipefail
 phase=$1; out=$2
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 RAY_DEDUP_LOGS=1
@@ -27,4 +27,13 @@ PY
       --out "$out/c1.json" 2>&1 | tail -12
     "${rm[@]}" --models orientation --modes auto,candidate --timeout 90 \
       --extra "--workers-per-gpu 4" --out "$out/c2.json" 2>&1 | tail -12 ;;
+  lanes)  # candidates one at a time against several at once (a worker's lanes)
+    timeout 400 python bench/candidate_lanes.py --dir bench/models --lanes 1,4,8 --plans 8 \
+      orientation detector classifier recogniser candy ultraface yolo vad 2>&1 | tail -30 ;;
+  d)  # both modes with lanes and the graph/shape fixes: the CNNs that lost
+    "${rm[@]}" --models orientation,detector,classifier --modes auto,candidate \
+      --timeout 85 --out "$out/d.json" 2>&1 | tail -30 ;;
+  e)  # candy and the recogniser, both modes
+    "${rm[@]}" --models candy,recogniser --modes auto,candidate --timeout 120 \
+      --out "$out/e.json" 2>&1 | tail -30 ;;
 esac

@@ -76,7 +76,7 @@ EVALUATE_MODES = ("candidate", "switchboard", "auto")
 
 class Evaluator:
     def __init__(self, setup: Setup, backend: OrtBackend, worker: str = "local",
-                 node_id: str = "") -> None:
+                 node_id: str = "", lanes: int = 1) -> None:
         self.setup = setup
         self.backend = backend
         self.model = from_wire(setup.model_bytes)  # large models come in pieces
@@ -87,7 +87,7 @@ class Evaluator:
         self.judge = Judge(setup, backend.device_name(), worker, node_id)
         common = (self.model, setup.searchable, setup.precision, backend, self.judge,
                   setup.feeds, self.emulate, setup.ranges_json)
-        self.candidates = CandidatePath(*common)
+        self.candidates = CandidatePath(*common, lanes=lanes)
         self._switch_args = common
         self.switch: SwitchboardPath | None = None  # once prepared
         self.via = "candidate"  # the path plans go to unless the caller says
@@ -125,7 +125,8 @@ class Evaluator:
     @property
     def plans_per_run(self) -> int:
         """Plans one call should hand this worker now."""
-        return self.switch.plans_per_call if self.default_via == "switchboard" else 1
+        path = self.switch if self.default_via == "switchboard" else self.candidates
+        return path.plans_per_call
 
     def warm_up(self, background: bool = False) -> None:
         """Run the FP32 model once, then prepare the switchboard: now, or beside the

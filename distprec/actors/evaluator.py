@@ -6,6 +6,7 @@ import os
 
 import ray
 
+from distprec.evaluation.choices import candidate_lanes
 from distprec.evaluator import Evaluation, Evaluator, Setup
 from distprec.strategies.base import Keep
 
@@ -28,7 +29,9 @@ class EvaluatorActor:
 
             backend.share = TimingShare.for_search(
                 store_name(setup.model_bytes, backend.gpu, backend.api.text), worker)
-        self.evaluator = Evaluator(setup, backend, worker, node_id)
+        lanes = _lanes(node_id) if getattr(backend, "device", "") == "cuda" \
+            and setup.backend == "ort" else 1
+        self.evaluator = Evaluator(setup, backend, worker, node_id, lanes)
         self.evaluator.warm_up(background=True)  # auto: candidates while it builds
 
     def ready(self) -> dict[str, str]:
@@ -36,6 +39,7 @@ class EvaluatorActor:
                 "device": self.evaluator.backend.device_name(),
                 "node_id": self.evaluator.node_id, "gpus": [str(g) for g in ray.get_gpu_ids()],
                 "plans_per_run": self.evaluator.plans_per_run,
+                "lanes": self.evaluator.candidates.lanes,
                 "run_costs": self.evaluator.run_costs(),
                 "via": self.evaluator.default_via, "switch_note": self.evaluator.switch_note}
 
@@ -56,3 +60,15 @@ class EvaluatorActor:
 
     def profile(self, keep: Keep) -> dict[str, dict[str, float]]:
         return self.evaluator.profile(keep)
+
+
+def _lanes(node_id: str) -> int:
+    """Candidates this GPU worker evaluates at once (``choices.candidate_lanes``): its
+    node's CPUs shared among the GPU workers the node can hold. A GPU worker holds no CPU
+    of its own (``pool.start_workers``); CPU workers hold one each, and take one lane."""
+    share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+    node = next((n for n in ray.nodes() if n.get("NodeID") == node_id), {})
+    have = node.get("Resources", {})
+    if not share or not have.get("GPU"):
+        return 1
+    return candidate_lanes(have.get("CPU", 1.0), have["GPU"] / share)

@@ -93,7 +93,7 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
     inf = float("inf")
 
     def capacity(w: Worker) -> int:
-        return 1 if via == "candidate" else w.plans_per_run
+        return w.lanes if via == "candidate" else w.plans_per_run
 
     def send(worker: Worker, batch: list[Keep], depth: int) -> None:
         if strategy.wants_profile(batch[0]):

@@ -35,6 +35,7 @@ class Worker:
     switch_note: str = ""  # how its switchboard was set up, or why it has none
     pid: int = 0  # the actor's process when it started (tests kill it)
     run_costs: tuple[float, ...] = ()  # seconds of a call of 1..plans_per_run plans
+    lanes: int = 1  # candidates it evaluates at once (choices.candidate_lanes)
 
 
 def connect(address: str | None = None, resources: dict | None = None,
@@ -235,7 +236,7 @@ def start_workers(setup_ref, device: str, count: int | None, *, resources: dict 
     return [Worker(i["worker"], h, i["node"], i["device"], i.get("node_id", ""),
                    tuple(i.get("gpus", ())), i.get("plans_per_run", 1),
                    i.get("via", "candidate"), i.get("switch_note", ""), i.get("pid", 0),
-                   tuple(i.get("run_costs", ())))
+                   tuple(i.get("run_costs", ())), i.get("lanes", 1))
             for h, i in zip(handles, info)]
 
 

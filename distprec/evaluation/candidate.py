@@ -6,8 +6,10 @@ plan's verdict as a candidate is the one that stands.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import onnx
 
@@ -15,8 +17,9 @@ from distprec.candidates.backends.trt_state import annotate_plan
 from distprec.candidates.rewrites import mixed_model
 from distprec.errors import first_line
 from distprec.evaluation.base import Evaluation, Judge, Path
+from distprec.evaluation.choices import CALL_OVERHEAD_S
 from distprec.plan import Plan
-from distprec.strategies.base import Keep
+from distprec.strategies.base import Keep, Verdict
 
 #: Candidate costs averaged for ``cost_s``: mixed plans cost more than the end plans
 #: (on ultraface, seconds against 30 ms), so the figure follows what the search asks now.
@@ -24,16 +27,26 @@ RECENT = 8
 
 
 class CandidatePath(Path):
+    """Candidates evaluated ``lanes`` at a time (``choices.candidate_lanes``), each in its own
+    session: ONNX Runtime builds and runs sessions without holding the GIL."""
+
     name = "candidate"
 
     def __init__(self, model: onnx.ModelProto, searchable: Sequence[str], precision: str,
                  backend, judge: Judge, feeds, emulate: bool,
-                 ranges_json: str | None = None) -> None:
+                 ranges_json: str | None = None, lanes: int = 1) -> None:
         self.model, self.backend, self.judge, self.feeds = model, backend, judge, feeds
         self.searchable = frozenset(searchable)
         self.precision, self.emulate, self.ranges_json = precision, emulate, ranges_json
         self._weights: dict = {}  # converted weights, kept across plans (rewrites.low_weight)
         self._costs: list[float] = []
+        self.lanes = max(1, lanes)
+        self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="candidate") \
+            if self.lanes > 1 else None
+
+    @property
+    def plans_per_call(self) -> int:
+        return self.lanes
 
     @property
     def cost_s(self) -> float | None:
@@ -41,7 +54,19 @@ class CandidatePath(Path):
         return sum(recent) / len(recent) if recent else None
 
     def evaluate(self, keeps: Sequence[Keep]) -> list[Evaluation]:
-        return [self.one(k) for k in keeps]
+        if self._pool is None or len(keeps) < 2:
+            return [self.one(k) for k in keeps]
+        evs = list(self._pool.map(self.one, keeps))
+        # A candidate that failed beside others may have failed for their sake (device
+        # memory, a cuDNN workspace): it is judged again alone, and that verdict stands.
+        return [self.one(ev.keep) if ev.verdict is Verdict.ERROR else ev for ev in evs]
+
+    def run_costs(self) -> tuple[float, ...]:
+        """A call of k plans runs them ``lanes`` at a time."""
+        each = self.cost_s
+        return () if each is None else tuple(
+            CALL_OVERHEAD_S + math.ceil(k / self.lanes) * each
+            for k in range(1, self.lanes + 1))
 
     def one(self, keep: Keep, session_options: dict | None = None) -> Evaluation:
         """The verdict on ``keep``; a candidate that does not build or run is an error
