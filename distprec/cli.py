@@ -136,6 +136,10 @@ def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
                    "switchboard alike: exhaustive (default: ONNX Runtime's own, what a model "
                    "deployed on its CUDA provider runs), heuristic, or default (one fixed "
                    "algorithm); set it to what your deployment sets")
+    g.add_argument("--objective", default="layers", choices=("layers", "latency"),
+                   help="layers: the fewest FP32 layers (1-minimal where proven); latency: "
+                   "then the fastest passing plan, the deployable model of each candidate "
+                   "timed on the device alone, with the accuracy-latency front in the result")
     g.add_argument("--confirm-time", type=float, metavar="S",
                    help="seconds the candidates may spend confirming the answer's single "
                    "removals (its minimality) after the answer itself, which is always "
@@ -330,6 +334,7 @@ def _config(a: argparse.Namespace):
         evaluate=getattr(a, "evaluate", "auto"), plans_per_run=getattr(a, "plans_per_run", None),
         conv_search=getattr(a, "conv_search", "EXHAUSTIVE"),
         confirm_time=getattr(a, "confirm_time", None),
+        objective=getattr(a, "objective", "layers"),
         workers_per_gpu=getattr(a, "workers_per_gpu", 1),
         backend=getattr(a, "backend", "ort"), build_timeout=getattr(a, "build_timeout", None),
         **({"eval_timeout": a.eval_timeout, "max_restarts": a.max_restarts,

@@ -39,6 +39,7 @@ from distprec.evaluation.choices import (
     worth_gating,
 )
 from distprec.evaluation.switchboard import SwitchboardPath, close
+from distprec.evaluation.timed import TimedPath
 from distprec.profile import LayerProfiler
 from distprec.strategies.base import Keep, Verdict
 
@@ -96,6 +97,7 @@ class Evaluator:
         self._pending: Future | None = None
         self._low: Evaluation | None = None  # the all-low candidate measured at start-up
         self._profiler: LayerProfiler | None = None
+        self._timed: TimedPath | None = None
 
     @property
     def worker(self) -> str:
@@ -249,6 +251,8 @@ class Evaluator:
         via = via or self.default_via
         if via == "candidate":
             evs = self.candidates.evaluate(keeps)
+        elif via == "timed":
+            evs = self.timed().evaluate(keeps)
         elif self.switch is None:
             raise RuntimeError(f"no switchboard on {self.worker}: {self.switch_note}")
         else:
@@ -263,6 +267,19 @@ class Evaluator:
     def run_costs(self) -> tuple[float, ...]:
         """What a call of 1..plans_per_run plans costs on the path in use (Path.run_costs)."""
         return (self.switch if self.default_via == "switchboard" else self.candidates).run_costs()
+
+    def timed(self) -> TimedPath:
+        """The timed path (made on first use), in a session of its own built as deployed:
+        ONNX Runtime's defaults, the kernel contract, every core of a CPU."""
+        if self._timed is None:
+            if self.setup.backend != "ort":
+                raise RuntimeError("latency is timed on ONNX Runtime only (not yet on "
+                                   f"--backend {self.setup.backend})")
+            backend = self.setup.make_backend(self.backend.device, threads=0, repeatable=False)
+            self._timed = TimedPath(self.model, self.setup.searchable, self.setup.precision,
+                                    backend, self.judge, self.setup.feeds,
+                                    self.setup.ranges_json)
+        return self._timed
 
     def _add_profile(self, ev: Evaluation, candidate: onnx.ModelProto) -> None:
         try:

@@ -91,6 +91,10 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         result["layer_errors_plan"] = report.layer_errors_plan
         result["layer_errors"] = {name: report.layer_errors[name]
                                   for name in prep.searchable if name in report.layer_errors}
+    if report.fastest is not None:  # --objective latency (distprec/fastest.py)
+        result["objective"] = "latency"
+        result["fewest_layers"] = sorted(report.fewest or (), key=order.__getitem__)
+        result["latency"] = report.fastest.record(order)
     if cfg.strategy_name.startswith("worst-first"):
         result["top"] = cfg.top
     if cfg.start:

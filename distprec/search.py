@@ -39,6 +39,7 @@ from distprec.data import (
 )
 from distprec.errors import InputError, cause, first_line
 from distprec.evaluator import EVALUATE_MODES, Evaluator, Setup
+from distprec.fastest import OBJECTIVES, Fastest, fastest_plan
 from distprec.journal import Journal, search_key, tap
 from distprec.partial import Seen, collect, partial_outcome
 from distprec.plan import PRECISIONS
@@ -46,8 +47,10 @@ from distprec.sanity import refuse_empty, refuse_nonfinite
 from distprec.signals import Interrupted, interruption
 from distprec.strategies import (
     SENSITIVITY_MODES,
+    Keep,
     Outcome,
     Strategy,
+    Verdict,
     check_strategy_name,
     make_strategy,
     resolve_strategy,
@@ -93,6 +96,7 @@ class SearchConfig:
     confirm_time: float | None = None  # seconds for confirming removals; None: as the search
     journal: str | None = None  # verdict journal (distprec/journal.py); None: none kept
     resume: bool = False  # replay the journal's verdicts instead of evaluating them
+    objective: str = "layers"  # OBJECTIVES: fewest FP32 layers, or the fastest plan timed
 
     @property
     def strategy_name(self) -> str:
@@ -139,6 +143,12 @@ class SearchConfig:
             raise InputError("--resume needs a journal (--journal FILE)")
         if self.confirm_time is not None and self.confirm_time < 0:
             raise InputError(f"--confirm-time must be 0 or more seconds, got {self.confirm_time}")
+        if self.objective not in OBJECTIVES:
+            raise InputError(f"unknown --objective {self.objective!r} (choose from "
+                             f"{', '.join(OBJECTIVES)})")
+        if self.objective == "latency" and self.backend != "ort":
+            raise InputError("--objective latency times plans on ONNX Runtime only (not yet "
+                             f"on --backend {self.backend})")
         if self.max_restarts < 0:
             raise InputError(f"--max-restarts must be 0 or more, got {self.max_restarts}")
 
@@ -179,6 +189,8 @@ class SearchReport:
     confirmation: Confirmation | None = None  # switchboard searches: how verdicts were made
     interrupted: str = ""  # the signal that stopped the search (a partial result)
     partial: dict | None = None  # a partial result's ``evaluation``: how its verdicts came
+    fastest: Fastest | None = None  # --objective latency: the plans timed
+    fewest: Keep | None = None  # --objective latency: the fewest-layers answer
 
 
 def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
@@ -393,6 +405,8 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
             outcome = first.result()
         report = SearchReport(outcome, loop, workers, device, 0.0, prep, notes=notes,
                               confirmation=confirmation)
+        if cfg.objective == "latency" and outcome.passed and not boards:
+            _fastest(report, workers, on_event, faults)
         if cfg.layer_errors != "none":
             _profile_answer(cfg, report, on_event)
     except (Interrupted, SystemError) as exc:
@@ -410,6 +424,33 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
             stop_workers(workers)
     report.wall_s = time.perf_counter() - t0
     return report
+
+
+def _fastest(report: SearchReport, workers: list[Worker], on_event: EventSink | None,
+             faults: Faults) -> None:
+    """--objective latency: the fastest passing plan timed becomes the answer."""
+    prep, outcome = report.prepared, report.outcome
+    passing = [e.keep for e in report.loop.evaluations if e.verdict is Verdict.PASS]
+    fastest = fastest_plan(frozenset(outcome.keep or ()), passing, prep.model,
+                           prep.searchable, workers, on_event, faults)
+    report.fastest, report.fewest = fastest, frozenset(outcome.keep or ())
+    best = fastest.answer
+    if best is None:  # the deployable model of every plan failed where the search passed
+        report.notes.append("--objective latency: no timed plan passed as a deployable "
+                            "model on this device; the answer is the fewest-layers one")
+        return
+    same = best.keep == report.fewest
+    report.outcome = Outcome(True, best.keep, outcome.minimal if same else "none",
+                             outcome.notes)
+    fp32_ms = fastest.fp32["median_s"] * 1e3
+    report.notes.append(
+        f"--objective latency: the fastest of {len(fastest.points())} passing plans timed "
+        f"({best.latency_s * 1e3:.3g} ms against FP32's {fp32_ms:.3g} ms), "
+        + ("the fewest-layers answer itself" if same else
+           f"{len(best.keep)} layers where the fewest-layers answer has {len(report.fewest)}"))
+    if not fastest.beats_fp32:
+        report.notes.append(f"no passing plan beats FP32 on {fastest.device}: deploy the FP32 "
+                            "model")
 
 
 def _start_up(cfg: SearchConfig) -> str:

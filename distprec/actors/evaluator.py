@@ -58,6 +58,10 @@ class EvaluatorActor:
     def evaluate_many(self, keeps: list[Keep], via: str | None = None) -> list[Evaluation]:
         return self.evaluator.evaluate_many(keeps, via)
 
+    def time_fp32(self) -> dict:
+        """The FP32 model's latency on this worker's device (latency.Timing.record)."""
+        return self.evaluator.timed().fp32().record()
+
     def profile(self, keep: Keep) -> dict[str, dict[str, float]]:
         return self.evaluator.profile(keep)
 

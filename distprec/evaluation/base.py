@@ -34,6 +34,7 @@ class Evaluation:
     profile_error: str = ""  # why profiling failed; the verdict stands
     capacity: int = 1  # plans the worker takes a call from now on (its path may change)
     run_costs: tuple[float, ...] = ()  # seconds of a call of 1..capacity plans (Path.run_costs)
+    latency: dict | None = None  # the deployable model timed (latency.Timing.record)
 
     def info(self) -> Info:
         """What a strategy is told besides the verdict."""
@@ -59,6 +60,7 @@ class Evaluation:
             "run_s": self.run_s,
             "via": self.via,
             **({"profile_error": self.profile_error} if self.profile_error else {}),
+            **({"latency": self.latency} if self.latency else {}),
         }
 
 

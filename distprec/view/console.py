@@ -112,6 +112,8 @@ class SearchConsole:
     # -- after the search -----------------------------------------------------------------
     def summary(self, result: dict) -> None:
         self.console.print(summary_table(result, process_age()))
+        if result.get("latency", {}).get("front"):
+            self.console.print(front_table(result["latency"]))
         keep = result["high_precision_layers"]
         if result.get("passed") and not keep:  # nothing stays FP32: deploy the all-low model
             tool = "trtexec" if result.get("trtexec_command") else "polygraphy"
@@ -130,6 +132,31 @@ class SearchConsole:
                 tool = "trtexec" if result.get("trtexec_command") else "polygraphy"
                 self.console.print(f"{tool}: {result[f'{tool}_command']}", highlight=False,
                                    markup=False, soft_wrap=True)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms"
+
+
+def front_table(latency: dict) -> Table:
+    """The accuracy-latency front (--objective latency), fastest first, with FP32 and the
+    all-low model as references; K is what ``distprec check --front-point K`` takes."""
+    table = Table(title=f"accuracy-latency front on {latency['device']} (FP32 "
+                  f"{_ms(latency['fp32']['median_s'])})", box=box.SIMPLE, title_justify="left")
+    for name in ("K", "plan", "FP32 layers", "latency", "spread", "casts", "rel. L2 error"):
+        table.add_column(name, justify="right" if name != "plan" else "left")
+    answer = (latency.get("answer") or {}).get("plan")
+    for k, p in enumerate(latency["front"]):
+        table.add_row(str(k), p["plan"] + (" (answer)" if p["plan"] == answer else ""),
+                      str(p["layers"]), _ms(p["latency_s"]), f"{p['spread']:.1%}",
+                      str(p["casts"]), f"{p['error']:.3g}")
+    low = latency.get("all_low")
+    if low and "median_s" in low:
+        table.add_row("-", "all-low" + ("" if low["passed"] else " (fails)"), "0",
+                      _ms(low["median_s"]), f"{low['spread']:.1%}", str(low["casts"]), "")
+    table.add_row("-", "FP32", "all", _ms(latency["fp32"]["median_s"]),
+                  f"{latency['fp32']['spread']:.1%}", str(latency["fp32"]["casts"]), "0")
+    return table
 
 
 def summary_table(result: dict, total_s: float | None = None) -> Table:
@@ -152,6 +179,13 @@ def summary_table(result: dict, total_s: float | None = None) -> Table:
                   f"({fmt_verdicts(verdict_counts(history))})"
                   + "".join(f", {x}" for x in extra))
     table.add_row("rounds", str(result["rounds"]))
+    latency = result.get("latency")
+    if latency and latency.get("answer"):
+        best, fp32 = latency["answer"], latency["fp32"]["median_s"]
+        table.add_row("latency", f"{_ms(best['latency_s'])} on {latency['device']} "
+                      f"({fp32 / best['latency_s']:.2f}x FP32's {_ms(fp32)}); the fewest-layers "
+                      f"answer keeps {len(result.get('fewest_layers', []))}; {latency['timed']} "
+                      f"plans timed in {latency['timing_s']:.1f} s")
     how = result.get("evaluation") or {}
     if how.get("mode") in ("switchboard", "auto"):
         wrong, edges = len(how["disagreements"]), how.get("edge_verdicts", 0)

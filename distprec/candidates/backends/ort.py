@@ -45,7 +45,9 @@ class OrtBackend:
                              "(instead of onnxruntime) on the GPU hosts")
         self.device = device
         self.threads = threads
-        self.repeatable = repeatable  # same kernels for the same plan (see load); off to time
+        # deterministic kernels where a kernel has a choice (see load); off to time a model
+        # as deployed. The conv algorithm search is the contract's either way.
+        self.repeatable = repeatable
         self.emulates = device == "cpu"
         # fuse=False: no graph optimizations. The FP16/BF16 emulation models an unfused
         # graph, and the switchboard's Where nodes stop fusions across layers: unfused on
@@ -65,8 +67,7 @@ class OrtBackend:
         if not self.fuse:
             opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if self.device == "cuda":
-            search = conv_search or self.conv_search
-            cuda = cuda_provider_options(search if self.repeatable else None)
+            cuda = cuda_provider_options(conv_search or self.conv_search)
             opts.use_deterministic_compute = self.repeatable
             providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
         else:
