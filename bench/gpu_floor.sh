@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The floor issue's GPU runs (docs/BENCHMARKS.md, "Real models on one GPU"), in the order
 # they were made, on a host with onnxruntime-gpu and Ray (device README: stage, unstage).
-# Usage: bench/gpu_floor.sh PHASE OUTDIR   (PHASE: smoke | a | b | c | lanes | d | e)
+# Usage: bench/gpu_floor.sh PHASE OUTDIR   (PHASE: smoke | a | b | c | lanes | d | e | lat)
 set -uo pipefail
 phase=$1; out=$2
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 RAY_DEDUP_LOGS=1
@@ -36,4 +36,7 @@ PY
   e)  # candy and the recogniser, both modes
     "${rm[@]}" --models candy,recogniser --modes auto,candidate --timeout 120 \
       --out "$out/e.json" 2>&1 | tail -30 ;;
+  lat)  # the latency objective against the fewest-layers answer (issue 27), auto
+    "${rm[@]}" --models orientation,classifier,candy,ultraface,yolo --modes auto \
+      --extra "--objective latency" --timeout 100 --out "$out/lat.json" 2>&1 | tail -30 ;;
 esac

@@ -476,6 +476,14 @@ def one_search(path: Path, m: RealModel, inputs: Path, mode: str, device: str, o
             "complete": result.get("complete", True),
             "notes": result.get("notes"), "cost": per_plan_costs(result),
         })
+        if result.get("latency"):  # --objective latency: the front without its layer lists
+            lat = result["latency"]
+            row["fewest_layers"] = len(result.get("fewest_layers") or [])
+            row["latency"] = {**{k: v for k, v in lat.items() if k not in ("front", "answer")},
+                              "answer": {k: v for k, v in (lat.get("answer") or {}).items()
+                                         if k != "keep"},
+                              "front": [{k: v for k, v in p.items() if k != "keep"}
+                                        for p in lat["front"]]}
     return row
 
 
@@ -507,7 +515,11 @@ def run(folder: Path, models: list[RealModel], modes: list[str], device: str, ou
             record["runs"].append(row)
             print(f"  {mode}: exit {row['exit']}, wall {row['wall_s']:.1f} s"
                   + (f", search {row['search_s']:.1f} s, {row['evaluations']} plans, answer "
-                     f"{row['answer']}" if row.get("search_s") is not None else ""), flush=True)
+                     f"{row['answer']}" if row.get("search_s") is not None else "")
+                  + (f", latency {row['latency']['answer'].get('latency_s', 0) * 1e3:.3g} ms "
+                     f"(FP32 {row['latency']['fp32']['median_s'] * 1e3:.3g} ms, fewest-layers "
+                     f"answer {row['fewest_layers']})" if row.get("latency") else ""),
+                  flush=True)
             if out:  # written after every search: a later crash keeps the earlier rows
                 write_json(out, record)
     if out:
