@@ -260,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_args(p)
     p.add_argument("--keep", help="comma-separated layer names kept in FP32")
     p.add_argument("--keep-file", help="names one per line, or a result.json")
+    p.add_argument("--front-point", type=int, metavar="K", help="with a result.json of "
+                   "--objective latency: the plan of point K of its accuracy-latency front")
 
     p = sub.add_parser("demo", help="generate a model with planted FP16 overflows and find them")
     p.add_argument("--workers", type=int)
@@ -597,10 +599,12 @@ def cmd_check(a: argparse.Namespace) -> int:
 
     if (a.keep is None) == (a.keep_file is None):
         raise InputError("give the layers to keep with --keep or --keep-file (one of them)")
+    if a.front_point is not None and a.keep_file is None:
+        raise InputError("--front-point needs --keep-file RESULT.json")
     cfg = _config(a)
     prep = prepare(cfg)
-    names = a.keep.split(",") if a.keep is not None else read_layer_names(a.keep_file,
-                                                                        prep.source_hash)
+    names = a.keep.split(",") if a.keep is not None else read_layer_names(
+        a.keep_file, prep.source_hash, a.front_point)
     keep = frozenset(n.strip() for n in names if n.strip())
     device = resolve_device(a.device, in_cluster=False)  # check runs here, without Ray
     ev, emulated = check_plan(cfg, keep, prepared=prep, device=device)

@@ -124,7 +124,7 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
         # A candidate's verdict wins; on candidates alone, only theirs are replayed.
         strategy = Replay(make(), real if via == "candidate" else {**switch, **real})
         loop = run(strategy, via, None)
-        _merge(total, loop)
+        total.add(loop)
         for ev in loop.evaluations:
             (real if ev.via == "candidate" else switch)[ev.keep] = (ev.verdict, ev.info())
         outcome = strategy.result()
@@ -142,13 +142,13 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
         check = run(EachOnce(strategy.layers, first), "candidate", None)
         if answer in check.told_s:
             conf.answer_s = total.wall_s + check.told_s[answer]
-        _merge(total, check)
+        total.add(check)
         rest = [k for k in plans if k not in first]
         limit = confirm_budget(total.wall_s, budget_s)
         if rest and limit > 0 and all(ev.verdict.passed for ev in check.evaluations
                                       if ev.keep == answer):
             more = run(EachOnce(strategy.layers, rest), "candidate", limit)
-            _merge(total, more)
+            total.add(more)
             check.evaluations += more.evaluations
         conf.confirm_s += time.perf_counter() - t0
         disagreed = defect = False
@@ -176,22 +176,3 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
     conf.removals_confirmed = sum(k in real for k in needed[1:]) if outcome.passed else 0
     conf.confirmed = (answer in real) if outcome.passed else all(k in real for k in needed)
     return outcome, total, conf
-
-
-def _merge(total: LoopResult, part: LoopResult) -> None:
-    """Phases run one after another: their rounds and times add up."""
-    offset = total.rounds
-    total.evaluations += part.evaluations
-    total.depth.update({k: d + offset for k, d in part.depth.items()})
-    total.told_s.update({k: t + total.wall_s for k, t in part.told_s.items()})
-    total.rounds += part.rounds
-    total.cancelled += part.cancelled
-    total.driver_s += part.driver_s
-    total.wall_s += part.wall_s
-    total.lost_workers += part.lost_workers
-    total.gone += part.gone
-    total.restarts += part.restarts
-    total.requeued += part.requeued
-    total.timeouts += part.timeouts
-    total.stalled = total.stalled or part.stalled
-    total.out_of_time = total.out_of_time or part.out_of_time

@@ -289,9 +289,11 @@ def _read_outputs(path: Path, model_hash: str, runner: str | None,
     return _by_sample(arrays, path, "outputs")
 
 
-def read_layer_names(path: str | Path, model_hash: str) -> list[str]:
-    """Layer names from a result.json (its high_precision_layers), a JSON list, or a text
-    file of one name per line.
+def read_layer_names(path: str | Path, model_hash: str, front_point: int | None = None
+                     ) -> list[str]:
+    """Layer names from a result.json (its high_precision_layers, or with ``front_point``
+    the layers of that point of its accuracy-latency front), a JSON list, or a text file
+    of one name per line.
 
     Names are taken whole: a name may hold commas, quotes, colons and inner spaces (lines
     are stripped at their ends). A result made for another model (its model_hash differs)
@@ -312,6 +314,15 @@ def read_layer_names(path: str | Path, model_hash: str) -> list[str]:
         data = None
     if file.suffix != ".json" and not isinstance(data, (list, dict)):
         return [line.strip() for line in text.splitlines() if line.strip()]
+    if front_point is not None:
+        front = ((data.get("latency") or {}).get("front") if isinstance(data, dict) else None)
+        if not front:
+            raise InputError(f"{path}: no accuracy-latency front in it (a result.json of "
+                             "distprec search --objective latency)")
+        if not 0 <= front_point < len(front):
+            raise InputError(f"--front-point {front_point}: the front of {path} has points 0 "
+                             f"to {len(front) - 1}")
+        data = {**data, "high_precision_layers": front[front_point].get("keep")}
     names = data.get("high_precision_layers") if isinstance(data, dict) else data
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise InputError(f"{path}: no high_precision_layers list of names in it (a "

@@ -278,7 +278,8 @@ class Evaluator:
             backend = self.setup.make_backend(self.backend.device, threads=0, repeatable=False)
             self._timed = TimedPath(self.model, self.setup.searchable, self.setup.precision,
                                     backend, self.judge, self.setup.feeds,
-                                    self.setup.ranges_json)
+                                    self.setup.ranges_json,
+                                    self.candidates if self.emulate else None)
         return self._timed
 
     def _add_profile(self, ev: Evaluation, candidate: onnx.ModelProto) -> None:

@@ -95,6 +95,9 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         result["objective"] = "latency"
         result["fewest_layers"] = sorted(report.fewest or (), key=order.__getitem__)
         result["latency"] = report.fastest.record(order)
+        for point in result["latency"]["front"]:  # each point's hand-off, as the answer's
+            names = sorted({*point["keep"], *forced}, key=position.__getitem__)
+            point["trtexec_command"] = _exports(cfg, prep, names)["trtexec_command"]
     if cfg.strategy_name.startswith("worst-first"):
         result["top"] = cfg.top
     if cfg.start:

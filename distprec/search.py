@@ -434,6 +434,7 @@ def _fastest(report: SearchReport, workers: list[Worker], on_event: EventSink | 
     fastest = fastest_plan(frozenset(outcome.keep or ()), passing, prep.model,
                            prep.searchable, workers, on_event, faults)
     report.fastest, report.fewest = fastest, frozenset(outcome.keep or ())
+    report.loop.add(fastest.loop)  # the timed plans in the history, after the search's
     best = fastest.answer
     if best is None:  # the deployable model of every plan failed where the search passed
         report.notes.append("--objective latency: no timed plan passed as a deployable "

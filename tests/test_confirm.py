@@ -132,8 +132,6 @@ def test_replayed_passes_evaluate_no_plan_twice_on_the_same_way():
 def test_phases_add_up_in_the_reported_loop():
     """Search and confirmation run one after another: result.json's rounds, depths and
     fault counts must cover both phases, not only the last one."""
-    from distprec.confirm import _merge
-
     a, b = frozenset({"L0001"}), frozenset({"L0002"})
     total = LoopResult()
     first = LoopResult([Evaluation(a, Verdict.PASS)], depth={a: 2}, rounds=2, cancelled=1,
@@ -141,14 +139,14 @@ def test_phases_add_up_in_the_reported_loop():
     second = LoopResult([Evaluation(b, Verdict.FAIL)], depth={b: 1}, rounds=1, cancelled=2,
                         driver_s=0.25, wall_s=1.0, lost_workers=["w1"], gone=["w1"],
                         requeued=2, timeouts=3, stalled=True)
-    _merge(total, first)
-    _merge(total, second)
+    total.add(first)
+    total.add(second)
     assert [e.keep for e in total.evaluations] == [a, b]
     assert total.depth == {a: 2, b: 3} and total.rounds == 3  # b ran after a's two rounds
     assert (total.cancelled, total.requeued, total.restarts, total.timeouts) == (3, 3, 1, 3)
     assert total.driver_s == 0.75 and total.wall_s == 3.0
     assert total.lost_workers == ["w0", "w1"] and total.gone == ["w1"] and total.stalled
-    _merge(total, LoopResult())
+    total.add(LoopResult())
     assert total.stalled  # a later clean phase does not hide a stall
 
 

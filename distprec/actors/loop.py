@@ -61,6 +61,24 @@ class LoopResult:
     stalled: bool = False  # the strategy stopped asking before it was done (a bug)
     out_of_time: bool = False  # the budget ran out before the strategy was done
 
+    def add(self, part: LoopResult) -> None:
+        """Phases run one after another: their rounds and times add up."""
+        offset = self.rounds
+        self.evaluations += part.evaluations
+        self.depth.update({k: d + offset for k, d in part.depth.items()})
+        self.told_s.update({k: t + self.wall_s for k, t in part.told_s.items()})
+        self.rounds += part.rounds
+        self.cancelled += part.cancelled
+        self.driver_s += part.driver_s
+        self.wall_s += part.wall_s
+        self.lost_workers += part.lost_workers
+        self.gone += part.gone
+        self.restarts += part.restarts
+        self.requeued += part.requeued
+        self.timeouts += part.timeouts
+        self.stalled = self.stalled or part.stalled
+        self.out_of_time = self.out_of_time or part.out_of_time
+
 
 def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None = None,
           via: str | None = None, faults: Faults | None = None,

@@ -1,0 +1,57 @@
+"""--objective latency end to end: the fastest passing plan timed, its front, and every
+front point passing when checked by the user (real Ray actors, real sessions)."""
+
+from __future__ import annotations
+
+import json
+
+from test_cli import TOL
+
+from distprec.cli import main
+from distprec.fastest import TIE, layer_edges
+from distprec.front import Point, dominates
+
+
+def test_the_latency_answer_is_the_fastest_passing_plan_and_its_front_checks(
+        ray_session, small_planted, small_planted_path, tmp_path, capsys):
+    out = tmp_path / "result.json"
+    code = main(["search", str(small_planted_path), "--device", "cpu", "--workers", "2",
+                 "--samples", "2", "--objective", "latency", "--no-live", "-o", str(out), *TOL])
+    assert code == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    lat = result["latency"]
+    assert result["objective"] == "latency" and result["passed"]
+    assert small_planted.planted <= set(result["fewest_layers"])
+    assert lat["fp32"]["median_s"] > 0 and lat["fp32"]["casts"] == 0
+    assert lat["all_low"]["passed"] is False and lat["all_low"]["median_s"] > 0
+    timed = [h for h in result["history"] if h["via"] == "timed"]
+    assert len(timed) == lat["timed"] >= 3 and all(h["latency"]["runs"] >= 15 for h in timed)
+    passing = [h for h in timed if h["passed"]]
+    fastest = min(h["latency"]["median_s"] for h in passing)
+    answer = lat["answer"]
+    assert sorted(answer["keep"]) == sorted(result["high_precision_layers"])
+    assert answer["latency_s"] <= fastest * (1 + TIE)
+    front = [Point(frozenset(p["keep"]), p["error"], p["latency_s"], p["spread"], p["casts"])
+             for p in lat["front"]]
+    assert front and not any(dominates(a, b) for a in front for b in front)
+    assert "accuracy-latency front" in printed
+    if not lat["beats_fp32"]:
+        assert any("no passing plan beats FP32" in n for n in result["notes"])
+    args = ["check", str(small_planted_path), "--device", "cpu", "--samples", "2", *TOL,
+            "--keep-file", str(out)]
+    for k in range(len(front)):  # the user's own check of every point of the front
+        assert main([*args, "--front-point", str(k)]) == 0, k
+    assert main([*args, "--front-point", str(len(front))]) == 2
+    assert f"has points 0 to {len(front) - 1}" in capsys.readouterr().err
+
+
+def test_layer_edges_pass_through_nodes_that_are_not_searchable(small_planted):
+    from distprec.candidates.model import prepare_model
+
+    model = prepare_model(small_planted.model)
+    names = {n.name for n in model.graph.node}
+    searchable = tuple(sorted(n.name for n in model.graph.node if n.op_type == "MatMul"))
+    edges = layer_edges(model, searchable)
+    assert edges and all(a in searchable and b in searchable for a, b in edges)
+    assert len(names) > len(searchable)  # there were nodes in between to pass through
