@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="cpu", choices=("cpu", "cuda"), help="runtime on each "
                    "node: cpu stands in for the devices (FP16/BF16 emulated); cuda needs "
                    "onnxruntime-gpu on every node")
+    p.add_argument("--objective", default="layers", choices=("layers", "latency"),
+                   help="latency: each device kind's fastest passing plan and its front, "
+                   "timed on that kind (see search --objective)")
     _add_routing_args(p)
     p.add_argument("-o", "--output", default="sweep.json", help="sweep JSON")
     p.add_argument("--no-live", action="store_true", help="plain log lines, no live view")

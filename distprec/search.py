@@ -431,8 +431,13 @@ def _fastest(report: SearchReport, workers: list[Worker], on_event: EventSink | 
     """--objective latency: the fastest passing plan timed becomes the answer."""
     prep, outcome = report.prepared, report.outcome
     passing = [e.keep for e in report.loop.evaluations if e.verdict is Verdict.PASS]
-    fastest = fastest_plan(frozenset(outcome.keep or ()), passing, prep.model,
-                           prep.searchable, workers, on_event, faults)
+    try:
+        fastest = fastest_plan(frozenset(outcome.keep or ()), passing, prep.model,
+                               prep.searchable, workers, on_event, faults)
+    except Exception as exc:  # e.g. a board's runner, which does not time plans yet
+        report.notes.append(f"--objective latency: nothing timed ({cause(exc)}); the answer "
+                            "is the fewest-layers one")
+        return
     report.fastest, report.fewest = fastest, frozenset(outcome.keep or ())
     report.loop.add(fastest.loop)  # the timed plans in the history, after the search's
     best = fastest.answer

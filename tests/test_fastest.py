@@ -55,3 +55,22 @@ def test_layer_edges_pass_through_nodes_that_are_not_searchable(small_planted):
     edges = layer_edges(model, searchable)
     assert edges and all(a in searchable and b in searchable for a, b in edges)
     assert len(names) > len(searchable)  # there were nodes in between to pass through
+
+
+def test_a_sweep_table_gives_each_kinds_latency_against_its_own_fp32():
+    from rich.console import Console
+
+    from distprec.sweep import table
+
+    def run(device, latency):
+        return {"device": device, "precision": "fp16", "status": "done", "passed": True,
+                "high_precision_layers": ["a"], "evaluations": 9, "wall_s": 1.0,
+                "result": {"latency": latency}}
+
+    doc = {"model": "m.onnx", "runs": [
+        run("nano", {"answer": {"latency_s": 0.006}, "fp32": {"median_s": 0.012}}),
+        run("xavier", {"answer": {"latency_s": 0.003}, "fp32": {"median_s": 0.002}})]}
+    console = Console(width=200, record=True)
+    console.print(table(doc))
+    text = console.export_text()
+    assert "latency (x FP32)" in text and "6 ms (0.50x)" in text and "3 ms (1.50x)" in text
