@@ -87,6 +87,9 @@ def make_figures(result: Mapping) -> dict[str, bytes]:
         figures["timeline"] = timeline(history, _worker_order(result))
         figures["size-vs-error"] = size_vs_error(history, len(keep) if result.get("passed")
                                                  else None)
+    latency = result.get("latency")
+    if isinstance(latency, Mapping) and latency.get("front"):
+        figures["latency-front"] = latency_front(history, latency)
     return figures
 
 
@@ -280,6 +283,48 @@ def size_vs_error(history: list[Mapping], answer: int | None) -> bytes:
     return _png(fig)
 
 
+def latency_front(history: list[Mapping], latency: Mapping) -> bytes:
+    """Every timed plan's latency against its error (--objective latency), its front joined
+    by a line, and FP32 and the all-low model as reference lines."""
+    fig = _figure(8, 4)
+    ax = fig.add_subplot()
+    timed = [h for h in history if h.get("via") == "timed" and h.get("latency")]
+    errors = [worst_rel_l2(h.get("errors")) for h in timed]
+    floor = _log_floor([e for e in errors if e is not None])
+    for verdict, colour in VERDICT_COLOUR.items():
+        sel = [(h["latency"]["median_s"] * 1e3, e if e else floor)
+               for h, e in zip(timed, errors) if h.get("verdict") == verdict and e is not None]
+        if sel:
+            ax.scatter([x for x, _ in sel], [y for _, y in sel], c=colour, s=30, zorder=3,
+                       label=f"timed, {verdict}")
+    front = sorted((p["latency_s"] * 1e3, p["error"] or floor) for p in latency["front"])
+    ax.plot([x for x, _ in front], [y for _, y in front], color="#555555", linewidth=1,
+            marker="s", markersize=7, markerfacecolor="none", label="front", zorder=4)
+    ax.axvline(latency["fp32"]["median_s"] * 1e3, color="#1f77b4", linestyle="--",
+               linewidth=1, label="FP32")
+    low = latency.get("all_low") or {}
+    if "median_s" in low:
+        ax.axvline(low["median_s"] * 1e3, color="#d62728", linestyle=":", linewidth=1,
+                   label="all-low" + ("" if low.get("passed") else " (fails)"))
+    ax.set_yscale("log")
+    ax.set_xlabel(f"latency on {latency.get('device', '?')}, ms (median)")
+    ax.set_ylabel("largest relative L2 error")
+    ax.set_title("accuracy against latency of the timed plans", fontsize=10, loc="left")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, loc="lower right", bbox_to_anchor=(1, 1), ncols=5,
+              borderaxespad=0.2)
+    return _png(fig)
+
+
+def worst_rel_l2(errors: object) -> float | None:
+    """The largest relative L2 error over a history entry's outputs (None where none)."""
+    if not isinstance(errors, Mapping):
+        return None
+    values = [f["rel_l2"] for f in errors.values()
+              if isinstance(f, Mapping) and isinstance(f.get("rel_l2"), (int, float))]
+    return max(values) if values else None
+
+
 # -- HTML -------------------------------------------------------------------------------
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1100px;
@@ -302,6 +347,9 @@ CAPTIONS = {
                 "by verdict.",
     "size-vs-error": "Plan size versus error: every evaluated plan; the dashed line is the "
                      "answer.",
+    "latency-front": "Latency versus error of every timed plan (the deployable model, "
+                     "timed on the device alone): squares joined are the front; dashed, "
+                     "FP32; dotted, the all-low model.",
 }
 
 

@@ -212,3 +212,25 @@ def test_report_opens_in_headless_chromium(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert png_size(shot.read_bytes()) == (1200, 1600)
     assert shot.stat().st_size > 20_000  # a blank page compresses to a few kB
+
+
+def test_a_latency_result_draws_its_front_with_fp32_and_all_low(tmp_path):
+    result = hand_made_result(False)
+    for i, (ms, err) in enumerate([(1.0, 1e-3), (1.5, 1e-4), (3.0, 1e-6)]):
+        result["history"].append({**result["history"][1], "via": "timed",
+                                  "errors": {"out": {"rel_l2": err}},
+                                  "latency": {"median_s": ms / 1e3, "spread": 0.02,
+                                              "runs": 20, "casts": 4 - i}})
+    result["latency"] = {
+        "device": "cpu", "fp32": {"median_s": 2e-3, "spread": 0.01, "runs": 20, "casts": 0},
+        "all_low": {"median_s": 0.8e-3, "spread": 0.01, "runs": 20, "casts": 2,
+                    "passed": False, "reason": "out: 3 elements exceed"},
+        "front": [{"plan": "a", "layers": 2, "keep": KEPT, "error": 1e-3,
+                   "latency_s": 1e-3, "spread": 0.02, "casts": 4},
+                  {"plan": "b", "layers": 5, "keep": LAYERS[:5], "error": 1e-4,
+                   "latency_s": 1.5e-3, "spread": 0.02, "casts": 3}]}
+    html_path = tmp_path / "report.html"
+    assert main(["report", str(write_result(tmp_path, result)), "-o", str(html_path)]) == 0
+    width, height = png_size((tmp_path / "report-latency-front.png").read_bytes())
+    assert width > 300 and height > 150
+    assert "accuracy" in html_path.read_text() and "latency front" in html_path.read_text()
