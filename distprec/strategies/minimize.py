@@ -40,6 +40,7 @@ the search costs O(k log m) evaluations (bench/strategies.py measures it).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -137,9 +138,39 @@ class Minimize(Strategy):
         return Outcome(True, self.cur, "1-minimal" if proved else "none", tuple(notes))
 
     def status(self) -> dict[str, object]:
+        """``level``: halvings so far (0: one chunk, the whole set); ``chunk``: the largest
+        chunk's size in layers; ``chunks``: how many at this level; ``kept``: layers in the
+        current passing set; ``left``: chunk removals of this level not yet tried;
+        ``ahead``: tries asked ahead of the committed path (in flight or speculated)."""
         return {"level": self.level, "chunk": max(map(len, self.chunks), default=0),
+                "chunks": len(self.chunks),
                 "kept": len(self.cur) if self.cur is not None else len(self.start),
                 "left": len(self.queue), "ahead": len(self.window)}
+
+    def plans_left(self) -> int | None:
+        """An estimate, from ddmin's structure: the tries left at this level (the window's
+        and the queue's), then, at each halving still to come, two tries for each chunk
+        expected to survive this level (with monotone verdicts a surviving chunk holds a
+        needed layer: one half's removal fails, the other's passes), then the pass over
+        single layers that proves the answer 1-minimal. Survivors are this level's failed
+        removals so far, plus the open tries at the rate seen in this level."""
+        if self.finished:
+            return 0
+        base = self.cur if self.cur is not None else self.start
+        live = [c for c in (base.intersection(chunk) for chunk in self.chunks) if c]
+        queued = [i for i in self.queue if base.intersection(self.chunks[i])]
+        open_ = len(queued) + sum(t.keep not in self.told for t in self.window)
+        if not self.started:
+            open_ += 1  # the start plan itself
+        fails = sum(not passed for passed in self.outcome.values())
+        decided = len(self.outcome)
+        survivors = min(len(base), max(1, round(fails + open_ * (fails + 1) / (decided + 2))))
+        size = max(map(len, live), default=0)
+        if size <= 1:  # single layers: one more pass when this one removed something
+            again = self.removed_in_pass or open_ * (decided - fails + 1) / (decided + 2) >= 0.5
+            return open_ + (survivors if again else 0)
+        halvings = math.ceil(math.log2(size))
+        return open_ + 2 * survivors * halvings + survivors
 
     # -- the path -----------------------------------------------------------------------------
     def _extend(self) -> Try | None:

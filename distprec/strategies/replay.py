@@ -73,6 +73,13 @@ class Replay(Strategy):
     def status(self) -> dict[str, object]:
         return self.inner.status()
 
+    @property
+    def plans_left_bound(self) -> bool:
+        return self.inner.plans_left_bound
+
+    def plans_left(self) -> int | None:
+        return self.inner.plans_left()
+
     def _propose(self, n: int) -> list[Keep]:  # ask is overridden
         raise NotImplementedError
 
@@ -100,6 +107,11 @@ class EachOnce(Strategy):
 
     def _propose(self, n: int) -> list[Keep]:
         return self.plans
+
+    plans_left_bound = True
+
+    def plans_left(self) -> int | None:
+        return len(self.plans) - len(self.told)
 
     def _update(self, keep: Keep, verdict: Verdict) -> None:
         pass
