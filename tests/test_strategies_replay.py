@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
 from strategy_oracles import layers, needs
 
 from distprec.strategies import Verdict, make_strategy
@@ -29,6 +32,30 @@ def test_replay_asks_only_what_is_unknown():
     assert not ({k for k, _ in again.history} & set(half))
     assert again.evaluations + replay.replayed == first.evaluations
     assert again.outcome.keep == first.outcome.keep
+
+
+#: Cases where a resume once cost more than what the killed search had left: the slots of
+#: the replayed plans of the round it stopped in were filled at once, which shifted every
+#: later round (linear at W = 5: up to 4 plans more than were in flight).
+@pytest.mark.parametrize("name,workers,seed", [("linear", 5, 3), ("minimize", 3, 0),
+                                               ("minimize", 3, 2), ("bisect+minimize", 3, 0),
+                                               ("linear+minimize", 3, 0)])
+def test_a_resume_asks_what_the_uninterrupted_search_had_left_and_no_more(name, workers,
+                                                                          seed):
+    """Killed after any number k of verdicts, then resumed from them: the resumed search
+    asks exactly the plans the uninterrupted one asked after its k-th verdict, in its
+    order (the plans in flight at the kill first), and answers the same."""
+    names = layers(60)
+    oracle = needs(random.Random(seed).sample(names, 4))
+    whole = simulate(make_strategy(name, names), oracle, workers)
+    for k in range(1, whole.evaluations):
+        killed = simulate(make_strategy(name, names), oracle, workers, stop_after=k)
+        assert killed.history == whole.history[:k]
+        known = {keep: (verdict, None) for keep, verdict in killed.history}
+        replay = Replay(make_strategy(name, names), known)
+        resumed = simulate(replay, oracle, workers)
+        assert resumed.history == whole.history[k:], f"killed after {k} verdicts"
+        assert replay.replayed == k and resumed.outcome == whole.outcome
 
 
 def test_each_once_asks_every_plan_once_and_reports_the_smallest_pass():
