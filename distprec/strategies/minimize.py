@@ -152,25 +152,25 @@ class Minimize(Strategy):
         and the queue's), then, at each halving still to come, two tries for each chunk
         expected to survive this level (with monotone verdicts a surviving chunk holds a
         needed layer: one half's removal fails, the other's passes), then the pass over
-        single layers that proves the answer 1-minimal. Survivors are this level's failed
-        removals so far, plus the open tries at the rate seen in this level."""
+        single layers that proves the answer 1-minimal. Which chunks survive is what the
+        search itself predicts (``_predict``) for the tries not decided yet."""
         if self.finished:
             return 0
         base = self.cur if self.cur is not None else self.start
-        live = [c for c in (base.intersection(chunk) for chunk in self.chunks) if c]
-        queued = [i for i in self.queue if base.intersection(self.chunks[i])]
-        open_ = len(queued) + sum(t.keep not in self.told for t in self.window)
-        if not self.started:
-            open_ += 1  # the start plan itself
-        fails = sum(not passed for passed in self.outcome.values())
-        decided = len(self.outcome)
-        survivors = min(len(base), max(1, round(fails + open_ * (fails + 1) / (decided + 2))))
-        size = max(map(len, live), default=0)
-        if size <= 1:  # single layers: one more pass when this one removed something
-            again = self.removed_in_pass or open_ * (decided - fails + 1) / (decided + 2) >= 0.5
+        path = {t.chunk: (self.told[t.keep].passed if t.keep in self.told else t.predicted)
+                for t in self.window if t.chunk != START}
+        open_ = sum(t.keep not in self.told for t in self.window) + (not self.started)
+        for i in self.queue:
+            if base.intersection(self.chunks[i]):
+                path[i] = self._predict(i, path)
+                open_ += 1
+        removed = [*self.outcome.values(), *path.values()]
+        survivors = min(len(base), max(1, removed.count(False)))
+        size = max((len(base.intersection(c)) for c in self.chunks), default=0)
+        if size <= 1:  # single layers: one more pass when this one removes something
+            again = self.removed_in_pass or any(path.values())
             return open_ + (survivors if again else 0)
-        halvings = math.ceil(math.log2(size))
-        return open_ + 2 * survivors * halvings + survivors
+        return open_ + 2 * survivors * math.ceil(math.log2(size)) + survivors
 
     # -- the path -----------------------------------------------------------------------------
     def _extend(self) -> Try | None:
