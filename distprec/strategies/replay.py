@@ -12,7 +12,8 @@ points, minimize's window, linear's next counts), so the replay keeps the rounds
 replays as they were: a batch whose plans are all known is told and the next one asked
 with the same ``n``; a batch holding known and unknown plans is the round the search was
 in when it stopped, so only its unknown plans are handed out (the ones that were in
-flight), and nothing more is asked until they are told. Had the slots of its known plans
+flight, less those that its replayed verdicts made moot), and nothing more is asked
+until they are told. Had the slots of its known plans
 been filled at once, every later round would be shifted against the uninterrupted
 search's, and a speculative strategy pays for that in plans that search never asked
 (measured in tests/test_strategies_replay.py: up to W - 1 more than were in flight).
@@ -46,15 +47,25 @@ class Replay(Strategy):
             plans = self.inner.ask(n)
             if not plans:
                 break
+            told = 0
             for keep in plans:
                 if keep in self.known:
                     verdict, info = self.known[keep]
                     self.inner.tell(keep, verdict, info)
                     self.replayed += 1
+                    told += 1
                 else:
                     out.append(keep)
+            # A replayed verdict can make the rest of its round moot (minimize's tries after
+            # a misprediction): the killed search cancelled those; they are not handed out.
+            moot = [keep for keep in out if not self.inner.wanted(keep)]
+            for keep in moot:
+                self.inner.forget(keep)
+            out = [keep for keep in out if keep not in moot]
             if out and len(out) < len(plans):
                 self.held = set(out)
+            if not out and not told:
+                break
         self.pending.update(out)
         return out
 
