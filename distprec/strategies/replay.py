@@ -13,10 +13,10 @@ replays as they were: a batch whose plans are all known is told and the next one
 with the same ``n``; a batch holding known and unknown plans is the round the search was
 in when it stopped, so only its unknown plans are handed out (the ones that were in
 flight, less those that its replayed verdicts made moot), and nothing more is asked
-until they are told. Had the slots of its known plans
-been filled at once, every later round would be shifted against the uninterrupted
-search's, and a speculative strategy pays for that in plans that search never asked
-(measured in tests/test_strategies_replay.py: up to W - 1 more than were in flight).
+until they are told. Had the slots of its known plans been filled at once, every later
+round would be shifted against the uninterrupted search's, and a speculative strategy
+pays for that in plans that search never asked (tests/test_strategies_replay.py: linear
+at W = 5 asked 4 more than were in flight).
 """
 
 from __future__ import annotations

@@ -231,7 +231,8 @@ class Dashboard:
 
     def left_text(self, now: float) -> str | None:
         """The strategy's plans left and the time they take at the rate so far, in words:
-        "~42 plans, ~13 s left (estimate)"; None where unknown or once finished."""
+        "~42 plans, ~21 s left (an estimate, at 0.5 s a plan so far)"; None where unknown
+        or once finished."""
         if self.plans_left is None or self.finished is not None:
             return None
         n = self.plans_left
