@@ -294,8 +294,8 @@ def test_notes_say_only_what_happened():
     removals it did not evaluate. The status before anything is asked: level 0, one chunk."""
     names = layers(12)
     oracle = needs({names[2], names[7]})
-    assert Minimize(names).status() == {"level": 0, "chunk": 12, "kept": 12, "left": 1,
-                                        "ahead": 0}
+    assert Minimize(names).status() == {"level": 0, "chunk": 12, "chunks": 1, "kept": 12,
+                                        "left": 1, "ahead": 0}
     assert Minimize(names, start=()).status()["chunk"] == 0
     clean = simulate(Minimize(names), oracle, 2).outcome
     assert clean.minimal == "1-minimal" and clean.notes == ()

@@ -123,7 +123,7 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
                           time.perf_counter() + limit * len(batch) if limit else inf)
         for keep in batch:
             emit("start", {"worker": worker.name, "size": len(keep), "keep": keep,
-                           "depth": depth, "status": strategy.status()})
+                           "depth": depth, **progress(strategy)})
 
     def restart(worker: Worker, since: float | None = None) -> None:
         restarting[worker.handle.ready.remote()] = (worker, since or time.perf_counter())
@@ -251,7 +251,7 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
                 depth_now = max(depth_now, depth)
                 strategy.tell(ev.keep, ev.verdict, ev.info())
                 emit("done", {"worker": worker.name, "evaluation": ev, "depth": depth,
-                              "status": strategy.status()})
+                              **progress(strategy)})
         if faults.eval_timeout:
             now = time.perf_counter()
             for ref in [r for r, v in in_flight.items() if v[3] <= now]:
@@ -269,6 +269,14 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
         out.driver_s += time.perf_counter() - t0
     out.wall_s = time.perf_counter() - t_start
     return out
+
+
+def progress(strategy: Strategy) -> dict:
+    """What ``start`` and ``done`` events tell the view of the strategy: its ``status``,
+    and the plans it has left (``plans_left``: None where unknown; ``left_bound``: True
+    where that figure is an upper bound, False where an estimate)."""
+    return {"status": strategy.status(), "plans_left": strategy.plans_left(),
+            "left_bound": bool(strategy.plans_left_bound)}
 
 
 def round_cost(free: list[Worker], capacity: Callable[[Worker], int]
@@ -307,4 +315,4 @@ def _timed_out(ref, keeps: tuple[Keep, ...], worker: Worker, depth: int, faults:
             out.depth[keep] = depth
             strategy.tell(keep, ev.verdict, ev.info())
             emit("done", {"worker": worker.name, "evaluation": ev, "depth": depth,
-                          "status": strategy.status()})
+                          **progress(strategy)})

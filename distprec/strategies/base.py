@@ -161,6 +161,15 @@ class Strategy(ABC):
         """A few facts for a progress display (bounds, chunk size...)."""
         return {}
 
+    #: True where ``plans_left`` is an upper bound, False where it is an estimate.
+    plans_left_bound = False
+
+    def plans_left(self) -> int | None:
+        """How many more plans the search will ask (the ones asked and not yet told
+        included), for a progress display: an upper bound where ``plans_left_bound``, else
+        an estimate; None where the strategy cannot tell. Pure: from its own state only."""
+        return None
+
     # -- for subclasses -------------------------------------------------------------------
     @abstractmethod
     def _propose(self, n: int) -> list[Keep]: ...

@@ -103,6 +103,18 @@ class Chain(Strategy):
     def status(self) -> dict[str, object]:
         return {"stage": self.active.name, **self.active.status()}
 
+    @property
+    def plans_left_bound(self) -> bool:
+        return self._last_stage and self.active.plans_left_bound
+
+    def plans_left(self) -> int | None:
+        """The last stage's figure; None before it starts (its start is not known yet)."""
+        return self.active.plans_left() if self._last_stage else None
+
+    @property
+    def _last_stage(self) -> bool:
+        return len(self.stages) > 1 or self.stopped
+
     # -- internals --------------------------------------------------------------------------
     def _advance(self) -> bool:
         """Start the second stage once the first is done; True if one started."""

@@ -40,6 +40,7 @@ the search costs O(k log m) evaluations (bench/strategies.py measures it).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -137,9 +138,39 @@ class Minimize(Strategy):
         return Outcome(True, self.cur, "1-minimal" if proved else "none", tuple(notes))
 
     def status(self) -> dict[str, object]:
+        """``level``: halvings so far (0: one chunk, the whole set); ``chunk``: the largest
+        chunk's size in layers; ``chunks``: how many at this level; ``kept``: layers in the
+        current passing set; ``left``: chunk removals of this level not yet tried;
+        ``ahead``: tries asked ahead of the committed path (in flight or speculated)."""
         return {"level": self.level, "chunk": max(map(len, self.chunks), default=0),
+                "chunks": len(self.chunks),
                 "kept": len(self.cur) if self.cur is not None else len(self.start),
                 "left": len(self.queue), "ahead": len(self.window)}
+
+    def plans_left(self) -> int | None:
+        """An estimate, from ddmin's structure: the tries left at this level (the window's
+        and the queue's), then, at each halving still to come, two tries for each chunk
+        expected to survive this level (with monotone verdicts a surviving chunk holds a
+        needed layer: one half's removal fails, the other's passes), then the pass over
+        single layers that proves the answer 1-minimal. Which chunks survive is what the
+        search itself predicts (``_predict``) for the tries not decided yet."""
+        if self.finished:
+            return 0
+        base = self.cur if self.cur is not None else self.start
+        path = {t.chunk: (self.told[t.keep].passed if t.keep in self.told else t.predicted)
+                for t in self.window if t.chunk != START}
+        open_ = sum(t.keep not in self.told for t in self.window) + (not self.started)
+        for i in self.queue:
+            if base.intersection(self.chunks[i]):
+                path[i] = self._predict(i, path)
+                open_ += 1
+        removed = [*self.outcome.values(), *path.values()]
+        survivors = min(len(base), max(1, removed.count(False)))
+        size = max((len(base.intersection(c)) for c in self.chunks), default=0)
+        if size <= 1:  # single layers: one more pass when this one removes something
+            again = self.removed_in_pass or any(path.values())
+            return open_ + (survivors if again else 0)
+        return open_ + 2 * survivors * math.ceil(math.log2(size)) + survivors
 
     # -- the path -----------------------------------------------------------------------------
     def _extend(self) -> Try | None:

@@ -118,6 +118,25 @@ class Bisect(_PrefixSearch):
     def status(self) -> dict[str, object]:
         return {"round": self.round, "bounds": (self.lo, self.hi), "points": self.round_size}
 
+    def plans_left(self) -> int | None:
+        """An estimate: the plans of this round not yet told, then rounds of as many points
+        as this one until the bounds meet (each round cuts the gap by points + 1); None
+        before the first round's ends are known."""
+        if self.done:
+            return 0
+        if self.hi is None:
+            return None
+        points = max(1, self.round_size)
+        gap = self.hi - self.lo - 1  # counts between the bounds, not yet settled
+        this_round = len(self.queue) + len(self.pending)
+        if this_round:
+            gap //= points + 1
+        left = this_round
+        while gap > 0:
+            left += min(points, gap)
+            gap //= points + 1
+        return left
+
 
 class Linear(_PrefixSearch):
     """k = 1, 2, 3... handed out as workers free up; the first passing k wins.
@@ -158,6 +177,17 @@ class Linear(_PrefixSearch):
 
     def status(self) -> dict[str, object]:
         return {"next": self.next_k, "best": self._best()}
+
+    plans_left_bound = True
+
+    def plans_left(self) -> int | None:
+        """At most the counts below the best passing one (all of them while none passes,
+        all-high included) not judged yet."""
+        if self.done:
+            return 0
+        best = self._best()
+        counts = range(best) if best is not None else range(self.n_layers + 1)
+        return sum(k not in self.seen for k in counts)
 
 
 def _spread(lo: int, hi: int, n: int) -> list[int]:

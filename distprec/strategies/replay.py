@@ -4,6 +4,19 @@
 switchboard runs, candidate confirmations, a journal) and hands the driver only the rest,
 so a search restarted over the same verdicts re-evaluates nothing. Known verdicts are
 looked up by keep-set, the strategy's own key, so replaying is deterministic.
+
+A resume should also cost no more than what the killed search had left: it should lead
+the strategy down the path the uninterrupted search would have taken. The plans a
+strategy asks together depend on how many it was asked for (a round of bisect's split
+points, minimize's window, linear's next counts), so the replay keeps the rounds it
+replays as they were: a batch whose plans are all known is told and the next one asked
+with the same ``n``; a batch holding known and unknown plans is the round the search was
+in when it stopped, so only its unknown plans are handed out (the ones that were in
+flight, less those that its replayed verdicts made moot), and nothing more is asked
+until they are told. Had the slots of its known plans been filled at once, every later
+round would be shifted against the uninterrupted search's, and a speculative strategy
+pays for that in plans that search never asked (tests/test_strategies_replay.py: linear
+at W = 5 asked 4 more than were in flight).
 """
 
 from __future__ import annotations
@@ -22,22 +35,37 @@ class Replay(Strategy):
         self.inner = inner
         self.known = known
         self.replayed = 0  # verdicts told from ``known``, without an evaluation
+        self.held: set[Keep] = set()  # the unknown rest of a partly replayed round
 
     def ask(self, n: int) -> list[Keep]:
         if self.speculative and self.round_s is not None:  # the cap holds across replays
             n = worth_asking(n, self.round_s)
+        if n <= 0 or self.held:  # the round the search stopped in is not over yet
+            return []
         out: list[Keep] = []
-        while len(out) < n and not self.inner.done:
-            plans = self.inner.ask(n - len(out))
+        while not out and not self.inner.done:
+            plans = self.inner.ask(n)
             if not plans:
                 break
+            told = 0
             for keep in plans:
                 if keep in self.known:
                     verdict, info = self.known[keep]
                     self.inner.tell(keep, verdict, info)
                     self.replayed += 1
+                    told += 1
                 else:
                     out.append(keep)
+            # A replayed verdict can make the rest of its round moot (minimize's tries after
+            # a misprediction): the killed search cancelled those; they are not handed out.
+            moot = [keep for keep in out if not self.inner.wanted(keep)]
+            for keep in moot:
+                self.inner.forget(keep)
+            out = [keep for keep in out if keep not in moot]
+            if out and len(out) < len(plans):
+                self.held = set(out)
+            if not out and not told:
+                break
         self.pending.update(out)
         return out
 
@@ -51,9 +79,11 @@ class Replay(Strategy):
 
     def tell(self, keep: Keep, verdict: Verdict, info: Info | None = None) -> None:
         keep, verdict = self._record(keep, verdict, info)
+        self.held.discard(keep)
         self.inner.tell(keep, verdict, info)
 
     def forget(self, keep: Keep) -> None:
+        self.held.discard(frozenset(keep))
         self.inner.forget(keep)
         super().forget(keep)
 
@@ -72,6 +102,13 @@ class Replay(Strategy):
 
     def status(self) -> dict[str, object]:
         return self.inner.status()
+
+    @property
+    def plans_left_bound(self) -> bool:
+        return self.inner.plans_left_bound
+
+    def plans_left(self) -> int | None:
+        return self.inner.plans_left()
 
     def _propose(self, n: int) -> list[Keep]:  # ask is overridden
         raise NotImplementedError
@@ -100,6 +137,11 @@ class EachOnce(Strategy):
 
     def _propose(self, n: int) -> list[Keep]:
         return self.plans
+
+    plans_left_bound = True
+
+    def plans_left(self) -> int | None:
+        return len(self.plans) - len(self.told)
 
     def _update(self, keep: Keep, verdict: Verdict) -> None:
         pass

@@ -18,6 +18,7 @@ alone fixes the model (else every candidate fails the same way) and costs the sa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from distprec.strategies.base import Info, Keep, Outcome, Strategy, Verdict
@@ -53,6 +54,13 @@ class SensitivityScan(Strategy):
     def _update(self, keep: Keep, verdict: Verdict) -> None:
         if verdict is Verdict.ERROR:
             self.note("some plans did not build or run: counted as failing")
+
+    plans_left_bound = True
+
+    def plans_left(self) -> int | None:
+        """At most the plans not yet told: the scan ends early only when all-low passes or
+        all-high fails."""
+        return 0 if self.done else len(self.queue) + len(self.pending)
 
     @property
     def done(self) -> bool:
@@ -139,6 +147,16 @@ class Sensitivity(Chain):
 
     def status(self) -> dict[str, object]:
         return {"phase": "scan" if len(self.stages) == 1 else "grow", **self.active.status()}
+
+    plans_left_bound = False
+
+    def plans_left(self) -> int | None:
+        """An estimate: during the scan, its plans left and a binary search over the
+        ranking (one point a round); then the search's own estimate."""
+        if len(self.stages) > 1 or self.stopped:
+            return self.active.plans_left()
+        scan = self.stages[0].plans_left()
+        return None if scan is None else scan + math.ceil(math.log2(len(self.layers) + 1))
 
 
 def _neg(values: tuple[float, ...]) -> tuple[float, ...]:

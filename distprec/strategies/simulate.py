@@ -25,11 +25,16 @@ class Simulation:
     evaluations: int = 0
     rounds: int = 0
     history: list[tuple[Keep, Verdict]] = field(default_factory=list)  # evaluation order
+    in_flight: list[Keep] = field(default_factory=list)  # asked, never told (``stop_after``)
 
 
 def simulate(strategy: Strategy, oracle: Oracle, workers: int = 1,
-             profiler: Profiler | None = None, max_rounds: int = 100_000) -> Simulation:
-    """Run ``strategy`` to the end; raises if it stalls or runs past ``max_rounds``."""
+             profiler: Profiler | None = None, max_rounds: int = 100_000,
+             stop_after: int | None = None) -> Simulation:
+    """Run ``strategy`` to the end; raises if it stalls or runs past ``max_rounds``.
+
+    ``stop_after``: stop once that many verdicts are told, as a killed search does; the
+    rest of that round is ``in_flight`` (asked, never told) and the outcome is not set."""
     if workers < 1:
         raise ValueError("workers must be at least 1")
     sim = Simulation(Outcome(False, None))
@@ -48,13 +53,16 @@ def simulate(strategy: Strategy, oracle: Oracle, workers: int = 1,
         sim.rounds += 1
         if sim.rounds > max_rounds:
             raise RuntimeError(f"{strategy.name} ran past {max_rounds} rounds")
-        for keep in batch:
+        for i, keep in enumerate(batch):
             verdict, info = _judge(oracle, keep)
             if profiler is not None and strategy.wants_profile(keep):
                 info = Info(info.figures, profiler(keep))
             sim.evaluations += 1
             sim.history.append((keep, verdict))
             strategy.tell(keep, verdict, info)
+            if sim.evaluations == stop_after:
+                sim.in_flight = batch[i + 1:]
+                return sim
     sim.outcome = strategy.result()
     return sim
 

@@ -29,7 +29,7 @@ from distprec.history import (
     worst_error,
 )
 from distprec.plan import plan_id
-from distprec.view.dashboard import PHASE_LABEL, Dashboard, render
+from distprec.view.dashboard import PHASE_LABEL, Dashboard, render, status_lines
 from distprec.view.logroute import live_view
 
 SHOW_LAYERS = 24
@@ -241,7 +241,7 @@ class PlainLog:
         self.last_line = now
 
     def _progress(self, now: float) -> None:
-        self._say(self.progress(), now)
+        self._say(self.progress(now), now)
         self.last_progress = now
 
     def on_event(self, kind: str, data: dict, now: float) -> None:
@@ -310,12 +310,19 @@ class PlainLog:
         if now - self.last_line >= self.every_s:
             self._progress(now)
 
-    def progress(self) -> str:
+    def progress(self, now: float | None = None) -> str:
+        """The progress line: counts, then the strategy's status in words and, where it can
+        tell, the plans and time left (``now``: the console clock, for the rate)."""
         s = self.state
         best = f"{s.best_size} layers" if s.best_size is not None else "none yet"
-        return (f"progress: {s.evaluations} evaluations ({fmt_verdicts(s.verdicts)}), "
+        line = (f"progress: {s.evaluations} evaluations ({fmt_verdicts(s.verdicts)}), "
                 f"{s.running} running, "
                 f"round {s.depth}, best passing plan {best}")
+        status = status_lines(s.status)
+        if status:
+            line += f"; {s.strategy}: " + ", ".join(status)
+        left = s.left_text(now) if now is not None else None
+        return line + (f"; left: {left}" if left else "")
 
 
 class _Heartbeat:

@@ -82,6 +82,9 @@ class Dashboard:
     depth: int = 0
     best_size: int | None = None
     status: dict = field(default_factory=dict)
+    plans_left: int | None = None  # the strategy's plans_left(), as of the last event
+    left_bound: bool = False  # True: plans_left is an upper bound; False: an estimate
+    searching_since: float | None = None  # the first plan sent (console clock)
     events: deque = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
     finished: float | None = None
     stopped: bool = False  # ended by an exception or Ctrl-C, not by the strategy
@@ -144,7 +147,14 @@ class Dashboard:
         w = self._worker(data["worker"])
         w.state, w.size, w.since = "busy", data.get("size"), now
         self.depth = max(self.depth, data.get("depth", 0))
+        self._progress(data)
+        if self.searching_since is None:
+            self.searching_since = now
+
+    def _progress(self, data: dict) -> None:
         self.status = dict(data.get("status") or self.status)
+        if "plans_left" in data:
+            self.plans_left, self.left_bound = data["plans_left"], data.get("left_bound", False)
 
     def _on_done(self, data: dict, now: float, clock: str) -> None:
         ev = data["evaluation"]
@@ -159,7 +169,7 @@ class Dashboard:
         self.evaluations += 1
         self.verdicts[verdict] = self.verdicts.get(verdict, 0) + 1
         self.depth = max(self.depth, data.get("depth", 0))
-        self.status = dict(data.get("status") or self.status)
+        self._progress(data)
         size = len(ev.keep)
         improved = ev.verdict.passed and (self.best_size is None or size < self.best_size)
         if improved:
@@ -212,12 +222,34 @@ class Dashboard:
     def running(self) -> int:
         return sum(w.state == "busy" for w in self.workers.values())
 
+    def seconds_per_plan(self, now: float) -> float | None:
+        """Seconds between verdicts so far: the time since the first plan was sent over the
+        plans judged (all workers together, so it already counts their parallelism)."""
+        if self.searching_since is None or not self.evaluations:
+            return None
+        return max(0.0, now - self.searching_since) / self.evaluations
+
+    def left_text(self, now: float) -> str | None:
+        """The strategy's plans left and the time they take at the rate so far, in words:
+        "~42 plans, ~21 s left (an estimate, at 0.5 s a plan so far)"; None where unknown
+        or once finished."""
+        if self.plans_left is None or self.finished is not None:
+            return None
+        n = self.plans_left
+        plans = ("at most " if self.left_bound else "~") + _plural(n, "plan")
+        each = self.seconds_per_plan(now)
+        if each is None:
+            return f"{plans} left" + ("" if self.left_bound else " (an estimate)")
+        kind = "" if self.left_bound else "an estimate, "
+        return f"{plans}, ~{_duration(n * each)} left ({kind}at {each:.2g} s a plan so far)"
+
 
 # -- rendering ------------------------------------------------------------------------
 def render(state: Dashboard, now: float, height: int | None = None) -> RenderableType:
     """The whole view. ``height`` (terminal rows) trims events, then worker rows, to fit."""
-    header, search, phases = _header(state, now), _search(state), _phases(state, now)
-    fixed = 4 + 4 + (len(state.phases) if state.phases else 0) + 3  # panels, table head
+    header, search, phases = _header(state, now), _search(state, now), _phases(state, now)
+    search_rows = 2 + len(search.renderable.renderables)  # its lines and borders
+    fixed = 4 + search_rows + (len(state.phases) if state.phases else 0) + 3  # table head
     workers = sorted(state.workers.values(), key=lambda w: natural_key(w.name))
     n_events = EVENTS_SHOWN
     max_rows = len(workers)
@@ -302,7 +334,7 @@ def _workers(state: Dashboard, workers: list[WorkerView], now: float, max_rows: 
     return table
 
 
-def _search(state: Dashboard) -> Panel:
+def _search(state: Dashboard, now: float) -> Panel:
     line1 = Text(f"round {state.depth}  evaluations {state.evaluations} "
                  f"({fmt_verdicts(state.verdicts)})  running {state.running}"
                  + (f"  cancelled {state.cancelled}" if state.cancelled else ""))
@@ -313,15 +345,51 @@ def _search(state: Dashboard) -> Panel:
         best = Text.assemble("best passing plan: ", (f"{state.best_size}{of}", "bold green"),
                              " layers kept in FP32")
     lines = [line1, best]
-    status = _status_text(state.status)
+    status = status_lines(state.status)
     if status:
-        lines.append(Text(f"{state.strategy}: {status}"))
+        lines.append(Text(f"{state.strategy}: {status[0]}"))
+        lines += [Text(f"  {more}") for more in status[1:]]
+    left = state.left_text(now)
+    if left:
+        lines.append(Text(f"left: {left}"))
     for line in lines:
         line.no_wrap, line.overflow = True, "ellipsis"
     title = "search" + ((" (stopped)" if state.stopped else " (finished)")
                         if state.finished is not None else "")
     return Panel(Group(*lines), title=title, title_align="left", box=box.ROUNDED,
                  padding=(0, 1))
+
+
+def status_lines(status: dict) -> list[str]:
+    """A strategy's ``status()`` in words, one or more lines."""
+    if "level" in status and "kept" in status:
+        return _minimize_lines(status)
+    text = _status_text(status)
+    return [text] if text else []
+
+
+def _minimize_lines(status: dict) -> list[str]:
+    """Minimize's fields (strategies/minimize.py ``status``) in plain words: the level is
+    how often the kept set's chunks were halved; each chunk's removal is tried once a
+    level; ``ahead`` are tries asked before the verdicts they follow from."""
+    stage = f"stage {status['stage']}, " if status.get("stage") else ""
+    size, chunks, left = status.get("chunk", 0), status.get("chunks"), status.get("left", 0)
+    many = _plural(chunks, "chunk") if chunks is not None else "chunks"
+    asked = f"{chunks - left} asked, " if chunks is not None else ""
+    return [f"{stage}granularity level {status['level']}",
+            f"{many} of {'up to ' if size > 1 else ''}{_plural(size, 'layer')}; "
+            f"{_plural(status['kept'], 'layer')} kept so far",
+            f"chunk removals: {asked}{left} still to test, {status.get('ahead', 0)} asked "
+            "ahead of verdicts"]
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _status_text(status: dict) -> str:
