@@ -14,6 +14,7 @@ EXHAUSTIVE), so that a verdict describes a model somebody runs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from distprec.evaluation.choices import (
     noise_band,
     plans_per_call,
     plans_per_run,
+    switchboard_can_win,
     worth_gating,
 )
 from distprec.evaluation.switchboard import SwitchboardPath, close
@@ -96,6 +98,7 @@ class Evaluator:
         self.band: dict[str, dict[str, float]] | None = None  # kernel noise (choices.is_edge)
         self._pending: Future | None = None
         self._low: Evaluation | None = None  # the all-low candidate measured at start-up
+        self._fp32 = None  # the FP32 model's session from warm_up, until _prepare times it
         self._profiler: LayerProfiler | None = None
         self._timed: TimedPath | None = None
 
@@ -138,8 +141,10 @@ class Evaluator:
         handles: done here, that cost is paid while the actors start, in parallel, and a
         backend that cannot run the model fails at start-up instead of as a verdict.
         """
-        self.backend.run(self.backend.load(self.model), self.setup.feeds[:1])
+        self._fp32 = self.backend.load(self.model)
+        self.backend.run(self._fp32, self.setup.feeds[:1])
         if self.setup.evaluate == "candidate":
+            self._fp32 = None
             return
         if background and self.setup.evaluate == "auto":
             pool = ThreadPoolExecutor(1, thread_name_prefix="switchboard")
@@ -153,6 +158,10 @@ class Evaluator:
         why there is none. ``background``: in a thread beside the search's (``warm_up``)."""
         if background and self.backend.device == "cpu":
             _yield_cpu()
+        if self.setup.evaluate == "auto":
+            why = self._cannot_win()
+            if why:
+                return None, why
         try:
             path = SwitchboardPath(*self._switch_args, want_per_run=self.setup.plans_per_run
                                    ).prepare(graph_now=not background)
@@ -170,6 +179,26 @@ class Evaluator:
             if why:
                 return None, f"{path.note}; not used: {why}"
         return path, ""
+
+    def _cannot_win(self) -> str:
+        """Why a switchboard cannot beat candidates on this model, measured before building
+        it ("" where it can): each of its plans runs the whole model at least once and is
+        judged, so where those are most of what a candidate costs, building it only takes the cores
+        from the candidates (candy on 2 CPU cores: 1.0 s a run, 1.05 s a candidate; the
+        build beside them made the search 1.46x slower). Both are timed in this thread,
+        under the same load."""
+        fp32, self._fp32 = self._fp32 or self.backend.load(self.model), None
+        t0 = time.perf_counter()
+        self.backend.run(fp32, self.setup.feeds)
+        run_s = time.perf_counter() - t0
+        low = self.candidates.one(frozenset())
+        judge_s = max(0.0, low.end - low.start - low.build_s - low.run_s)
+        if switchboard_can_win(run_s + judge_s, low.end - low.start):
+            return ""
+        return (f"no switchboard: a run of the FP32 model and judging take "
+                f"{(run_s + judge_s) * 1e3:.0f} ms and a candidate "
+                f"{(low.end - low.start) * 1e3:.0f} ms, so a switchboard plan (at least "
+                "that) cannot cost clearly less: plans evaluated as candidates")
 
     def noise(self) -> dict[str, dict[str, float]] | None:
         """The kernel-noise band, measured on first use: it costs two candidates (seconds

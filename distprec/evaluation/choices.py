@@ -106,6 +106,13 @@ def cheaper_path(current: str, costs: Mapping[str, float | None]) -> str:
     return best[1] if best[0] < SWITCH_GAIN * mine else current
 
 
+def switchboard_can_win(floor_s: float, candidate_s: float) -> bool:
+    """Whether a switchboard is worth building: its plan, at least one run of the model on
+    the search's samples and its judging (``floor_s``), could cost under ``SWITCH_GAIN``
+    of a candidate's ``candidate_s`` (rewrite, session, run, judging)."""
+    return floor_s < SWITCH_GAIN * candidate_s
+
+
 Band = Mapping[str, Mapping[str, float]]  # output -> figure -> noise
 
 

@@ -55,3 +55,11 @@ def test_an_edge_verdict_moved_no_figure_beyond_the_band():
     assert not is_edge(sw, outside, band) and not is_edge(sw, moved, band)
     assert not is_edge(sw, inside, None) and not is_edge(sw, inside, {})  # no band measured
     assert not is_edge({}, {}, band)  # no figure to go by
+
+
+def test_a_switchboard_is_built_only_where_its_floor_leaves_room():
+    from distprec.evaluation.choices import SWITCH_GAIN, switchboard_can_win
+
+    assert switchboard_can_win(0.004, 0.4)  # candy on a GPU: 4 ms runs, 0.4 s candidates
+    assert not switchboard_can_win(1.0, 1.05)  # candy on 2 CPU cores
+    assert not switchboard_can_win(SWITCH_GAIN, 1.0)

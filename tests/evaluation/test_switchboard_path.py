@@ -93,3 +93,20 @@ def test_the_kernel_noise_is_measured_on_first_need_in_every_mode():
     band = ev.noise()
     assert ev._low is not None and band and all(
         v == 0 for figures in band.values() for v in figures.values())
+
+
+def test_no_switchboard_is_built_where_one_run_is_most_of_a_candidate(monkeypatch):
+    """Where a run of the model and its judging are most of a candidate's cost (candy on 2
+    CPU cores), auto keeps candidates and builds nothing beside them: the two are timed in
+    the preparing thread and handed to the choice (evaluation/choices.py)."""
+    import distprec.evaluator as evaluator
+
+    seen = []
+    monkeypatch.setattr(evaluator, "switchboard_can_win",
+                        lambda floor, cand: seen.append((floor, cand)) or False)
+    ev, backend = _evaluator(background=True)
+    assert ev._pending.result()[0] is None
+    assert ev.default_via == "candidate" and ev.switch is None and not backend.graph_threads
+    assert "no switchboard: a run of the FP32 model and judging take" in ev.switch_note
+    ((floor, cand),) = seen
+    assert 0 < floor < cand  # the FP32 model's run is cheaper than a candidate here
