@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -72,6 +73,7 @@ class Judge:
         self.check = make_check(setup.check)
         self.worker, self.device, self.node_id = worker, device, node_id
         self.node = socket.gethostname()
+        self._lock = threading.Lock()  # lanes and a switchboard built beside them judge too
 
     def new(self, keep: Keep, via: str) -> Evaluation:
         """An evaluation of ``keep`` started now, an error until judged."""
@@ -79,10 +81,12 @@ class Judge:
                           device=self.device, node_id=self.node_id, start=time.time(), via=via)
 
     def passes(self, outputs: list[Feed]) -> bool:
-        return bool(self.check(self.golden, outputs))
+        with self._lock:
+            return bool(self.check(self.golden, outputs))
 
     def __call__(self, ev: Evaluation, outputs: list[Feed]) -> None:
-        result = self.check(self.golden, outputs)
+        with self._lock:  # a user's check function is never called from two threads at once
+            result = self.check(self.golden, outputs)
         ev.verdict = Verdict.PASS if result else Verdict.FAIL
         ev.figures, ev.reason = result.outputs, result.reason
 
