@@ -69,7 +69,9 @@ def tensorrt_names(source: onnx.ModelProto, prepared: onnx.ModelProto,
             "ModelOpt AutoCast keeps If/Loop/Scan bodies in FP32 (read in its source) and "
             "onnxconverter-common's node_block_list cannot block them (1.16 wrote a model "
             "ONNX Runtime refused): for those, deploy the --save-model output")
-    return out, notes
+    # once each: a legacy op lowered into two nodes maps both to its one name (candy's
+    # ImageScaler gave "scalerPreprocessor:fp32" twice in --layerPrecisions)
+    return list(dict.fromkeys(out)), notes
 
 
 def modelopt_names(source: onnx.ModelProto, tensorrt: list[str]) -> tuple[list[str], list[str]]:

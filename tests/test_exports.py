@@ -177,3 +177,19 @@ def test_ort_ranges_read_real_calibration():
     feeds = [{"x": np.linspace(-3, 5, 12, dtype=np.float32).reshape(2, 6)}]
     ranges = ort_ranges(calibrate(model, feeds))
     assert ranges["x"] == pytest.approx((-3.0, 5.0))
+
+
+def test_a_layer_split_in_two_by_preparation_is_named_once():
+    """Candy's legacy ImageScaler becomes a Mul and an Add that both map to its one name;
+    --layerPrecisions named it twice."""
+    source = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["a"], name="scaler")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2])]))
+    prepared = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["a_pre"], name="scaler"),
+         helper.make_node("Relu", ["a_pre"], ["a"], name="scaler/add")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2])]))
+    names, _ = tensorrt_names(source, prepared, ["scaler", "scaler/add"])
+    assert names == ["scaler"]
