@@ -45,16 +45,26 @@ def tensorrt_names(source: onnx.ModelProto, prepared: onnx.ModelProto,
     own_names = Counter(p.node.name for p in walk(source.graph) if p.node.name)
     prepared_nodes = {p.node.name: p for p in walk(prepared.graph)}
     out, notes, in_bodies = [], [], []
+    # A legacy op that preparation lowered into two nodes maps both to its one name (candy's
+    # ImageScaler: "scalerPreprocessor:fp32" twice in --layerPrecisions): named once. Two
+    # nodes of the model that share a name stay two entries (TensorRT suffixes the later).
+    made, used = set(), set()
     for name in names:
         placed = prepared_nodes.get(name)
         node = placed.node if placed is not None else None
         original = by_output.get(node.output[0]) if node is not None and node.output else None
         if original is None:
-            out.append(name)
+            if name not in out:
+                made.add(name)
+                out.append(name)
             notes.append(f"layer {name!r} is not in the original model (made when preparing "
                          "it); TensorRT may name it differently")
             continue
-        out.append(original.name or f"node_of_{original.output[0]}")
+        given = original.name or f"node_of_{original.output[0]}"
+        if id(original) in used or given in made:
+            continue
+        used.add(id(original))
+        out.append(given)
         if placed.parent:
             in_bodies.append(out[-1])
         if own_names[original.name] > 1:
@@ -69,9 +79,7 @@ def tensorrt_names(source: onnx.ModelProto, prepared: onnx.ModelProto,
             "ModelOpt AutoCast keeps If/Loop/Scan bodies in FP32 (read in its source) and "
             "onnxconverter-common's node_block_list cannot block them (1.16 wrote a model "
             "ONNX Runtime refused): for those, deploy the --save-model output")
-    # once each: a legacy op lowered into two nodes maps both to its one name (candy's
-    # ImageScaler gave "scalerPreprocessor:fp32" twice in --layerPrecisions)
-    return list(dict.fromkeys(out)), notes
+    return out, notes
 
 
 def modelopt_names(source: onnx.ModelProto, tensorrt: list[str]) -> tuple[list[str], list[str]]:
