@@ -8,7 +8,7 @@ import json
 from test_cli import TOL
 
 from distprec.cli import main
-from distprec.fastest import TIE, layer_edges
+from distprec.fastest import TIE, Fastest, layer_edges, tied
 from distprec.front import Point, dominates
 
 
@@ -28,10 +28,10 @@ def test_the_latency_answer_is_the_fastest_passing_plan_and_its_front_checks(
     timed = [h for h in result["history"] if h["via"] == "timed"]
     assert len(timed) == lat["timed"] >= 3 and all(h["latency"]["runs"] >= 15 for h in timed)
     passing = [h for h in timed if h["passed"]]
-    fastest = min(h["latency"]["median_s"] for h in passing)
+    fastest = min(passing, key=lambda h: h["latency"]["median_s"])["latency"]
     answer = lat["answer"]
     assert sorted(answer["keep"]) == sorted(result["high_precision_layers"])
-    assert answer["latency_s"] <= fastest * (1 + TIE)
+    assert tied(answer["latency_s"], answer["spread"], fastest["median_s"], fastest["spread"])
     front = [Point(frozenset(p["keep"]), p["error"], p["latency_s"], p["spread"], p["casts"])
              for p in lat["front"]]
     assert front and not any(dominates(a, b) for a in front for b in front)
@@ -74,3 +74,25 @@ def test_a_sweep_table_gives_each_kinds_latency_against_its_own_fp32():
     console.print(table(doc))
     text = console.export_text()
     assert "latency (x FP32)" in text and "6 ms (0.50x)" in text and "3 ms (1.50x)" in text
+
+
+def _timed(keep: str, ms: float, spread: float = 0.0, passed: bool = True):
+    from distprec.evaluation.base import Evaluation
+    from distprec.strategies.base import Verdict
+
+    return Evaluation(frozenset(keep), Verdict.PASS if passed else Verdict.FAIL,
+                      figures={"y": {"rel_l2": 1e-3 / (1 + len(keep))}}, via="timed",
+                      latency={"median_s": ms / 1e3, "spread": spread, "runs": 20, "casts": 2})
+
+
+def test_the_fewest_layers_win_a_tie_and_fp32_is_beaten_only_beyond_the_noise():
+    fp32 = {"median_s": 2e-3, "spread": 0.01, "runs": 20, "casts": 0}
+    found = Fastest("cpu", fp32, [_timed("ab", 1.00), _timed("abcd", 0.99), _timed("", 0.5,
+                                                                                    passed=False)])
+    assert found.answer.keep == frozenset("ab")  # 1 % slower than the fastest: a tie
+    assert found.beats_fp32 and found.all_low.latency["median_s"] == 0.5e-3
+    assert Fastest("cpu", fp32, [_timed("ab", 1.00), _timed("abcd", 0.90)]).answer.keep \
+        == frozenset("abcd")  # 10 % faster: no tie
+    noisy = Fastest("cpu", {**fp32, "median_s": 1.05e-3}, [_timed("abc", 1.0, spread=0.2)])
+    assert not noisy.beats_fp32  # 5 % faster, with runs spread over 20 %: no clear win
+    assert not TIE > 0.05
