@@ -98,7 +98,7 @@ class Evaluator:
         self.band: dict[str, dict[str, float]] | None = None  # kernel noise (choices.is_edge)
         self._pending: Future | None = None
         self._low: Evaluation | None = None  # the all-low candidate measured at start-up
-        self._fp32 = None  # the FP32 model's session from warm_up, until _prepare times it
+        self._fp32_s: float | None = None  # a warm run of the FP32 model (warm_up)
         self._profiler: LayerProfiler | None = None
         self._timed: TimedPath | None = None
 
@@ -141,11 +141,13 @@ class Evaluator:
         handles: done here, that cost is paid while the actors start, in parallel, and a
         backend that cannot run the model fails at start-up instead of as a verdict.
         """
-        self._fp32 = self.backend.load(self.model)
-        self.backend.run(self._fp32, self.setup.feeds[:1])
+        fp32 = self.backend.load(self.model)
+        self.backend.run(fp32, self.setup.feeds[:1])
         if self.setup.evaluate == "candidate":
-            self._fp32 = None
             return
+        t0 = time.perf_counter()  # warm, on every sample: a switchboard plan's floor
+        self.backend.run(fp32, self.setup.feeds)
+        self._fp32_s = time.perf_counter() - t0
         if background and self.setup.evaluate == "auto":
             pool = ThreadPoolExecutor(1, thread_name_prefix="switchboard")
             self._pending = pool.submit(self._prepare, True)
@@ -159,7 +161,7 @@ class Evaluator:
         if background and self.backend.device == "cpu":
             _yield_cpu()
         if self.setup.evaluate == "auto":
-            why = self._cannot_win()
+            why = self._cannot_win(background)
             if why:
                 return None, why
         try:
@@ -180,25 +182,31 @@ class Evaluator:
                 return None, f"{path.note}; not used: {why}"
         return path, ""
 
-    def _cannot_win(self) -> str:
-        """Why a switchboard cannot beat candidates on this model, measured before building
-        it ("" where it can): each of its plans runs the whole model at least once and is
-        judged, so where those are most of what a candidate costs, building it only takes the cores
-        from the candidates (candy on 2 CPU cores: 1.0 s a run, 1.05 s a candidate; the
-        build beside them made the search 1.46x slower). Both are timed in this thread,
-        under the same load."""
-        fp32, self._fp32 = self._fp32 or self.backend.load(self.model), None
-        t0 = time.perf_counter()
-        self.backend.run(fp32, self.setup.feeds)
-        run_s = time.perf_counter() - t0
-        low = self.candidates.one(frozenset())
-        judge_s = max(0.0, low.end - low.start - low.build_s - low.run_s)
-        if switchboard_can_win(run_s + judge_s, low.end - low.start):
+    def _cannot_win(self, background: bool) -> str:
+        """Why a switchboard cannot beat candidates on this model, known before building it
+        ("" where it can): each of its plans runs the whole model at least once and is
+        judged, so where those are most of what a candidate costs, building it only takes
+        the cores from the candidates (candy on 2 CPU cores: 0.35 s a sample, about 1 s a
+        candidate; building beside them made the search 1.46x slower). Beside the search
+        the first candidate the worker evaluates is the measure (alone, as the FP32 run
+        in ``warm_up`` was): measuring one here, beside the search, cost candy's 2 cores
+        seconds and was skewed by them."""
+        low = self.candidates.first
+        waited = time.perf_counter()
+        while background and low is None and time.perf_counter() - waited < FIRST_WAIT_S:
+            time.sleep(0.01)
+            low = self.candidates.first
+        if low is None:
+            low = self.candidates.one(frozenset())
+        if low.verdict is Verdict.ERROR:  # no measure: the build decides
+            return ""
+        cost = low.end - low.start
+        floor = (self._fp32_s or 0.0) + max(0.0, cost - low.build_s - low.run_s)
+        if switchboard_can_win(floor, cost):
             return ""
         return (f"no switchboard: a run of the FP32 model and judging take "
-                f"{(run_s + judge_s) * 1e3:.0f} ms and a candidate "
-                f"{(low.end - low.start) * 1e3:.0f} ms, so a switchboard plan (at least "
-                "that) cannot cost clearly less: plans evaluated as candidates")
+                f"{floor * 1e3:.0f} ms and a candidate {cost * 1e3:.0f} ms, so a switchboard "
+                "plan (at least that) cannot cost clearly less: plans evaluated as candidates")
 
     def noise(self) -> dict[str, dict[str, float]] | None:
         """The kernel-noise band, measured on first use: it costs two candidates (seconds
@@ -331,6 +339,10 @@ class Evaluator:
     def candidate(self, keep: Keep) -> onnx.ModelProto:
         return self.candidates.candidate(keep)
 
+
+#: Seconds a switchboard prepared beside the search waits for the worker's first candidate
+#: (its measure of a candidate's cost) before timing one itself.
+FIRST_WAIT_S = 30.0
 
 #: Nice value of a switchboard built beside candidates on CPU workers: the lowest, so that
 #: it runs on what the candidates leave idle. Measured on 2 cores, 2 workers: at the

@@ -41,6 +41,7 @@ class CandidatePath(Path):
         self._weights: dict = {}  # converted weights, kept across plans (rewrites.low_weight)
         self._costs: list[float] = []
         self.lanes = max(1, lanes)
+        self.first: Evaluation | None = None  # the first candidate judged: its cost's parts
         self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="candidate") \
             if self.lanes > 1 else None
 
@@ -87,6 +88,8 @@ class CandidatePath(Path):
         ev.end = time.time()
         if not session_options:
             self._costs.append(ev.end - ev.start)
+            if self.first is None and ev.verdict is not Verdict.ERROR:
+                self.first = ev
         return ev
 
     def candidate(self, keep: Keep) -> onnx.ModelProto:
