@@ -40,6 +40,7 @@ from distprec.evaluation.choices import (
     switchboard_can_win,
     worth_gating,
 )
+from distprec.evaluation.deployed import DeployedPath
 from distprec.evaluation.switchboard import SwitchboardPath, close
 from distprec.evaluation.timed import TimedPath
 from distprec.profile import LayerProfiler
@@ -101,6 +102,7 @@ class Evaluator:
         self._fp32_s: float | None = None  # a warm run of the FP32 model (warm_up)
         self._profiler: LayerProfiler | None = None
         self._timed: TimedPath | None = None
+        self._deployed: DeployedPath | None = None
 
     @property
     def worker(self) -> str:
@@ -290,6 +292,8 @@ class Evaluator:
             evs = self.candidates.evaluate(keeps)
         elif via == "timed":
             evs = self.timed().evaluate(keeps)
+        elif via == "deployed":
+            evs = self.deployed().evaluate(keeps)
         elif self.switch is None:
             raise RuntimeError(f"no switchboard on {self.worker}: {self.switch_note}")
         else:
@@ -304,6 +308,17 @@ class Evaluator:
     def run_costs(self) -> tuple[float, ...]:
         """What a call of 1..plans_per_run plans costs on the path in use (Path.run_costs)."""
         return (self.switch if self.default_via == "switchboard" else self.candidates).run_costs()
+
+    def deployed(self) -> DeployedPath:
+        """The emulation and the file --save-model writes (real casts), both judging, the
+        file in a session with ONNX Runtime's default options (distprec/deployed.py)."""
+        if self._deployed is None:
+            backend = self.setup.make_backend(self.backend.device, threads=0, repeatable=False)
+            file = CandidatePath(self.model, self.setup.searchable, self.setup.precision,
+                                 backend, self.judge, self.setup.feeds, False,
+                                 self.setup.ranges_json)
+            self._deployed = DeployedPath(self.candidates, file)
+        return self._deployed
 
     def timed(self) -> TimedPath:
         """The timed path (made on first use), in a session of its own built as deployed:

@@ -37,6 +37,7 @@ from distprec.data import (
     random_feeds,
     read_layer_names,
 )
+from distprec.deployed import deployed_search
 from distprec.errors import InputError, cause, first_line
 from distprec.evaluator import EVALUATE_MODES, Evaluator, Setup
 from distprec.fastest import OBJECTIVES, Fastest, fastest_plan
@@ -56,6 +57,9 @@ from distprec.strategies import (
     resolve_strategy,
 )
 from distprec.strategies.replay import Replay
+
+#: Precisions the CPU emulates (rewrites.emulate_low_precision); INT8 runs real Q/DQ there.
+EMULATED = ("fp16", "bf16")
 
 #: Which plan result.json's ``layer_errors`` profiles.
 LAYER_ERRORS = ("final", "all-low", "none")
@@ -403,9 +407,15 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
             first = Replay(strategy(), journal.known("candidate")) if journal else strategy()
             loop = drive(first, workers, on_event, via="candidate", faults=faults)
             outcome = first.result()
+        boarded = bool(boards) or any(w.board for w in workers)
+        if device == "cpu" and cfg.precision in EMULATED and not boarded:
+            outcome, deployed_notes = deployed_search(
+                strategy, on_workers(workers, on_event, faults), outcome, loop,
+                prep.searchable, on_event, journal.known("deployed") if journal else None)
+            notes += deployed_notes
         report = SearchReport(outcome, loop, workers, device, 0.0, prep, notes=notes,
                               confirmation=confirmation)
-        if cfg.objective == "latency" and outcome.passed and not boards:
+        if cfg.objective == "latency" and outcome.passed and not boarded:
             _fastest(report, workers, on_event, faults)
         if cfg.layer_errors != "none":
             _profile_answer(cfg, report, on_event)

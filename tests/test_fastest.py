@@ -8,7 +8,7 @@ import json
 from test_cli import TOL
 
 from distprec.cli import main
-from distprec.fastest import TIE, Fastest, layer_edges, tied
+from distprec.fastest import Fastest, layer_edges, tied
 from distprec.front import Point, dominates
 
 

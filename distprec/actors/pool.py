@@ -36,6 +36,7 @@ class Worker:
     pid: int = 0  # the actor's process when it started (tests kill it)
     run_costs: tuple[float, ...] = ()  # seconds of a call of 1..plans_per_run plans
     lanes: int = 1  # candidates it evaluates at once (choices.candidate_lanes)
+    board: bool = False  # a proxy of a board over SSH (its runtime is on the board)
 
 
 def connect(address: str | None = None, resources: dict | None = None,

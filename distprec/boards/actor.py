@@ -102,5 +102,5 @@ def start_proxies(setup_ref, boards: list[Board], *, ssh_options: tuple[str, ...
         raise InputError(f"a board cannot be used: {cause(exc)}") from None
     return [Worker(i["worker"], h, i["node"], i["device"], i.get("node_id", ""), (),
                    i.get("plans_per_run", 1), i.get("via", "candidate"),
-                   i.get("switch_note", ""), i.get("pid", 0))
+                   i.get("switch_note", ""), i.get("pid", 0), board=True)
             for h, i in zip(handles, info)]
