@@ -200,7 +200,7 @@ def commands(model: str, precision: str, names, check: CheckSpec | None = None,
 # -- files Polygraphy and TensorRT read --------------------------------------------------
 def _ndarray(arr: np.ndarray) -> dict:
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    np.save(buf, np.asarray(arr, order="C"), allow_pickle=False)  # 0-d stays 0-d
     return {"array": base64.b64encode(buf.getvalue()).decode(), "polygraphy_class": "ndarray"}
 
 

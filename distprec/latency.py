@@ -68,7 +68,7 @@ def runner(ort, session, feed: Feed, device: str) -> Callable[[], None]:
     binding = session.io_binding()
     for name, array in feed.items():
         binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(
-            np.ascontiguousarray(array), "cuda", 0))
+            np.asarray(array, order="C"), "cuda", 0))
     for out in session.get_outputs():
         binding.bind_output(out.name, "cuda")
 

@@ -52,3 +52,36 @@ def test_an_answer_the_file_passes_costs_one_run():
     outcome, notes, _, calls = _search(needs(BAD), needs(BAD))
     assert outcome.keep == BAD and notes == []
     assert [way for way, _ in calls] == ["candidate", "deployed"]
+
+
+def test_the_saved_file_of_a_model_with_if_bodies_passes_polygraphy_on_onnxrt(ray_session,
+                                                                             tmp_path):
+    """Issue 25's bar: the --save-model file of a search on a model with If bodies passes
+    `polygraphy run FILE --onnxrt` with the emitted inputs, golden outputs and tolerances
+    (ONNX Runtime's CPU provider runs the file as Polygraphy's onnxrt runner does)."""
+    import json
+    import subprocess
+
+    import onnx
+    from control_flow_models import vad_like_feeds, vad_like_model
+
+    from distprec.cli import main
+    from distprec.exports import write_polygraphy_inputs
+
+    onnx.save(vad_like_model(), tmp_path / "vad.onnx")
+    write_polygraphy_inputs(tmp_path / "in.json", vad_like_feeds())
+    tol = ["--atol", "5e-4", "--rtol", "5e-4"]
+    assert main(["search", str(tmp_path / "vad.onnx"), "--device", "cpu", "--workers", "1",
+                 "--inputs", str(tmp_path / "in.json"), "--no-live", "-o",
+                 str(tmp_path / "r.json"), "--save-model", str(tmp_path / "mixed.onnx"),
+                 *tol]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    answer = set(result["high_precision_layers"])
+    assert result["searchable_layers"] > len(answer) > 0  # all-low fails, all-high is not it
+    assert any(h["via"] == "deployed" and set(h["keep"]) == answer and h["passed"]
+               for h in result["history"])
+    run = subprocess.run(["polygraphy", "run", "mixed.onnx", "--onnxrt", "--load-inputs",
+                          "r.inputs.json", "--load-outputs", "r.golden.json", *tol],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "PASSED" in run.stdout + run.stderr

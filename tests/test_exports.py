@@ -193,3 +193,17 @@ def test_a_layer_split_in_two_by_preparation_is_named_once():
         [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2])]))
     names, _ = tensorrt_names(source, prepared, ["scaler", "scaler/add"])
     assert names == ["scaler"]
+
+
+def test_a_scalar_input_stays_a_scalar_in_polygraphy_files(tmp_path):
+    """Silero VAD's ``sr`` is a 0-d int64: written as shape (1,), distprec refused its own
+    emitted inputs ("input 'sr' has shape 1, the model takes scalar")."""
+    from polygraphy.json import load_json
+
+    feed = {"sr": np.array(16000, np.int64), "x": np.ones((2, 3), np.float32)}
+    write_polygraphy_inputs(tmp_path / "in.json", [feed])
+    write_polygraphy_outputs(tmp_path / "out.json", [{"sr": feed["sr"]}])
+    (back,) = load_json(tmp_path / "in.json")
+    assert back["sr"].shape == () and back["sr"] == 16000 and back["x"].shape == (2, 3)
+    (out,) = load_outputs(tmp_path / "out.json", ["sr"], 1, "h")
+    assert out["sr"].shape == ()

@@ -372,7 +372,7 @@ class RemoteBackend:
         for feed in feeds:
             sample = {}
             for name, value in feed.items():
-                a = np.ascontiguousarray(value)
+                a = np.asarray(value, order="C")  # 0-d stays 0-d
                 key = _array_id(a)
                 sample[name] = key
                 if key in self._cached or key in sent:

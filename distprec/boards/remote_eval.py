@@ -691,7 +691,7 @@ class TrtModule:
     def _input(self, feed, name, dtype):
         if name not in feed:
             raise ValueError(f"the engine's input {name!r} is not fed")
-        return self.np.ascontiguousarray(feed[name], dtype=self.trt.nptype(dtype))
+        return self.np.asarray(feed[name], dtype=self.trt.nptype(dtype), order="C")
 
 
 class Trtexec:
@@ -746,7 +746,7 @@ class Trtexec:
         try:
             files, shapes = {}, {}
             for i, (name, value) in enumerate(sorted(feed.items())):
-                a = np.ascontiguousarray(value, dtype=io_dtype(np, value.dtype))
+                a = np.asarray(value, dtype=io_dtype(np, value.dtype), order="C")
                 files[name] = os.path.join(folder, f"{i}.bin")
                 a.tofile(files[name])
                 if name in dynamic:
@@ -1002,7 +1002,7 @@ class Runner:
         for s, values in enumerate(session.run(feeds)):
             names.append([name for name, _ in values])
             for name, value in values:
-                out.append((str(s) + "/" + name, self.np.ascontiguousarray(value)))
+                out.append((str(s) + "/" + name, self.np.asarray(value, order="C")))
         return {"outputs": names, "note": session.note}, out
 
 

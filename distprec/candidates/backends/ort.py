@@ -150,7 +150,7 @@ class GraphSession:
         self.binding = session.io_binding()
         self.inputs, self.outputs = {}, {}
         for name, array in feed.items():
-            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", 0)
+            value = ort.OrtValue.ortvalue_from_numpy(np.asarray(array, order="C"), "cuda", 0)
             self.binding.bind_ortvalue_input(name, value)
             self.inputs[name] = value
         for name, array in outputs.items():
@@ -160,6 +160,6 @@ class GraphSession:
 
     def run(self, feed: Feed) -> Feed:
         for name, array in feed.items():
-            self.inputs[name].update_inplace(np.ascontiguousarray(array))
+            self.inputs[name].update_inplace(np.asarray(array, order="C"))
         self.session.run_with_iobinding(self.binding)
         return {name: value.numpy() for name, value in self.outputs.items()}

@@ -138,5 +138,5 @@ def bind_feed(feed: Feed, dtypes: dict[str, np.dtype]) -> Feed:
     for name, dtype in dtypes.items():
         if name not in feed:
             raise ValueError(f"the engine's input {name!r} is not fed")
-        out[name] = np.ascontiguousarray(feed[name], dtype=dtype)
+        out[name] = np.asarray(feed[name], dtype=dtype, order="C")
     return out
