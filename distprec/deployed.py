@@ -45,8 +45,14 @@ def deployed_search(make: Callable[[], Strategy], run: Run, outcome: Outcome,
         real.update((ev.keep, (ev.verdict, ev.info())) for ev in check.evaluations)
     if answer not in real:  # its worker was lost: no verdict to act on
         return outcome, ["the answer was NOT run as the deployed file (its worker was lost)"]
-    if real[answer][0].passed:
+    verdict, info = real[answer]
+    if verdict.passed:
         return outcome, []
+    if verdict is Verdict.ERROR:  # the file does not run here (BF16: no CPU kernels): no verdict
+        why = next((e.reason for e in reversed(loop.evaluations)
+                    if e.via == VIA and e.keep == answer and e.reason), "")
+        return outcome, [f"the answer's file does not run on ONNX Runtime's CPU provider "
+                         f"({why or 'an error'}): it was not judged as deployed here"]
     emit("phase", {"name": "searching on, judged by the emulation and the deployed file"})
     failed = {e.keep: (e.verdict, e.info()) for e in loop.evaluations
               if e.via != VIA and not e.verdict.passed}

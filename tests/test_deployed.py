@@ -85,3 +85,28 @@ def test_the_saved_file_of_a_model_with_if_bodies_passes_polygraphy_on_onnxrt(ra
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "PASSED" in run.stdout + run.stderr
+
+
+def test_a_file_the_cpu_provider_cannot_run_changes_nothing_and_says_so():
+    """BF16 files: ONNX Runtime's CPU provider has no BF16 Tanh or Add, so the file errs;
+    an error is no verdict on the plan (in CI the search then kept every layer)."""
+    from distprec.strategies.base import Verdict
+
+    calls: list = []
+    emulated = needs(BAD)
+    base = oracle_run(emulated, emulated, calls)
+
+    def run(strategy, via, budget=None):
+        loop = base(strategy, via, budget)
+        if via == "deployed":
+            for ev in loop.evaluations:
+                ev.verdict, ev.reason = Verdict.ERROR, "NotImplemented: Tanh(13)"
+        return loop
+
+    make = lambda: make_strategy("bisect+minimize", LAYERS)  # noqa: E731
+    first = make()
+    loop = run(first, None)
+    outcome, notes = deployed_search(make, run, first.result(), loop, tuple(LAYERS))
+    assert outcome.keep == BAD and [w for w, _ in calls] == ["candidate", "deployed"]
+    assert len(notes) == 1 and "does not run on ONNX Runtime's CPU provider" in notes[0]
+    assert "Tanh(13)" in notes[0]

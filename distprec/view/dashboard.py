@@ -244,13 +244,22 @@ class Dashboard:
         return f"{plans}, ~{_duration(n * each)} left ({kind}at {each:.2g} s a plan so far)"
 
 
+#: Step lines the view keeps however short the terminal (the rest fold into one line).
+PHASES_SHOWN = 3
+
+
 # -- rendering ------------------------------------------------------------------------
 def render(state: Dashboard, now: float, height: int | None = None) -> RenderableType:
     """The whole view. ``height`` (terminal rows) trims events, then worker rows, to fit."""
-    header, search, phases = _header(state, now), _search(state, now), _phases(state, now)
+    header, search = _header(state, now), _search(state, now)
     search_rows = 2 + len(search.renderable.renderables)  # its lines and borders
-    fixed = 4 + search_rows + (len(state.phases) if state.phases else 0) + 3  # table head
     workers = sorted(state.workers.values(), key=lambda w: natural_key(w.name))
+    n_phases = len(state.phases)
+    if height is not None:  # workers before finished steps: these fold into one line
+        spare = height - (4 + search_rows + 3) - 1 - (len(workers) + 1)  # as ``room`` below
+        n_phases = min(n_phases, max(PHASES_SHOWN, spare))
+    phases = _phases(state, now, n_phases)
+    fixed = 4 + search_rows + n_phases + 3  # table head
     n_events = EVENTS_SHOWN
     max_rows = len(workers)
     if height is not None:
@@ -410,14 +419,24 @@ def _status_text(status: dict) -> str:
     return ", ".join(parts)
 
 
-def _phases(state: Dashboard, now: float) -> Table | None:
+def _phases(state: Dashboard, now: float, rows: int) -> Table | None:
+    """The start-up and search steps in ``rows`` lines at most: running steps and the
+    latest finished ones, the earlier ones counted in one line."""
     if not state.phases:
         return None
     table = Table.grid(padding=(0, 1), expand=True)
     table.add_column(no_wrap=True, min_width=16)
     table.add_column(ratio=1)
     table.add_column(no_wrap=True, justify="right", min_width=14)
-    for phase in state.phases.values():
+    shown = list(state.phases.values())
+    if len(shown) > rows:
+        running = [p for p in shown if p.ended is None]
+        done = [p for p in shown if p.ended is not None]
+        keep = done[len(done) - max(0, rows - 1 - len(running)):] if rows > 1 else []
+        hidden = len(done) - len(keep)
+        shown = [p for p in shown if p.ended is None or p in keep]
+        table.add_row(f"+{hidden} earlier steps", ProgressBar(total=1, completed=1), "done")
+    for phase in shown:
         end = phase.ended if phase.ended is not None else now
         if phase.total:
             bar = ProgressBar(total=phase.total, completed=phase.done, width=None)

@@ -271,15 +271,22 @@ def size_vs_error(history: list[Mapping], answer: int | None) -> bytes:
         ax.annotate("v: error exactly 0", (0.99, floor / 2.5),
                     xycoords=("axes fraction", "data"), fontsize=7, ha="right",
                     va="center", color="#555555")
-    ax.set_yscale("log")
     ax.set_ylim(floor / 6, top * 6)
-    ax.set_xlabel("layers kept in FP32 (plan size)")
-    ax.set_ylabel("largest max |error| over outputs")
-    ax.set_title("plan size versus error of every evaluated plan", fontsize=10, loc="left")
+    return _log_scatter(fig, ax, "layers kept in FP32 (plan size)",
+                        "largest max |error| over outputs",
+                        "plan size versus error of every evaluated plan", 4)
+
+
+def _log_scatter(fig, ax, xlabel: str, ylabel: str, title: str, columns: int) -> bytes:
+    """A scatter's log error axis, labels, grid and legend, and the PNG."""
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10, loc="left")
     ax.grid(alpha=0.3)
     # above the axes, never over the points
-    ax.legend(fontsize=8, frameon=False, loc="lower right", bbox_to_anchor=(1, 1), ncols=4,
-              borderaxespad=0.2)
+    ax.legend(fontsize=8, frameon=False, loc="lower right", bbox_to_anchor=(1, 1),
+              ncols=columns, borderaxespad=0.2)
     return _png(fig)
 
 
@@ -306,14 +313,9 @@ def latency_front(history: list[Mapping], latency: Mapping) -> bytes:
     if "median_s" in low:
         ax.axvline(low["median_s"] * 1e3, color="#d62728", linestyle=":", linewidth=1,
                    label="all-low" + ("" if low.get("passed") else " (fails)"))
-    ax.set_yscale("log")
-    ax.set_xlabel(f"latency on {latency.get('device', '?')}, ms (median)")
-    ax.set_ylabel("largest relative L2 error")
-    ax.set_title("accuracy against latency of the timed plans", fontsize=10, loc="left")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="lower right", bbox_to_anchor=(1, 1), ncols=5,
-              borderaxespad=0.2)
-    return _png(fig)
+    return _log_scatter(fig, ax, f"latency on {latency.get('device', '?')}, ms (median)",
+                        "largest relative L2 error",
+                        "accuracy against latency of the timed plans", 5)
 
 
 def worst_rel_l2(errors: object) -> float | None:

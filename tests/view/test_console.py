@@ -285,3 +285,16 @@ def test_live_view_says_stopped_when_the_search_raises():
                 sc.on_event(kind, data)
             raise KeyboardInterrupt
     assert "search (stopped)" in buf.getvalue()
+
+
+def test_finished_steps_fold_before_any_worker_row_is_hidden():
+    """Each step of a search adds a line (confirming, the deployed file, timing...): on a
+    short terminal the finished ones fold into one line, and every worker keeps its row."""
+    state = filled_state(2)
+    for i in range(10):
+        state.apply("phase", {"name": f"step {i}"}, now=10.0 + i, clock="12:00:00")
+    text = as_text(render(state, now=30.0, height=26), height=26)
+    assert len(text.rstrip("\n").splitlines()) <= 25
+    assert all(re.search(rf"^w{i}\s", text, re.M) for i in range(2))
+    assert "more workers" not in text and "earlier steps" in text
+    assert "step 9" in text and "running" in text  # the step under way is shown
