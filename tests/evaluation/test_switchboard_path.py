@@ -42,6 +42,8 @@ def _evaluator(background: bool) -> tuple[Evaluator, _CudaLike]:
     ev = Evaluator(base.setup.__class__(**{**base.setup.__dict__, "evaluate": "auto"}),
                    backend)
     ev.warm_up(background=background)
+    if background:  # the search's first candidate: what the preparing thread waits for
+        ev.evaluate_many([frozenset()], via="candidate")
     return ev, backend
 
 
