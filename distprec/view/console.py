@@ -185,7 +185,9 @@ def summary_table(result: dict, total_s: float | None = None) -> Table:
         table.add_row("latency", f"{_ms(best['latency_s'])} on {latency['device']} "
                       f"({fp32 / best['latency_s']:.2f}x FP32's {_ms(fp32)}); the fewest-layers "
                       f"answer keeps {len(result.get('fewest_layers', []))}; {latency['timed']} "
-                      f"plans timed in {latency['timing_s']:.1f} s")
+                      f"plans timed in {latency['timing_s']:.1f} s"
+                      + (f"; the answer timed again last: {again['difference']:.1%} apart"
+                         if (again := latency.get("retimed")) else ""))
     how = result.get("evaluation") or {}
     if how.get("mode") in ("switchboard", "auto"):
         wrong, edges = len(how["disagreements"]), how.get("edge_verdicts", 0)
