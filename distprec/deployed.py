@@ -6,9 +6,10 @@ a device with real low-precision kernels computes. The file ``--save-model`` wri
 real casts instead, and ONNX Runtime's CPU provider computes much of it in FP32 and drops
 or keeps roundings its own way: on Silero VAD the emulation passed a 1-layer plan at
 7.6e-4 while the written file gave 8.5e-3 in ONNX Runtime, and `polygraphy run --onnxrt`
-failed it. So the answer is run once more as that file (evaluation/deployed.py). Where the
-file fails, the search goes on judging by both: a plan passes only where the emulation and
-the file both pass it. The emulation's failures stand (they fail both ways) and are
+failed it. So the answer is run once more as that file (``Evaluator.deployed``). Where the
+file fails, the search goes on judging by both: a plan passes only where the emulation (on
+the worker's path, the switchboard where it was chosen: on the CPU it equals a candidate)
+and then the file pass it. The emulation's failures stand (they fail both ways) and are
 replayed; its passes are judged again, both ways, as the strategy asks for them.
 """
 

@@ -40,7 +40,6 @@ from distprec.evaluation.choices import (
     switchboard_can_win,
     worth_gating,
 )
-from distprec.evaluation.deployed import DeployedPath
 from distprec.evaluation.switchboard import SwitchboardPath, close
 from distprec.evaluation.timed import TimedPath
 from distprec.profile import LayerProfiler
@@ -102,7 +101,7 @@ class Evaluator:
         self._fp32_s: float | None = None  # a warm run of the FP32 model (warm_up)
         self._profiler: LayerProfiler | None = None
         self._timed: TimedPath | None = None
-        self._deployed: DeployedPath | None = None
+        self._deployed: CandidatePath | None = None
 
     @property
     def worker(self) -> str:
@@ -292,8 +291,11 @@ class Evaluator:
             evs = self.candidates.evaluate(keeps)
         elif via == "timed":
             evs = self.timed().evaluate(keeps)
-        elif via == "deployed":
-            evs = self.deployed().evaluate(keeps)
+        elif via == "deployed":  # the emulation on the path in use, then passes as the file
+            evs = [self.deployed().one(ev.keep) if ev.verdict.passed else ev
+                   for ev in self.evaluate_many(keeps)]
+            for ev in evs:
+                ev.via = "deployed"
         elif self.switch is None:
             raise RuntimeError(f"no switchboard on {self.worker}: {self.switch_note}")
         else:
@@ -309,15 +311,15 @@ class Evaluator:
         """What a call of 1..plans_per_run plans costs on the path in use (Path.run_costs)."""
         return (self.switch if self.default_via == "switchboard" else self.candidates).run_costs()
 
-    def deployed(self) -> DeployedPath:
-        """The emulation and the file --save-model writes (real casts), both judging, the
-        file in a session with ONNX Runtime's default options (distprec/deployed.py)."""
+    def deployed(self) -> CandidatePath:
+        """The file --save-model writes (real casts, never the emulation), in a session with
+        ONNX Runtime's default options, as Polygraphy's onnxrt runner builds it; a plan it
+        judges passed the emulation first (distprec/deployed.py)."""
         if self._deployed is None:
             backend = self.setup.make_backend(self.backend.device, threads=0, repeatable=False)
-            file = CandidatePath(self.model, self.setup.searchable, self.setup.precision,
-                                 backend, self.judge, self.setup.feeds, False,
-                                 self.setup.ranges_json)
-            self._deployed = DeployedPath(self.candidates, file)
+            self._deployed = CandidatePath(self.model, self.setup.searchable,
+                                           self.setup.precision, backend, self.judge,
+                                           self.setup.feeds, False, self.setup.ranges_json)
         return self._deployed
 
     def timed(self) -> TimedPath:
