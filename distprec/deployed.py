@@ -46,7 +46,7 @@ def deployed_search(make: Callable[[], Strategy], run: Run, outcome: Outcome,
         real.update((ev.keep, (ev.verdict, ev.info())) for ev in check.evaluations)
     if answer not in real:  # its worker was lost: no verdict to act on
         return outcome, ["the answer was NOT run as the deployed file (its worker was lost)"]
-    verdict, info = real[answer]
+    verdict = real[answer][0]
     if verdict.passed:
         return outcome, []
     if verdict is Verdict.ERROR:  # the file does not run here (BF16: no CPU kernels): no verdict
