@@ -323,17 +323,13 @@ class Evaluator:
         return self._deployed
 
     def timed(self) -> TimedPath:
-        """The timed path (made on first use), in a session of its own built as deployed:
-        ONNX Runtime's defaults, the kernel contract, every core of a CPU."""
+        """The timed path (made on first use): the deployed file's rewrite and session
+        options (``deployed``), the emulation's verdicts on the CPU."""
         if self._timed is None:
             if self.setup.backend != "ort":
                 raise RuntimeError("latency is timed on ONNX Runtime only (not yet on "
                                    f"--backend {self.setup.backend})")
-            backend = self.setup.make_backend(self.backend.device, threads=0, repeatable=False)
-            self._timed = TimedPath(self.model, self.setup.searchable, self.setup.precision,
-                                    backend, self.judge, self.setup.feeds,
-                                    self.setup.ranges_json,
-                                    self.candidates if self.emulate else None)
+            self._timed = TimedPath(self.deployed(), self.candidates if self.emulate else None)
         return self._timed
 
     def _add_profile(self, ev: Evaluation, candidate: onnx.ModelProto) -> None:

@@ -61,10 +61,11 @@ def measure(run: Callable[[], object], clock: Callable[[], float] = time.perf_co
     return median, ((deciles[-1] - deciles[0]) / median if median > 0 else 0.0), len(times)
 
 
-def runner(ort, session, feed: Feed, device: str) -> Callable[[], None]:
+def runner(session, feed: Feed, device: str) -> Callable[[], None]:
     """One run of ``session`` on ``feed``, as the device runs a deployed model."""
     if device != "cuda":
         return lambda: session.run(None, feed)
+    import onnxruntime as ort
     binding = session.io_binding()
     for name, array in feed.items():
         binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(
@@ -81,5 +82,5 @@ def runner(ort, session, feed: Feed, device: str) -> Callable[[], None]:
 def time_model(backend, model: onnx.ModelProto, feed: Feed, session=None) -> Timing:
     """``model`` timed on ``backend``'s device (``session``: one already built of it)."""
     session = session or backend.load(model)
-    median, spread, runs = measure(runner(backend._ort, session, feed, backend.device))
+    median, spread, runs = measure(runner(session, feed, backend.device))
     return Timing(median, spread, runs, count_casts(model))

@@ -17,25 +17,22 @@ from collections.abc import Sequence
 
 import onnx
 
-from distprec.candidates.rewrites import mixed_model
 from distprec.errors import first_line
-from distprec.evaluation.base import Evaluation, Judge, Path
+from distprec.evaluation.base import Evaluation, Path
 from distprec.evaluation.candidate import CandidatePath
 from distprec.latency import Timing, time_model
-from distprec.plan import Plan
 from distprec.strategies.base import Keep
 
 
 class TimedPath(Path):
+    """``file``: the deployed file's path (``Evaluator.deployed``), whose rewrite, session
+    options and judge the timing shares; ``emulated``: the verdicts' path under the CPU
+    emulation (None elsewhere)."""
+
     name = "timed"
 
-    def __init__(self, model: onnx.ModelProto, searchable: Sequence[str], precision: str,
-                 backend, judge: Judge, feeds, ranges_json: str | None = None,
-                 emulated: CandidatePath | None = None) -> None:
-        self.model, self.backend, self.judge, self.feeds = model, backend, judge, feeds
-        self.emulated = emulated  # the verdicts' path under the CPU emulation
-        self.searchable, self.precision, self.ranges_json = searchable, precision, ranges_json
-        self._weights: dict = {}
+    def __init__(self, file: CandidatePath, emulated: CandidatePath | None = None) -> None:
+        self.file, self.emulated = file, emulated
         self._costs: list[float] = []
 
     @property
@@ -46,20 +43,21 @@ class TimedPath(Path):
         return [self.one(k) for k in keeps]
 
     def one(self, keep: Keep) -> Evaluation:
-        ev = self.judge.new(keep, self.name)
+        file = self.file
+        ev = file.judge.new(keep, self.name)
         try:
             t0 = time.perf_counter()
-            model = self.deployable(ev.keep)
-            session = self.backend.load(model)
+            model = file.candidate(ev.keep)
+            session = file.backend.load(model)
             t1 = time.perf_counter()
-            outputs = self.backend.run(session, self.feeds)
+            outputs = file.backend.run(session, file.feeds)
             if self.emulated is None:
-                self.judge(ev, outputs)
+                file.judge(ev, outputs)
             else:
                 judged = self.emulated.one(ev.keep)
                 ev.verdict, ev.figures, ev.reason = judged.verdict, judged.figures, judged.reason
             ev.build_s, ev.run_s = t1 - t0, time.perf_counter() - t1
-            ev.latency = time_model(self.backend, model, self.feeds[0], session).record()
+            ev.latency = time_model(file.backend, model, file.feeds[0], session).record()
         except Exception as exc:  # a model that does not build or run is a verdict
             ev.reason = f"{type(exc).__name__}: {first_line(exc)}"
         ev.end = time.time()
@@ -67,9 +65,8 @@ class TimedPath(Path):
         return ev
 
     def deployable(self, keep: Keep) -> onnx.ModelProto:
-        return mixed_model(self.model, Plan(self.precision, keep), self.searchable,
-                           emulate=False, ranges_json=self.ranges_json, weights=self._weights)
+        return self.file.candidate(keep)
 
     def fp32(self) -> Timing:
         """The FP32 model itself, timed alike: the reference every plan is measured by."""
-        return time_model(self.backend, self.model, self.feeds[0])
+        return time_model(self.file.backend, self.file.model, self.file.feeds[0])
