@@ -192,11 +192,9 @@ class Evaluator:
         the first candidate the worker evaluates is the measure (alone, as the FP32 run
         in ``warm_up`` was): measuring one here, beside the search, cost candy's 2 cores
         seconds and was skewed by them."""
+        if background:
+            self.candidates.judged.wait(FIRST_WAIT_S)
         low = self.candidates.first
-        waited = time.perf_counter()
-        while background and low is None and time.perf_counter() - waited < FIRST_WAIT_S:
-            time.sleep(0.01)
-            low = self.candidates.first
         if low is None:
             low = self.candidates.one(frozenset())
         if low.verdict is Verdict.ERROR:  # no measure: the build decides

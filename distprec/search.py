@@ -58,9 +58,6 @@ from distprec.strategies import (
 )
 from distprec.strategies.replay import Replay
 
-#: Precisions the CPU emulates (rewrites.emulate_low_precision); INT8 runs real Q/DQ there.
-EMULATED = ("fp16", "bf16")
-
 #: Which plan result.json's ``layer_errors`` profiles.
 LAYER_ERRORS = ("final", "all-low", "none")
 
@@ -408,7 +405,7 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
             loop = drive(first, workers, on_event, via="candidate", faults=faults)
             outcome = first.result()
         boarded = bool(boards) or any(w.board for w in workers)
-        if device == "cpu" and cfg.precision in EMULATED and not boarded:
+        if device == "cpu" and cfg.precision != "int8" and not boarded:  # the emulation
             outcome, deployed_notes = deployed_search(
                 strategy, on_workers(workers, on_event, faults), outcome, loop,
                 prep.searchable, on_event, journal.known("deployed") if journal else None)

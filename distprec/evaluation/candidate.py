@@ -7,6 +7,7 @@ plan's verdict as a candidate is the one that stands.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ class CandidatePath(Path):
         self._costs: list[float] = []
         self.lanes = max(1, lanes)
         self.first: Evaluation | None = None  # the first candidate judged: its cost's parts
+        self.judged = threading.Event()  # set with ``first``
         self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="candidate") \
             if self.lanes > 1 else None
 
@@ -90,6 +92,7 @@ class CandidatePath(Path):
             self._costs.append(ev.end - ev.start)
             if self.first is None and ev.verdict is not Verdict.ERROR:
                 self.first = ev
+                self.judged.set()
         return ev
 
     def candidate(self, keep: Keep) -> onnx.ModelProto:
