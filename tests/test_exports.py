@@ -180,19 +180,20 @@ def test_ort_ranges_read_real_calibration():
 
 
 def test_a_layer_split_in_two_by_preparation_is_named_once():
-    """Candy's legacy ImageScaler becomes a Mul and an Add that both map to its one name;
-    --layerPrecisions named it twice."""
+    """Candy's legacy ImageScaler: preparation lowers it into a Mul and an Add that both
+    map to its one name; --layerPrecisions named it twice."""
     source = helper.make_model(helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["a"], name="scaler")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2])]))
-    prepared = helper.make_model(helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["a_pre"], name="scaler"),
-         helper.make_node("Relu", ["a_pre"], ["a"], name="scaler/add")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2])]))
-    names, _ = tensorrt_names(source, prepared, ["scaler", "scaler/add"])
-    assert names == ["scaler"]
+        [helper.make_node("ImageScaler", ["x"], ["y"], name="scaler", scale=2.0,
+                          bias=[1.0, 2.0, 3.0]),
+         helper.make_node("Relu", ["y"], ["z"], name="relu")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 3, 4, 4])]),
+        opset_imports=[helper.make_opsetid("", 8)], ir_version=8)
+    prepared = prepare_model(source)
+    layers = [n.name for n in prepared.graph.node]
+    assert len(layers) == 3  # the scaler became two nodes
+    names, _ = tensorrt_names(source, prepared, layers)
+    assert names == ["scaler", "relu"]
 
 
 def test_a_scalar_input_stays_a_scalar_in_polygraphy_files(tmp_path):

@@ -49,6 +49,9 @@ def test_the_latency_answer_is_the_fastest_passing_plan_and_its_front_checks(
         assert main([*args, "--front-point", str(k)]) == 0, k
     assert main([*args, "--front-point", str(len(front))]) == 2
     assert f"has points 0 to {len(front) - 1}" in capsys.readouterr().err
+    # the report reads this result.json as written and draws its front
+    assert main(["report", str(out), "-o", str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r-latency-front.png").stat().st_size > 1000
 
 
 def test_layer_edges_pass_through_nodes_that_are_not_searchable(small_planted):
