@@ -143,7 +143,8 @@ def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--confirm-time", type=float, metavar="S",
                    help="seconds the candidates may spend confirming the answer's single "
                    "removals (its minimality) after the answer itself, which is always "
-                   "confirmed; default: as long as the search took, at least 10 s")
+                   "confirmed; default: on a GPU, only removals the answer's own switchboard "
+                   "could not judge, else as long as the search took, at least 10 s")
     g.add_argument("--workers-per-gpu", type=int, default=1, metavar="K",
                    help="evaluators sharing each GPU (default 1)")
 

@@ -2,12 +2,14 @@
 
 The model a user deploys is the candidate rewrite, and the switchboard can disagree with
 it where the runtime fuses layers differently. So a switchboard search ends with the
-answer evaluated as a real candidate, then the single removals the strategy judged
-failing (all of them for a 1-minimal claim, the neighbour for a contiguous one), within a
-time budget: the answer is always confirmed, its minimality as far as the budget goes,
-and the result says how far. Where a candidate disagrees, its verdict replaces the
-switchboard's and the strategy runs again over the verdicts known so far (replayed, not
-re-evaluated), until the candidates agree.
+answer evaluated as a real candidate, always. Then the single removals the strategy judged
+failing (all of them for a 1-minimal claim, the neighbour for a contiguous one): with
+``screen``, judged first on the answer's own switchboard (evaluation/removals.py: one
+session, where candidates cost one each), where a removal that passes contradicts the
+search and is run as a candidate; and as candidates within a time budget (by default, with
+``screen``, only those the screen could not judge). The result says how far each went.
+Where a candidate disagrees, its verdict replaces the switchboard's and the strategy runs
+again over the verdicts known so far (replayed, not re-evaluated), until they agree.
 
 Both paths run the same kernels (the search's kernel contract), so a disagreement has two
 causes: kernel noise, where the two sides' figures lie within the noise band measured at
@@ -28,6 +30,8 @@ from dataclasses import dataclass, field
 from distprec.actors.loop import EventSink, Faults, LoopResult, drive
 from distprec.actors.pool import Worker
 from distprec.evaluation.choices import is_edge
+from distprec.evaluation.removals import VIA as SCREEN
+from distprec.evaluation.removals import Removals
 from distprec.strategies.base import Info, Keep, Outcome, Strategy, Verdict
 from distprec.strategies.replay import EachOnce, Known, Replay
 
@@ -45,6 +49,8 @@ class Confirmation:
     confirmed: bool = False  # the final answer's verdicts all come from candidates
     removals: int = 0  # single removals the minimality claim rests on
     removals_confirmed: int = 0  # of which judged as candidates (the budget may stop it)
+    removals_screened: int = 0  # of which judged on the answer's own switchboard
+    screened: int = 0  # plans evaluated on an answer's own switchboard
 
     @property
     def edges(self) -> int:
@@ -55,6 +61,8 @@ class Confirmation:
                 "disagreements": self.disagreements, "edge_verdicts": self.edges,
                 "confirmation_passes": self.passes,
                 "removals_confirmed": [self.removals_confirmed, self.removals],
+                "removals_screened": [self.removals_screened, self.removals],
+                "answer_switchboard_verdicts": self.screened,
                 "confirm_s": round(self.confirm_s, 3),
                 "answer_confirmed_s": None if self.answer_s is None else round(self.answer_s, 3),
                 "confirmed": self.confirmed}
@@ -82,8 +90,8 @@ EDGE_PASSES = 8
 MIN_CONFIRM_S = 10.0
 
 #: Runs a strategy to its end (or its budget, seconds) with plans evaluated one way
-#: ("candidate"; None: each worker's path in use).
-Run = Callable[[Strategy, "str | None", "float | None"], LoopResult]
+#: ("candidate", an answer's own switchboard; None: each worker's path in use).
+Run = Callable[[Strategy, "str | Removals | None", "float | None"], LoopResult]
 
 
 def on_workers(workers: list[Worker], on_event: EventSink | None = None,
@@ -94,8 +102,9 @@ def on_workers(workers: list[Worker], on_event: EventSink | None = None,
 
 
 def confirm_budget(search_s: float, given: float | None = None) -> float:
-    """Seconds for confirming removals: ``given``, or as long as the search took (at least
-    ``MIN_CONFIRM_S``): confirmation at most doubles the time to a proven answer."""
+    """Seconds for confirming removals as candidates: ``given``, or as long as the search
+    took (at least ``MIN_CONFIRM_S``): confirmation at most doubles the time to a proven
+    answer."""
     return given if given is not None else max(MIN_CONFIRM_S, search_s)
 
 
@@ -103,19 +112,22 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
                      on_event: EventSink | None = None,
                      seed: tuple[Known, Known] | None = None,
                      band: Callable[[], dict | None] | None = None,
-                     budget_s: float | None = None) -> tuple[Outcome, LoopResult,
-                                                             Confirmation]:
+                     budget_s: float | None = None,
+                     screen: bool = False) -> tuple[Outcome, LoopResult, Confirmation]:
     """Search on each worker's path, confirm on candidates, repeat until they agree.
 
     ``make`` builds a fresh strategy (each pass replays the verdicts known so far into a
     new one); ``run`` evaluates (``on_workers`` on Ray; an oracle in tests). ``seed``:
     switchboard and candidate verdicts known before (a journal being resumed). ``band``:
     the kernel noise (``choices.is_edge``), asked once a disagreement needs it.
-    ``budget_s``: seconds for confirming removals (``confirm_budget`` by default).
+    ``budget_s``: seconds for confirming removals as candidates (``confirm_budget`` by
+    default). ``screen``: judge the removals on the answer's own switchboard first; then,
+    without a ``budget_s``, only removals it could not judge go to candidates.
     """
     emit = on_event or (lambda kind, data: None)
     switch: dict[Keep, tuple[Verdict, Info | None]] = dict(seed[0]) if seed else {}
     real: dict[Keep, tuple[Verdict, Info | None]] = dict(seed[1]) if seed else {}
+    screened: dict[Keep, Verdict] = {}  # removals judged on their answer's own switchboard
     total, conf = LoopResult(), Confirmation()
     defects = 0  # passes with a disagreement that is not an edge verdict
     noise = None  # the kernel-noise band, asked of ``band`` at the first disagreement
@@ -144,9 +156,12 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
             conf.answer_s = total.wall_s + check.told_s[answer]
         total.add(check)
         rest = [k for k in plans if k not in first]
+        held = all(ev.verdict.passed for ev in check.evaluations if ev.keep == answer)
+        if rest and held and screen and answer is not None:
+            rest = _screen(strategy.layers, answer, rest, run, total, check, screened,
+                           all_of_them=budget_s is not None)
         limit = confirm_budget(total.wall_s, budget_s)
-        if rest and limit > 0 and all(ev.verdict.passed for ev in check.evaluations
-                                      if ev.keep == answer):
+        if rest and limit > 0 and held:
             more = run(EachOnce(strategy.layers, rest), "candidate", limit)
             total.add(more)
             check.evaluations += more.evaluations
@@ -174,5 +189,27 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
     answer = needed[0] if outcome.passed else None
     conf.removals = len(needed) - 1 if outcome.passed else 0
     conf.removals_confirmed = sum(k in real for k in needed[1:]) if outcome.passed else 0
+    conf.removals_screened = sum(k in screened for k in needed[1:]) if outcome.passed else 0
+    conf.screened = sum(ev.via == SCREEN for ev in total.evaluations)
     conf.confirmed = (answer in real) if outcome.passed else all(k in real for k in needed)
     return outcome, total, conf
+
+
+def _screen(layers, answer: Keep, removals: list[Keep], run: Run, total: LoopResult,
+            check: LoopResult, screened: dict[Keep, Verdict], all_of_them: bool) -> list[Keep]:
+    """Judge ``removals`` on ``answer``'s own switchboard; a removal that passes there is
+    run as a candidate at once (it would make the answer not minimal, so its candidate
+    decides, whatever the budget). The removals left for candidates within the budget:
+    those the screen could not judge, or, ``all_of_them``, every one not yet a candidate."""
+    new = [k for k in removals if k not in screened]
+    if new:
+        loop = run(EachOnce(layers, new), Removals(answer), None)
+        total.add(loop)
+        screened.update((ev.keep, ev.verdict) for ev in loop.evaluations
+                        if ev.verdict is not Verdict.ERROR)
+    contradict = [k for k in removals if screened.get(k) is Verdict.PASS]
+    if contradict:
+        more = run(EachOnce(layers, contradict), "candidate", None)
+        total.add(more)
+        check.evaluations += more.evaluations
+    return [k for k in removals if k not in contradict and (all_of_them or k not in screened)]

@@ -40,6 +40,7 @@ from distprec.evaluation.choices import (
     switchboard_can_win,
     worth_gating,
 )
+from distprec.evaluation.removals import Removals, RemovalsPath, failed
 from distprec.evaluation.switchboard import SwitchboardPath, close
 from distprec.evaluation.timed import TimedPath
 from distprec.profile import LayerProfiler
@@ -102,6 +103,7 @@ class Evaluator:
         self._profiler: LayerProfiler | None = None
         self._timed: TimedPath | None = None
         self._deployed: CandidatePath | None = None
+        self._removals: RemovalsPath | None = None  # the last answer's own switchboard
 
     @property
     def worker(self) -> str:
@@ -271,7 +273,8 @@ class Evaluator:
         self.switch_note += (f"; {self.via} chosen: a plan costs {board} on the switchboard, "
                              f"{cand} as a candidate")
 
-    def evaluate(self, keep: Keep, profile: bool = False, via: str | None = None) -> Evaluation:
+    def evaluate(self, keep: Keep, profile: bool = False,
+                 via: str | Removals | None = None) -> Evaluation:
         """The verdict on ``keep``; with ``profile``, also its per-layer errors.
 
         The verdict comes from the plan's run as it is; the profile from a second run of
@@ -282,10 +285,13 @@ class Evaluator:
             self._add_profile(ev, self.candidate(frozenset(keep)))
         return ev
 
-    def evaluate_many(self, keeps: Sequence[Keep], via: str | None = None) -> list[Evaluation]:
+    def evaluate_many(self, keeps: Sequence[Keep],
+                      via: str | Removals | None = None) -> list[Evaluation]:
         """Verdicts on several plans, through ``via`` or the path in use."""
         via = via or self.default_via
-        if via == "candidate":
+        if isinstance(via, Removals):
+            evs = self._on_answer(keeps, via.answer)
+        elif via == "candidate":
             evs = self.candidates.evaluate(keeps)
         elif via == "timed":
             evs = self.timed().evaluate(keeps)
@@ -304,6 +310,21 @@ class Evaluator:
         if evs:
             evs[-1].run_costs = self.run_costs()
         return evs
+
+    def _on_answer(self, keeps: Sequence[Keep], answer: Keep) -> list[Evaluation]:
+        """``keeps`` judged on ``answer``'s own switchboard (evaluation/removals.py), built
+        once per answer; one that cannot be built gives errors, never verdicts."""
+        if getattr(self.backend, "per_layer", False):  # TensorRT pins layers of the FP32 model
+            return [failed(self.judge, k, "no switchboard of the answer on TensorRT's per-layer "
+                           "path") for k in keeps]
+        if self._removals is None or self._removals.answer != answer:
+            self._removals = None  # the last answer's session goes before the next is built
+            try:
+                self._removals = RemovalsPath(self.candidates, answer)
+            except Exception as exc:
+                why = f"no switchboard of the answer ({type(exc).__name__}: {first_line(exc)})"
+                return [failed(self.judge, k, why) for k in keeps]
+        return self._removals.evaluate(keeps)
 
     def run_costs(self) -> tuple[float, ...]:
         """What a call of 1..plans_per_run plans costs on the path in use (Path.run_costs)."""

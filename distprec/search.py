@@ -393,7 +393,7 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
                 strategy, on_workers(workers, on_event, faults), on_event,
                 seed=(journal.known("switchboard"), journal.known("candidate"))
                 if journal else None, band=lambda: _kernel_noise(workers),
-                budget_s=_confirm_time(cfg, device))
+                budget_s=_confirm_time(cfg, device), screen=_screen(cfg, device))
             notes += _path_notes(workers)
             if confirmation.removals_confirmed < confirmation.removals \
                     and _confirm_time(cfg, device) == 0.0:
@@ -485,6 +485,14 @@ def _confirm_time(cfg: SearchConfig, device: str) -> float | None:
     if cfg.confirm_time is not None:
         return cfg.confirm_time
     return 0.0 if device == "cpu" and cfg.precision != "int8" else None
+
+
+def _screen(cfg: SearchConfig, device: str) -> bool:
+    """Judge the answer's single removals on its own switchboard (evaluation/removals.py)
+    wherever the switchboard and the candidates can differ: not on the CPU emulation
+    (bit-equal there), and not for INT8, whose switchboard is built per tensor on the FP32
+    model and not on a quantized one."""
+    return device != "cpu" and cfg.precision != "int8" and cfg.backend == "ort"
 
 
 def _path_notes(workers: list[Worker]) -> list[str]:

@@ -10,6 +10,8 @@ from strategy_oracles import layers, needs
 
 from distprec.actors.loop import LoopResult
 from distprec.confirm import confirmed_search
+from distprec.evaluation.removals import VIA as SCREEN
+from distprec.evaluation.removals import Removals
 from distprec.evaluator import Evaluation
 from distprec.strategies import Verdict, make_strategy
 from distprec.strategies.simulate import simulate
@@ -19,13 +21,17 @@ BAD = {"L0005", "L0021", "L0033"}
 
 
 def oracle_run(switch, real, workers: int = 3, calls: list | None = None,
-               figures=lambda keep, via: {}):
-    """A ``Run`` whose verdicts come from ``switch`` or ``real`` by the way asked (None:
-    the workers' path in use, the switchboard here). A verdict a second: told_s and wall_s
-    count verdicts, and a budget of B seconds keeps the first B."""
+               figures=lambda keep, via: {}, screen=None):
+    """A ``Run`` whose verdicts come from ``switch``, ``real`` or ``screen`` (the answer's
+    own switchboard; ``real`` when not given) by the way asked (None: the workers' path in
+    use, the switchboard here). A verdict a second: told_s and wall_s count verdicts, and a
+    budget of B seconds keeps the first B."""
     def run(strategy, via, budget=None):
-        way = via or "switchboard"
-        oracle = real if way == "candidate" else switch
+        if isinstance(via, Removals):
+            way, oracle = SCREEN, screen or real
+        else:
+            way = via or "switchboard"
+            oracle = real if way == "candidate" else switch
         sim = simulate(strategy, oracle, workers)
         history = sim.history[:int(budget)] if budget is not None else sim.history
         if calls is not None:
@@ -187,3 +193,58 @@ def test_confirmation_is_announced_and_timed():
     assert events == [("phase", {"name": "confirming on candidates (4 plans)"})]
     assert 0 < conf.confirm_s <= wall
     assert conf.record()["confirm_s"] == round(conf.confirm_s, 3)
+
+
+def test_the_screen_judges_every_removal_on_one_board_and_candidates_only_the_answer():
+    calls = []
+    outcome, loop, conf = confirmed_search(make, oracle_run(needs(BAD), needs(BAD),
+                                                            calls=calls), screen=True)
+    assert outcome.keep == BAD and outcome.minimal == "1-minimal" and conf.confirmed
+    assert [via for via, _ in calls] == ["switchboard", "candidate", SCREEN]
+    assert set(calls[2][1]) == {frozenset(BAD - {x}) for x in BAD}
+    assert (conf.removals_screened, conf.removals_confirmed, conf.removals) == (3, 0, 3)
+    assert conf.screened == 3 and conf.candidates == 1
+    assert conf.record()["removals_screened"] == [3, 3]
+
+
+def test_a_given_budget_runs_the_screened_removals_as_candidates_too():
+    calls = []
+    _, _, conf = confirmed_search(make, oracle_run(needs(BAD), needs(BAD), calls=calls),
+                                  screen=True, budget_s=100.0)
+    assert [via for via, _ in calls] == ["switchboard", "candidate", SCREEN, "candidate"]
+    assert (conf.removals_screened, conf.removals_confirmed) == (3, 3)
+
+
+def test_a_removal_the_screen_passes_is_run_as_a_candidate_whose_verdict_stands():
+    """The search's switchboard misses that L0005 is not needed; the answer's own board sees
+    it, its candidate agrees, and the search goes on to the smaller answer. Where the
+    candidate fails it instead, the answer stands."""
+    smaller = BAD - {"L0005"}
+    calls = []
+    outcome, _, conf = confirmed_search(make, oracle_run(needs(BAD), needs(smaller),
+                                                         calls=calls), screen=True)
+    assert outcome.keep == smaller and conf.confirmed and conf.disagreements
+    assert [via for via, _ in calls][:4] == ["switchboard", "candidate", SCREEN, "candidate"]
+    assert calls[3][1] == [frozenset(BAD - {"L0005"})]
+    calls = []
+    outcome, _, conf = confirmed_search(make, oracle_run(needs(BAD), needs(BAD), calls=calls,
+                                                         screen=needs(smaller)), screen=True)
+    assert outcome.keep == BAD and not conf.disagreements
+    assert [via for via, _ in calls] == ["switchboard", "candidate", SCREEN, "candidate"]
+    assert (conf.removals_screened, conf.removals_confirmed) == (3, 1)
+
+
+def test_removals_the_screen_cannot_judge_go_to_candidates_within_the_budget():
+    calls = []
+    run = oracle_run(needs(BAD), needs(BAD), calls=calls)
+
+    def screen_fails(strategy, via, budget=None):  # the answer's board failed to build
+        loop = run(strategy, via, budget)
+        if isinstance(via, Removals):
+            for ev in loop.evaluations:
+                ev.verdict = Verdict.ERROR
+        return loop
+
+    _, _, conf = confirmed_search(make, screen_fails, screen=True)
+    assert [via for via, _ in calls] == ["switchboard", "candidate", SCREEN, "candidate"]
+    assert (conf.removals_screened, conf.removals_confirmed) == (0, 3)

@@ -7,6 +7,7 @@ import os
 import ray
 
 from distprec.evaluation.choices import candidate_lanes
+from distprec.evaluation.removals import Removals
 from distprec.evaluator import Evaluation, Evaluator, Setup
 from distprec.strategies.base import Keep
 
@@ -52,10 +53,12 @@ class EvaluatorActor:
         """The kernel-noise band measured at start-up (confirm.py's edge verdicts)."""
         return self.evaluator.noise()
 
-    def evaluate(self, keep: Keep, profile: bool = False, via: str | None = None) -> Evaluation:
+    def evaluate(self, keep: Keep, profile: bool = False,
+                 via: str | Removals | None = None) -> Evaluation:
         return self.evaluator.evaluate(keep, profile, via)
 
-    def evaluate_many(self, keeps: list[Keep], via: str | None = None) -> list[Evaluation]:
+    def evaluate_many(self, keeps: list[Keep],
+                      via: str | Removals | None = None) -> list[Evaluation]:
         return self.evaluator.evaluate_many(keeps, via)
 
     def time_fp32(self) -> dict:

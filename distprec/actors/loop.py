@@ -23,6 +23,7 @@ import ray
 
 from distprec.actors.pool import Worker
 from distprec.errors import SearchError, cause
+from distprec.evaluation.removals import Removals
 from distprec.evaluator import Evaluation
 from distprec.strategies.base import Keep, Strategy, Verdict
 
@@ -32,6 +33,9 @@ EventSink = Callable[[str, dict], None]
 WAIT_SLICE_S = 0.5
 #: Pause between ``ready`` pings of an actor Ray is restarting (they fail while it is).
 RETRY_PING_S = 0.2
+#: Plans a call of the removals path takes (evaluation/removals.py): its session is built
+#: once a worker, then a plan costs a run, so a call holds a worker's whole share.
+REMOVALS_PER_CALL = 256
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ class LoopResult:
 
 
 def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None = None,
-          via: str | None = None, faults: Faults | None = None,
+          via: str | Removals | None = None, faults: Faults | None = None,
           budget_s: float | None = None) -> LoopResult:
     """Run ``strategy`` to completion on ``workers``.
 
@@ -89,10 +93,11 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
     chain tells its later stages from its own record. Rounds: a plan asked after k dependent
     results sits at depth k + 1; ``rounds`` is the deepest. A worker takes up to its
     ``plans_per_run`` plans a call (the switchboard's batch); ``via`` overrides how workers
-    evaluate ("candidate" or "switchboard"; None: each worker's default, which a worker
-    may change as its paths are measured: each evaluation says how many plans it takes a
-    call from then on). ``budget_s``: no plan is asked after that many seconds; the plans in
-    flight finish, and ``out_of_time`` says the strategy was not done.
+    evaluate ("candidate", "switchboard", or an answer's own switchboard, ``Removals``;
+    None: each worker's default, which a worker may change as its paths are measured: each
+    evaluation says how many plans it takes a call from then on). ``budget_s``: no plan is
+    asked after that many seconds; the plans in flight finish, and ``out_of_time`` says
+    the strategy was not done.
     """
     emit = on_event or (lambda kind, data: None)
     faults = faults or Faults()
@@ -111,6 +116,8 @@ def drive(strategy: Strategy, workers: list[Worker], on_event: EventSink | None 
     inf = float("inf")
 
     def capacity(w: Worker) -> int:
+        if isinstance(via, Removals):  # a session once, then a run a plan (removals.py)
+            return REMOVALS_PER_CALL
         return w.lanes if via == "candidate" else w.plans_per_run
 
     def send(worker: Worker, batch: list[Keep], depth: int) -> None:

@@ -100,6 +100,15 @@ class SwitchboardPath(Path):
         self._cost = self._judged_cost()
         return self
 
+    def plain(self) -> SwitchboardPath:
+        """The Where form alone, one plan a run, no trials or timing: a board that judges
+        a few plans once (evaluation/removals.py), where ``prepare``'s trials would cost
+        more sessions than they save."""
+        self.board = build_switchboard(*self._args, **self._build)
+        self.session = self.backend.load(self.board.model)
+        self.plans_per_run, self.note = 1, "switchboard: one plan per run"
+        return self
+
     def finish(self) -> None:
         """Capture the CUDA graph of a path prepared in another thread, from this one (the
         gated trial where none can be made), and measure its cost again."""

@@ -134,6 +134,18 @@ class SearchConsole:
                                    markup=False, soft_wrap=True)
 
 
+def _minimality(done: int, needed: int, screened: int) -> str:
+    """Where the single removals of a 1-minimal answer were judged, when not all as
+    candidates (confirm.py)."""
+    if done >= needed:
+        return ""
+    if screened:
+        return (f"; of {needed} single removals, {screened} judged on the answer's own "
+                f"switchboard, {done} as candidates")
+    return (f"; minimality confirmed on {done} of {needed} single removals (the rest on the "
+            "switchboard)")
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3g} ms"
 
@@ -198,8 +210,7 @@ def summary_table(result: dict, total_s: float | None = None) -> Table:
                       + (f", {edges} of them edge verdicts (within kernel noise)" if edges
                          else "")
                       + ("" if how["confirmed"] else "; answer NOT confirmed")
-                      + (f"; minimality confirmed on {done} of {needed} single removals "
-                         "(the rest on the switchboard)" if done < needed else ""))
+                      + _minimality(done, needed, how.get("removals_screened", (0, 0))[0]))
     search_s, answer_s = result.get("search_s"), how.get("answer_confirmed_s")
     times = [f"search {search_s:.1f} s"] if isinstance(search_s, (int, float)) else []
     times += [f"answer confirmed at {answer_s:.1f} s"] if answer_s is not None else []
