@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The floor issue's GPU runs (docs/BENCHMARKS.md, "Real models on one GPU"), in the order
 # they were made, on a host with onnxruntime-gpu and Ray (device README: stage, unstage).
-# Usage: bench/gpu_floor.sh PHASE OUTDIR   (PHASE: smoke | a | b | c | lanes | d | e | lat)
+# Usage: bench/gpu_floor.sh PHASE OUTDIR
+#   (PHASE: smoke | a | b | c | lanes | d | e | lat | f | g)
 set -uo pipefail
 phase=$1; out=$2
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 RAY_DEDUP_LOGS=1
 rm=(python bench/realmodels.py run --device cuda --dir bench/models)
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 case $phase in
   smoke)  # does the code run on CUDA at all: the demo, auto, on one H100/H200
     python - <<'PY'
@@ -39,4 +41,14 @@ PY
   lat)  # the latency objective against the fewest-layers answer (issue 27), auto
     "${rm[@]}" --models orientation,classifier,candy,ultraface,yolo --modes auto \
       --extra "--objective latency" --timeout 100 --out "$out/lat.json" 2>&1 | tail -30 ;;
+  f)  # removals judged on the answer's own switchboard: both modes, the CNNs that lost
+    "${rm[@]}" --models orientation,classifier,detector --modes auto,candidate \
+      --timeout 85 --out "$out/f.json" 2>&1 | tail -30 ;;
+  g)  # candy both ways, the recogniser in auto, the latency objective on two CNNs
+    "${rm[@]}" --models candy --modes auto,candidate --timeout 60 --out "$out/g1.json" \
+      2>&1 | tail -12
+    "${rm[@]}" --models recogniser --modes auto --timeout 150 --out "$out/g2.json" 2>&1 \
+      | tail -12
+    "${rm[@]}" --models classifier,orientation --modes auto --extra "--objective latency" \
+      --timeout 100 --out "$out/g3.json" 2>&1 | tail -20 ;;
 esac
