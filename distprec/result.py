@@ -74,6 +74,7 @@ def build_result(cfg: SearchConfig, report: SearchReport) -> dict:
         "wall_s": report.wall_s,
         "search_s": loop.wall_s,
         "driver_s": loop.driver_s,
+        **({"startup": report.startup} if report.startup else {}),
         "always_fp32_layers": forced,
         **_exports(cfg, prep, exported),
         "history": [

@@ -192,6 +192,7 @@ class SearchReport:
     partial: dict | None = None  # a partial result's ``evaluation``: how its verdicts came
     fastest: Fastest | None = None  # --objective latency: the plans timed
     fewest: Keep | None = None  # --objective latency: the fewest-layers answer
+    startup: dict | None = None  # seconds: Ray's own start, the workers', the first verdict
 
 
 def prepare(cfg: SearchConfig, on_event: EventSink | None = None) -> Prepared:
@@ -341,21 +342,27 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     the actors' start-up: a request no node can meet would otherwise pend forever.
     ``boards`` (distprec/boards/inventory.py): one SSH proxy each instead of local actors.
     """
-    t0 = time.perf_counter()
+    t0, began = time.perf_counter(), time.time()
     cfg.validate()
     prep = prepared or prepare(cfg, on_event)  # before Ray: bad input never starts it
     key = search_key(cfg, prep) if cfg.journal else None
     # A journal of another search is refused before Ray too (reading holds no file open);
     # a new one is written only once the workers are up.
     journal = Journal(cfg.journal, key, resume=True) if cfg.journal and cfg.resume else None
+    if on_event:
+        on_event("phase", {"name": "ray", "address": cfg.address or "local"})
+    t_ray = time.perf_counter()
     connect(cfg.address, probe_s=wait)  # a silent --address: refused within min(15 s, wait)
+    startup = {"ray_s": time.perf_counter() - t_ray}
     device = resolve_device(cfg.device)
     check_backend(cfg.backend, cfg.build_timeout, device)
     own = workers is None
     if own and not boards:
         placement(device, cfg.workers, resources, cfg.workers_per_gpu if device == "cuda" else 1)
     if on_event:
-        on_event("phase", {"name": "cluster", "address": cfg.address or "local"})
+        on_event("phase", {"name": "cluster", "address": cfg.address or "local",
+                           "ray_s": startup["ray_s"]})
+    t_workers = time.perf_counter()
     if own and boards:
         from distprec.boards.actor import start_proxies
 
@@ -367,6 +374,7 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
                                 starting=_start_up(cfg),
                                 per_gpu=cfg.workers_per_gpu, max_restarts=cfg.max_restarts,
                                 label_selector=label_selector, timeout=wait)
+    startup["workers_s"] = time.perf_counter() - t_workers
     if on_event:
         on_event("workers", {"workers": [(w.name, w.node, w.device) for w in workers],
                              "device": device, "cluster": cluster_summary()})
@@ -430,6 +438,10 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
         if own:
             stop_workers(workers)
     report.wall_s = time.perf_counter() - t0
+    ends = [e.end for e in report.loop.evaluations if e.end]
+    if ends:  # since the search began (its inputs prepared): start-up up to a verdict
+        startup["first_verdict_s"] = min(ends) - began
+    report.startup = {k: round(v, 3) for k, v in startup.items()}
     return report
 
 

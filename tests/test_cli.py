@@ -45,6 +45,12 @@ def test_search_finds_planted_layers_with_two_workers(ray_session, small_planted
     assert result["polygraphy_command"].startswith(f"polygraphy run {small_planted_path} --trt "
                                                    "--fp16 --precision-constraints obey")
     _saved_model_runs_with_real_casts(model_out, keep)
+    startup = result["startup"]  # the start-up, step by step, in the result and as it runs
+    assert set(startup) == {"ray_s", "workers_s", "first_verdict_s"}
+    assert startup["first_verdict_s"] >= startup["ray_s"] + startup["workers_s"]
+    said = capsys.readouterr()
+    assert "Ray: starting a local instance" in said.out + said.err
+    assert "Ray workers: starting on local Ray (Ray up in" in said.out + said.err
     artifact = result["artifact_check"]  # the written file through the search's check
     assert artifact["holds"] and artifact["replica"]["passed"]
     assert artifact["runtime"] == "onnxruntime-cpu"

@@ -302,8 +302,13 @@ class PlainLog:
             return
         label = PHASE_LABEL.get(name, name)
         total, done = data.get("total"), data.get("done", 0)
-        if name == "cluster":
-            self._say(f"{label}: starting on {data.get('address', 'local')} Ray", now)
+        if name == "ray":
+            where = data.get("address", "local")
+            self._say("Ray: starting a local instance" if where == "local" else
+                      f"Ray: joining {where}", now)
+        elif name == "cluster":
+            up = f" (Ray up in {data['ray_s']:.1f} s)" if "ray_s" in data else ""
+            self._say(f"{label}: starting on {data.get('address', 'local')} Ray{up}", now)
         elif data.get("source") and total is not None:  # read from a file, and checked
             source = data["source"]
             source = ", ".join(map(str, source)) if isinstance(source, list) else source

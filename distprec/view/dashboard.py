@@ -28,7 +28,7 @@ EVENTS_KEPT = 50
 EVENTS_SHOWN = 6
 VERDICT_STYLE = {"pass": "green", "fail": "red", "error": "yellow"}
 PHASE_LABEL = {"golden": "golden outputs", "calibration": "INT8 calibration",
-               "cluster": "Ray workers"}
+               "ray": "Ray", "cluster": "Ray workers"}
 
 
 @dataclass
