@@ -15,6 +15,8 @@ import ray
 
 from distprec.actors.loop import EventSink, Faults, LoopResult, drive
 from distprec.actors.pool import Worker
+from distprec.data import Feed
+from distprec.flops import layer_flops
 from distprec.front import Point, pareto, plan_error, plans_to_time
 from distprec.plan import plan_id
 from distprec.strategies.base import Keep, Verdict
@@ -123,13 +125,15 @@ def layer_edges(model: onnx.ModelProto, searchable: tuple[str, ...]) -> list[tup
 
 
 def fastest_plan(answer: Keep, passing: list[Keep], model: onnx.ModelProto,
-                 searchable: tuple[str, ...], workers: list[Worker],
+                 searchable: tuple[str, ...], workers: list[Worker], feed: Feed,
                  on_event: EventSink | None = None, faults: Faults | None = None) -> Fastest:
     """Time the FP32 model, the all-low plan and the plans worth timing
-    (``front.plans_to_time``) on the first worker alone."""
+    (``front.plans_to_time``, with the layers' FLOPs on ``feed``) on the first worker
+    alone."""
     timer = workers[:1]
     emit = on_event or (lambda kind, data: None)
-    plans = plans_to_time(answer, passing, searchable, layer_edges(model, searchable))
+    plans = plans_to_time(answer, passing, searchable, layer_edges(model, searchable),
+                          layer_flops(model, feed, searchable))
     emit("phase", {"name": f"timing the deployable model of {len(plans) + 1} plans and "
                            f"FP32 on {timer[0].name} alone"})
     fp32 = ray.get(timer[0].handle.time_fp32.remote())

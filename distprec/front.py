@@ -20,6 +20,10 @@ Keep = frozenset[str]
 GAPS = (1, 2, 4, 8)
 #: Passing plans of the search timed besides, the fewest borders first.
 PASSING = 4
+#: Plans that lower only the most expensive layers outside the answer, as many as cover
+#: this share of their estimated FLOPs (distprec/flops.py), and keep the cheap rest FP32:
+#: a cheap layer's FP16 can save less than the Cast pairs around it cost.
+COVERS = (0.9, 0.99)
 
 
 @dataclass(frozen=True)
@@ -74,12 +78,30 @@ def borders(keep: Keep, edges: Iterable[tuple[str, str]]) -> int:
     return sum((a in keep) != (b in keep) for a, b in edges)
 
 
+def cheap_kept(answer: Keep, flops: Mapping[str, float], cover: float) -> Keep:
+    """``answer`` with the cheapest layers outside it kept FP32 as well, as many as leave
+    the lowered ones ``cover`` of the estimated FLOPs outside the answer: the expensive
+    layers are lowered first. Layers without an estimate stay lowered."""
+    rest = sorted((n for n in flops if n not in answer), key=lambda n: (flops[n], n))
+    spare = (1.0 - cover) * sum(flops[n] for n in rest)
+    kept = set()
+    for name in rest:
+        if flops[name] > spare:
+            break
+        spare -= flops[name]
+        kept.add(name)
+    return frozenset(answer) | kept
+
+
 def plans_to_time(answer: Keep, passing: Iterable[Keep], order: Sequence[str],
-                  edges: Sequence[tuple[str, str]]) -> list[Keep]:
-    """The answer, its island merges, and the ``PASSING`` passing plans with the fewest
-    borders (then layers), without repeats; the all-high plan last."""
+                  edges: Sequence[tuple[str, str]],
+                  flops: Mapping[str, float] | None = None) -> list[Keep]:
+    """The answer, its island merges, its expensive layers lowered alone (``cheap_kept``,
+    where ``flops`` estimates the layers' costs), and the ``PASSING`` passing plans with
+    the fewest borders (then layers), without repeats; the all-high plan last."""
     everything = frozenset(order)
     merges = [merged(answer, order, g) for g in GAPS]
+    merges += [cheap_kept(answer, flops, c) for c in COVERS] if flops else []
     ranked = sorted(set(passing) - {answer, *merges, everything},
                     key=lambda k: (borders(k, edges), len(k), sorted(k)))
     plans = [answer, *merges, *ranked[:PASSING], everything]

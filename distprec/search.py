@@ -452,7 +452,7 @@ def _fastest(report: SearchReport, workers: list[Worker], on_event: EventSink | 
     passing = [e.keep for e in report.loop.evaluations if e.verdict is Verdict.PASS]
     try:
         fastest = fastest_plan(frozenset(outcome.keep or ()), passing, prep.model,
-                               prep.searchable, workers, on_event, faults)
+                               prep.searchable, workers, prep.feeds[0], on_event, faults)
     except Exception as exc:  # e.g. a board's runner, which does not time plans yet
         report.notes.append(f"--objective latency: nothing timed ({cause(exc)}); the answer "
                             "is the fewest-layers one")

@@ -8,10 +8,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from distprec.front import (
+    COVERS,
     GAPS,
     PASSING,
     Point,
     borders,
+    cheap_kept,
     dominates,
     merged,
     pareto,
@@ -73,3 +75,27 @@ def test_the_answer_comes_first_then_its_merges_then_the_fewest_borders():
     assert len(ranked) == PASSING and len(GAPS) >= 1
     assert ranked[0] == frozenset({"l1", "l2", "l3", "l4"})  # one island: two borders
     assert [borders(k, chain) for k in ranked] == sorted(borders(k, chain) for k in ranked)
+
+
+def test_the_expensive_layers_are_lowered_first_and_the_cheap_rest_kept():
+    flops = {"l0": 100.0, "l1": 1.0, "l2": 1.0, "l3": 10.0, "l4": 5.0}
+    answer = frozenset({"l0"})
+    # outside the answer 17 FLOPs: lowering 90 % leaves 1.7 to keep, the cheapest first
+    assert cheap_kept(answer, flops, 0.9) == {"l0", "l1"}
+    assert cheap_kept(answer, flops, 0.5) == {"l0", "l1", "l2", "l4"}
+    assert cheap_kept(answer, flops, 1.0) == answer
+    assert cheap_kept(answer, {}, 0.5) == answer  # no estimates: nothing more kept
+    # a layer without an estimate stays lowered
+    assert "l9" not in cheap_kept(answer, {**flops}, 0.1)
+
+
+def test_plans_to_time_take_the_cost_model_s_plans_where_there_are_estimates():
+    chain = list(zip(LAYERS, LAYERS[1:]))
+    answer = frozenset({"l1", "l3"})
+    flops = {"l0": 1.0, "l2": 10.0, "l4": 40.0, **{f"l{i}": 1e3 for i in range(5, 10)}}
+    without = plans_to_time(answer, [answer], LAYERS, chain)
+    plans = plans_to_time(answer, [answer], LAYERS, chain, flops)
+    assert [cheap_kept(answer, flops, c) for c in COVERS] == \
+        [k for k in plans if k not in without]
+    assert COVERS == (0.9, 0.99) and [k - answer for k in plans if k not in without] == \
+        [{"l0", "l2", "l4"}, {"l0", "l2"}]
