@@ -473,7 +473,7 @@ def one_search(path: Path, m: RealModel, inputs: Path, mode: str, device: str, o
             "confirmed": how.get("confirmed", result.get("passed")
                                  if how.get("mode") == "candidate" else None),
             "evaluation": {k: v for k, v in how.items() if k != "disagreements"},
-            "complete": result.get("complete", True),
+            "complete": result.get("complete", True), "startup": result.get("startup"),
             "notes": result.get("notes"), "cost": per_plan_costs(result),
         })
         if result.get("latency"):  # --objective latency: the front without its layer lists
