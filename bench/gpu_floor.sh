@@ -2,7 +2,7 @@
 # The floor issue's GPU runs (docs/BENCHMARKS.md, "Real models on one GPU"), in the order
 # they were made, on a host with onnxruntime-gpu and Ray (device README: stage, unstage).
 # Usage: bench/gpu_floor.sh PHASE OUTDIR
-#   (PHASE: smoke | a | b | c | lanes | d | e | lat | f | g)
+#   (PHASE: smoke | a | b | c | lanes | d | e | lat | f | g | h)
 set -uo pipefail
 phase=$1; out=$2
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 RAY_DEDUP_LOGS=1
@@ -51,4 +51,9 @@ PY
       | tail -12
     "${rm[@]}" --models classifier,orientation --modes auto --extra "--objective latency" \
       --timeout 100 --out "$out/g3.json" 2>&1 | tail -20 ;;
+  h)  # the recogniser's sensitivity scan (issue 24: 2 s of search); latency on two more
+    "${rm[@]}" --models recogniser --modes auto --extra "--strategy sensitivity" \
+      --timeout 120 --out "$out/h1.json" 2>&1 | tail -12
+    "${rm[@]}" --models ultraface,yolo,detector --modes auto --extra "--objective latency" \
+      --timeout 100 --out "$out/h2.json" 2>&1 | tail -20 ;;
 esac
