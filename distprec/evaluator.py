@@ -331,11 +331,12 @@ class Evaluator:
         return (self.switch if self.default_via == "switchboard" else self.candidates).run_costs()
 
     def deployed(self) -> CandidatePath:
-        """The file --save-model writes (real casts, never the emulation), in a session with
-        ONNX Runtime's default options, as Polygraphy's onnxrt runner builds it; a plan it
+        """The file --save-model writes (real casts, never the emulation), on the backend as
+        a user deploys it (``backend.deployable()``: ONNX Runtime's default options, as
+        Polygraphy's onnxrt runner builds it; a board's runtime, on the board); a plan it
         judges passed the emulation first (distprec/deployed.py)."""
         if self._deployed is None:
-            backend = self.setup.make_backend(self.backend.device, threads=0, repeatable=False)
+            backend = self.backend.deployable()
             self._deployed = CandidatePath(self.model, self.setup.searchable,
                                            self.setup.precision, backend, self.judge,
                                            self.setup.feeds, False, self.setup.ranges_json)
@@ -343,11 +344,10 @@ class Evaluator:
 
     def timed(self) -> TimedPath:
         """The timed path (made on first use): the deployed file's rewrite and session
-        options (``deployed``), the emulation's verdicts on the CPU."""
+        options (``deployed``), the emulation's verdicts where the search emulates (ONNX
+        Runtime's CPU provider, here or on a board); elsewhere, a GPU's or a TensorRT
+        board's, the deployed file's own."""
         if self._timed is None:
-            if self.setup.backend != "ort":
-                raise RuntimeError("latency is timed on ONNX Runtime only (not yet on "
-                                   f"--backend {self.setup.backend})")
             self._timed = TimedPath(self.deployed(), self.candidates if self.emulate else None)
         return self._timed
 

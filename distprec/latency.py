@@ -3,14 +3,17 @@
 Only where the device has no other work (the driver times on one worker per device, with
 the search over), so the figure is the model's, not its neighbours'. On CUDA the inputs
 and outputs stay on the device (ONNX Runtime's I/O binding): a deployed model is fed from
-device memory, and a host copy per run would time PCIe, not the plan.
+device memory, and a host copy per run would time PCIe, not the plan. A backend that runs
+elsewhere times there with the same ``Rule`` and hands back the raw run times, reduced
+here by ``summary``: a board over SSH (a round trip per run would time the network), and
+TensorRT, on its own stream.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -44,21 +47,48 @@ def count_casts(model: onnx.ModelProto) -> int:
     return sum(n.op_type in CONVERTERS for g in all_graphs(model.graph) for n in g.node)
 
 
-def measure(run: Callable[[], object], clock: Callable[[], float] = time.perf_counter,
-            warm: int = WARM_RUNS, min_runs: int = MIN_RUNS, min_time_s: float = MIN_TIME_S,
-            max_runs: int = MAX_RUNS) -> tuple[float, float, int]:
-    """Median seconds of ``run``, its spread and the number of timed runs."""
-    for _ in range(warm):
+@dataclass(frozen=True)
+class Rule:
+    """How a model is timed: ``warm`` runs untimed, then runs until both ``min_runs`` and
+    ``min_time_s`` are reached, at most ``max_runs``. A board gets it in its ``time``
+    request (``record``), so the rule is set here only."""
+
+    warm: int = WARM_RUNS
+    min_runs: int = MIN_RUNS
+    min_time_s: float = MIN_TIME_S
+    max_runs: int = MAX_RUNS
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+RULE = Rule()
+
+
+def run_times(run: Callable[[], object], rule: Rule = RULE,
+              clock: Callable[[], float] = time.perf_counter) -> list[float]:
+    """Seconds of each timed run of ``run`` (boards/remote_eval.timed_runs is this loop)."""
+    for _ in range(rule.warm):
         run()
     times: list[float] = []
     start = clock()
-    while len(times) < max_runs and (len(times) < min_runs or clock() - start < min_time_s):
+    while len(times) < rule.max_runs and (len(times) < rule.min_runs
+                                          or clock() - start < rule.min_time_s):
         t0 = clock()
         run()
         times.append(clock() - t0)
+    return times
+
+
+def summary(times: Sequence[float]) -> tuple[float, float]:
+    """The median of ``times`` and their spread, (p90 - p10) / median (0 for one run)."""
+    if not times:
+        raise ValueError("no timed runs")
     median = statistics.median(times)
+    if len(times) < 2 or median <= 0:
+        return median, 0.0
     deciles = statistics.quantiles(times, n=10)
-    return median, ((deciles[-1] - deciles[0]) / median if median > 0 else 0.0), len(times)
+    return median, (deciles[-1] - deciles[0]) / median
 
 
 def runner(session, feed: Feed, device: str) -> Callable[[], None]:
@@ -79,8 +109,14 @@ def runner(session, feed: Feed, device: str) -> Callable[[], None]:
     return run
 
 
-def time_model(backend, model: onnx.ModelProto, feed: Feed, session=None) -> Timing:
-    """``model`` timed on ``backend``'s device (``session``: one already built of it)."""
+def time_model(backend, model: onnx.ModelProto, feed: Feed, session=None,
+               rule: Rule = RULE) -> Timing:
+    """``model`` timed on ``backend``'s device (``session``: one already built of it): by
+    the backend's own ``time(session, feed, rule)`` where it has one (a board, TensorRT),
+    else an ONNX Runtime session run here (``runner``)."""
     session = session or backend.load(model)
-    median, spread, runs = measure(runner(session, feed, backend.device))
-    return Timing(median, spread, runs, count_casts(model))
+    own = getattr(backend, "time", None)
+    times = own(session, feed, rule) if own is not None else run_times(
+        runner(session, feed, backend.device), rule)
+    median, spread = summary(times)
+    return Timing(median, spread, len(times), count_casts(model))

@@ -1,7 +1,8 @@
 """The proxy evaluator actor: one per board, on the driver's node, driving it over SSH.
 
-It answers the same calls as EvaluatorActor (ready, evaluate, evaluate_many, profile), so
-the driver loop, the strategies and the live view treat a board as one more worker. The
+It answers the same calls as EvaluatorActor (ready, evaluate, evaluate_many, profile,
+time_fp32), so the driver loop, the strategies and the live view treat a board as one more
+worker. The
 Evaluator inside is the local one with a RemoteBackend (distprec/boards/proxy.py): the
 candidates and the switchboard are built here, run on the board, and checked here.
 
@@ -71,10 +72,18 @@ class ProxyActor:
         except BoardLost as exc:
             _lost(exc)
 
+    def time_fp32(self) -> dict:
+        """The FP32 model's latency timed on the board (latency.Timing.record)."""
+        try:
+            return self.evaluator.timed().fp32().record()
+        except BoardLost as exc:
+            _lost(exc)
+
     def stats(self) -> dict:
         """How the connection fared: reconnects made, runs done, the runner's pid."""
         b = self.evaluator.backend
-        return {"reconnects": b.reconnects, "runs": b.runs, "runner_pid": b.facts.get("pid")}
+        return {"reconnects": b.reconnects, "runs": b.runs, "timings": b.timings,
+                "runner_pid": b.facts.get("pid")}
 
 
 def runtime_label(worker: Worker) -> str:

@@ -17,6 +17,12 @@ the runner's session, and each file copy (``cat >`` over a multiplexed session),
 one TCP connection and one authentication. ``ServerAliveInterval`` is the heartbeat: a
 board that stops answering ends the connection in about 15 s.
 
+Latency (``--objective latency``): ``time`` sends the runner the host's timing rule
+(distprec/latency.Rule) and one sample; the board runs it there, each run waiting for its
+device, and returns the seconds of each run, which the host reduces as it does its own.
+``deployable()`` is the board as a user deploys a model on it: graph optimisations on,
+where the search's sessions may run unfused (the CPU emulation).
+
 Faults: a lost connection is never a verdict. A run whose connection drops is sent again
 on a fresh connection (a run is a pure function of model and feeds); when no connection
 can be made, ``BoardLost`` (a BaseException, so the evaluator's "a candidate that does not
@@ -53,6 +59,7 @@ from distprec.candidates.backends.trt_state import (
 from distprec.candidates.switchboard import PLAN_INPUT
 from distprec.data import Feed
 from distprec.errors import InputError
+from distprec.latency import Rule
 
 RUNNER = "distprec_runner.py"
 #: Arrays up to this size go with every run; larger ones are sent once and cached by id.
@@ -144,9 +151,10 @@ class RemoteSession:
     """A model loaded on the board; reloaded after a reconnect, dropped when collected."""
 
     def __init__(self, backend: RemoteBackend, data: bytes, sha: str,
-                 plan: dict | None = None) -> None:
+                 plan: dict | None = None, fuse: bool = True) -> None:
         self.data, self.sha = data, sha
         self.plan = plan  # TensorRT: the load request's plan fields (None on ONNX Runtime)
+        self.fuse = fuse  # ONNX Runtime: graph optimisations on, again after a reconnect
         self.where = [-1, 0]  # connection generation and session id on that connection
         self.note = ""  # TensorRT: kept nodes it could not pin, pins it fused away
         weakref.finalize(self, backend._release, self.where, sha)  # no reference to self
@@ -170,6 +178,7 @@ class RemoteBackend:
         self.generation = 0
         self.reconnects = 0
         self.runs = 0
+        self.timings = 0  # ``time`` requests answered
         self.facts: dict = {}
         self._present: set[str] = set()  # model files known to be on the board
         self._cached: set[str] = set()  # array ids the runner holds (this connection)
@@ -191,7 +200,8 @@ class RemoteBackend:
         self.fuse = True
 
     # -- the OrtBackend interface ----------------------------------------------------
-    def load(self, model: onnx.ModelProto) -> RemoteSession:
+    def load(self, model: onnx.ModelProto, fuse: bool | None = None) -> RemoteSession:
+        """A session on the board; ``fuse`` overrides the backend's (ONNX Runtime)."""
         plan = None
         if self.per_layer:  # every plan ships the same FP32 bytes, and its plan apart
             plan = self._plan_of(model)
@@ -199,7 +209,7 @@ class RemoteBackend:
         data = model.SerializeToString()
         sha = hashlib.sha256(data).hexdigest()
         fields = self._plan_fields(model, *plan) if plan is not None else None
-        session = RemoteSession(self, data, sha, fields)
+        session = RemoteSession(self, data, sha, fields, self.fuse if fuse is None else fuse)
         self._with_retries(lambda: self._ensure(session))
         return session
 
@@ -207,6 +217,19 @@ class RemoteBackend:
         out = self._with_retries(lambda: self._run(session, feeds))
         self.runs += 1
         return out
+
+    def time(self, session: RemoteSession, feed: Feed, rule: Rule) -> list[float]:
+        """Seconds of each timed run of ``session`` on ``feed``, timed on the board by
+        ``rule`` (a round trip per run would time SSH, not the model)."""
+        reply, _ = self._with_retries(lambda: self._call_session(
+            session, {"op": "time", "rule": rule.record()}, [feed]))
+        self.timings += 1
+        return [float(t) for t in reply["times"]]
+
+    def deployable(self) -> RemoteBackend | DeployedBoard:
+        """This board as a user deploys a model on it (Evaluator.deployed): TensorRT
+        builds its engines one way only; ONNX Runtime's sessions get graph optimisations."""
+        return self if self.per_layer else DeployedBoard(self)
 
     def device_name(self) -> str:
         where = f"{self.board.kind}:{self.board.name}/{self.device}"
@@ -352,7 +375,7 @@ class RemoteBackend:
         if session.plan is not None:
             request = {"op": "load", "sha": session.sha, **session.plan}
         else:
-            request = {"op": "load", "sha": session.sha, "fuse": self.fuse, "threads": 0,
+            request = {"op": "load", "sha": session.sha, "fuse": session.fuse, "threads": 0,
                        "providers": self._providers()}
         reply, _ = self._call(request)
         session.where[:] = [self.generation, reply["session"]]
@@ -364,6 +387,14 @@ class RemoteBackend:
         return ["CPUExecutionProvider"]
 
     def _run(self, session: RemoteSession, feeds: list[Feed]) -> list[Feed]:
+        reply, payload = self._call_session(session, {"op": "run"}, feeds)
+        return [{name: payload[f"{s}/{name}"] for name in names}
+                for s, names in enumerate(reply["outputs"])]
+
+    def _call_session(self, session: RemoteSession, request: dict,
+                      feeds: list[Feed]) -> tuple[dict, dict]:
+        """``request`` on ``session`` (loaded here first) with ``feeds``: arrays the runner
+        holds go by id only, the large ones sent are kept there."""
         self._ensure(session)
         arrays: list[tuple[str, np.ndarray]] = []
         store: list[str] = []
@@ -382,17 +413,38 @@ class RemoteBackend:
                 if a.nbytes > INLINE_BYTES:
                     store.append(key)
             samples.append(sample)
-        reply, payload = self._call({"op": "run", "session": session.where[1], "samples": samples,
-                                     "store": store}, arrays)
+        reply, payload = self._call({**request, "session": session.where[1],
+                                     "samples": samples, "store": store}, arrays)
         self._cached.update(store)
         session.note = reply.get("note", session.note)  # engines built on the first run
-        return [{name: payload[f"{s}/{name}"] for name in names}
-                for s, names in enumerate(reply["outputs"])]
+        return reply, payload
 
     def _release(self, where: list[int], sha: str) -> None:
         """A session was collected: free it on the board with the next request."""
         if where[0] == self.generation:
             self._drops.append((where[0], where[1], sha))
+
+
+class DeployedBoard:
+    """A board's ONNX Runtime as a user deploys a model on it: the same connection and
+    runner, sessions with graph optimisations on. The search's sessions run unfused under
+    the CPU emulation (OrtBackend.fuse); the deployable file is timed as it would run."""
+
+    def __init__(self, board: RemoteBackend) -> None:
+        self.board = board
+        self.device, self.per_layer = board.device, False
+
+    def load(self, model: onnx.ModelProto) -> RemoteSession:
+        return self.board.load(model, fuse=True)
+
+    def run(self, session: RemoteSession, feeds: list[Feed]) -> list[Feed]:
+        return self.board.run(session, feeds)
+
+    def time(self, session: RemoteSession, feed: Feed, rule: Rule) -> list[float]:
+        return self.board.time(session, feed, rule)
+
+    def device_name(self) -> str:
+        return self.board.device_name()
 
 
 def _socket_dir() -> str:

@@ -11,8 +11,9 @@ host's check (distprec/checks.py) decides, so the rules are the same on every de
 Requests (``op``): ``hello`` (the runtime asked for; versions, board model, pid, and the
 runtime the runner will use or why none), ``have`` (which model files, by SHA-256, are in
 ``models/``), ``load`` (a session for a hash-checked model file; for TensorRT, the plan),
-``run`` (a session on samples; arrays cached by id across runs when asked to), ``bye``.
-Any request may carry ``drop`` (sessions, their model files, cached arrays to free).
+``run`` (a session on samples; arrays cached by id across runs when asked to), ``time``
+(a session on one sample, run by the host's timing rule: the seconds of each timed run),
+``bye``. Any request may carry ``drop`` (sessions, their model files, cached arrays to free).
 Replies carry ``ok``; a failure is ``ok: false`` with one ``error`` line, and the runner
 carries on.
 
@@ -36,6 +37,7 @@ import ctypes.util
 import glob
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -43,9 +45,10 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 
-PROTOCOL = 2
+PROTOCOL = 3  # 3: ``time``
 MODELS = "models"
 ENGINES = "engines"
 #: Bytes of engines kept on the board's disk; the least recently used go first.
@@ -242,6 +245,42 @@ def choose_runtime(asked, ort_error, trt_error, trtexec):
     return None, f"the board has no TensorRT: {trt_error}; {looked}"
 
 
+# -- timing: the host's rule (distprec/latency.py), run here -----------------------------
+def timed_runs(run, rule, clock=time.perf_counter):
+    """Seconds of each timed run of ``run``: ``rule["warm"]`` runs untimed, then runs until
+    both ``min_runs`` and ``min_time_s`` are reached, at most ``max_runs``. The host's
+    latency.run_times, line for line (this file cannot import it; a test holds them
+    equal); the host reduces the times to a median and spread, so one rule does both."""
+    for _ in range(int(rule["warm"])):
+        run()
+    times = []
+    start = clock()
+    while len(times) < rule["max_runs"] and (len(times) < rule["min_runs"]
+                                             or clock() - start < rule["min_time_s"]):
+        t0 = clock()
+        run()
+        times.append(clock() - t0)
+    return times
+
+
+def ort_runner(ort, np, session, feed, cuda):
+    """One run of an ONNX Runtime session on ``feed``, as the host's latency.runner: on
+    CUDA, inputs and outputs bound on the device and the outputs synchronised per run."""
+    if not cuda:
+        return lambda: session.run(None, feed)
+    binding = session.io_binding()
+    for name, array in feed.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(
+            np.asarray(array, order="C"), "cuda", 0))
+    for out in session.get_outputs():
+        binding.bind_output(out.name, "cuda")
+
+    def run():
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+    return run
+
+
 # -- TensorRT: pure parts ----------------------------------------------------------------
 def layer_owner(layer, metadata, nodes):
     """The ONNX node (as TensorRT's parser names it) that a network layer comes from.
@@ -382,6 +421,37 @@ def trtexec_run_argv(exe, engine, files, shapes, output):
     if shapes:
         args.append("--shapes=" + ",".join(n + ":" + _dims(s) for n, s in sorted(shapes.items())))
     return args
+
+
+def trtexec_time_argv(exe, engine, files, shapes, times, rule):
+    """trtexec's command line that times one sample by ``rule``: no warm-up of its own
+    (the first ``warm`` records are dropped instead: trtexec's --warmUp is milliseconds),
+    at least ``warm + min_runs`` iterations and ``min_time_s`` rounded up to whole seconds
+    (8.x reads --duration as an integer), device-resident I/O (--noDataTransfers), and
+    every iteration's times written to ``times`` (--exportTimes)."""
+    args = [exe, "--loadEngine=" + engine,
+            "--loadInputs=" + ",".join(_trtexec_safe(n, "input") + ":" + f
+                                       for n, f in sorted(files.items())),
+            "--warmUp=0", f"--iterations={int(rule['warm']) + int(rule['min_runs'])}",
+            f"--duration={max(0, math.ceil(float(rule['min_time_s'])))}",
+            "--noDataTransfers", "--exportTimes=" + times]
+    if shapes:
+        args.append("--shapes=" + ",".join(n + ":" + _dims(s) for n, s in sorted(shapes.items())))
+    return args
+
+
+_COMPUTE_MS = re.compile(r'"computeMs"\s*:\s*([-+0-9.eE]+|nan|inf)')
+
+
+def trtexec_times(text, rule):
+    """Seconds of each timed iteration in trtexec's --exportTimes file: its GPU compute
+    time (``computeMs``, CUDA events around each inference, in every version's format),
+    the first ``warm`` dropped, at most ``max_runs`` kept."""
+    ms = [float(m) for m in _COMPUTE_MS.findall(text)]
+    times = [t / 1e3 for t in ms[int(rule["warm"]):]][:int(rule["max_runs"])]
+    if not times:
+        raise ValueError(f"trtexec wrote no timed iterations ({len(ms)} in all)")
+    return times
 
 
 def _trtexec_safe(name, what):
@@ -631,62 +701,87 @@ class TrtModule:
         return engine, engine.create_execution_context()
 
     def execute(self, loaded, feed, dynamic=()):
-        """[(output, array)] of one sample: names and execute_async_v3 from 8.5, binding
-        indices and execute_v2 before."""
+        """[(output, array)] of one sample."""
+        ptrs = []
+        try:
+            run, outs = self._bind(loaded, feed, ptrs)
+            run()
+            for _, a, ptr in outs:
+                self.cuda.download(a, ptr)
+        finally:
+            for ptr in ptrs:
+                self.cuda.free(ptr)
+        return [(name, a) for name, a, _ in outs]
+
+    def time(self, loaded, feed, dynamic, rule):
+        """Seconds of each timed run on ``feed`` (``timed_runs``): inputs uploaded once,
+        outputs left on the device, and each run waits for the GPU (the stream's sync in
+        ``_bind``; execute_v2 returns when it is done)."""
+        ptrs = []
+        try:
+            run, _ = self._bind(loaded, feed, ptrs)
+            return timed_runs(run, rule)
+        finally:
+            for ptr in ptrs:
+                self.cuda.free(ptr)
+
+    def _bind(self, loaded, feed, ptrs):
+        """(run, [(output, host array, device pointer)]) of one sample: device buffers
+        (appended to ``ptrs``, the caller frees them) with the inputs uploaded; ``run``
+        executes once and returns when the GPU is done. Names and execute_async_v3 from
+        8.5, binding indices and execute_v2 before."""
         engine, ctx = loaded
         np, trt, cuda = self.np, self.trt, self.cuda
-        ptrs, outs = [], []
-        try:
-            if self.version >= (8, 5):
-                names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-                for name in names:
-                    if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                        a = self._input(feed, name, engine.get_tensor_dtype(name))
-                        if not ctx.set_input_shape(name, a.shape):
-                            raise ValueError(f"input {name!r}: shape {list(a.shape)} is "
-                                             "outside the engine's profile")
-                        ptrs.append(cuda.malloc(a.nbytes))
-                        cuda.upload(ptrs[-1], a)
-                        ctx.set_tensor_address(name, ptrs[-1])
-                for name in names:
-                    if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
-                        a = np.empty(tuple(ctx.get_tensor_shape(name)),
-                                     trt.nptype(engine.get_tensor_dtype(name)))
-                        ptrs.append(cuda.malloc(a.nbytes))
-                        ctx.set_tensor_address(name, ptrs[-1])
-                        outs.append((name, a, ptrs[-1]))
+        outs = []
+        if self.version >= (8, 5):
+            names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+            for name in names:
+                if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                    a = self._input(feed, name, engine.get_tensor_dtype(name))
+                    if not ctx.set_input_shape(name, a.shape):
+                        raise ValueError(f"input {name!r}: shape {list(a.shape)} is "
+                                         "outside the engine's profile")
+                    ptrs.append(cuda.malloc(a.nbytes))
+                    cuda.upload(ptrs[-1], a)
+                    ctx.set_tensor_address(name, ptrs[-1])
+            for name in names:
+                if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
+                    a = np.empty(tuple(ctx.get_tensor_shape(name)),
+                                 trt.nptype(engine.get_tensor_dtype(name)))
+                    ptrs.append(cuda.malloc(a.nbytes))
+                    ctx.set_tensor_address(name, ptrs[-1])
+                    outs.append((name, a, ptrs[-1]))
+
+            def run():
                 if not ctx.execute_async_v3(self.stream):
                     raise RuntimeError("execute_async_v3 failed: "
                                        + "; ".join(self.log.errors[-3:]))
                 cuda.sync(self.stream)
-            else:
-                n = engine.num_bindings
-                bindings = [0] * n
-                for i in range(n):
-                    if engine.binding_is_input(i):
-                        name = engine.get_binding_name(i)
-                        a = self._input(feed, name, engine.get_binding_dtype(i))
-                        if not ctx.set_binding_shape(i, a.shape):
-                            raise ValueError(f"input {name!r}: shape {list(a.shape)} is "
-                                             "outside the engine's profile")
-                        bindings[i] = cuda.malloc(a.nbytes)
-                        ptrs.append(bindings[i])
-                        cuda.upload(bindings[i], a)
-                for i in range(n):
-                    if not engine.binding_is_input(i):
-                        a = np.empty(tuple(ctx.get_binding_shape(i)),
-                                     trt.nptype(engine.get_binding_dtype(i)))
-                        bindings[i] = cuda.malloc(a.nbytes)
-                        ptrs.append(bindings[i])
-                        outs.append((engine.get_binding_name(i), a, bindings[i]))
-                if not ctx.execute_v2(bindings):
-                    raise RuntimeError("execute_v2 failed: " + "; ".join(self.log.errors[-3:]))
-            for _, a, ptr in outs:
-                cuda.download(a, ptr)
-        finally:
-            for ptr in ptrs:
-                cuda.free(ptr)
-        return [(name, a) for name, a, _ in outs]
+            return run, outs
+        n = engine.num_bindings
+        bindings = [0] * n
+        for i in range(n):
+            if engine.binding_is_input(i):
+                name = engine.get_binding_name(i)
+                a = self._input(feed, name, engine.get_binding_dtype(i))
+                if not ctx.set_binding_shape(i, a.shape):
+                    raise ValueError(f"input {name!r}: shape {list(a.shape)} is "
+                                     "outside the engine's profile")
+                bindings[i] = cuda.malloc(a.nbytes)
+                ptrs.append(bindings[i])
+                cuda.upload(bindings[i], a)
+        for i in range(n):
+            if not engine.binding_is_input(i):
+                a = np.empty(tuple(ctx.get_binding_shape(i)),
+                             trt.nptype(engine.get_binding_dtype(i)))
+                bindings[i] = cuda.malloc(a.nbytes)
+                ptrs.append(bindings[i])
+                outs.append((engine.get_binding_name(i), a, bindings[i]))
+
+        def run_v2():
+            if not ctx.execute_v2(bindings):
+                raise RuntimeError("execute_v2 failed: " + "; ".join(self.log.errors[-3:]))
+        return run_v2, outs
 
     def _input(self, feed, name, dtype):
         if name not in feed:
@@ -741,22 +836,41 @@ class Trtexec:
 
     def execute(self, loaded, feed, dynamic=()):
         """One trtexec process per sample; ``--shapes`` for the ``dynamic`` inputs only."""
-        np = self.np
         folder = tempfile.mkdtemp(prefix=_mine("run"), dir=ENGINES)
         try:
-            files, shapes = {}, {}
-            for i, (name, value) in enumerate(sorted(feed.items())):
-                a = np.asarray(value, dtype=io_dtype(np, value.dtype), order="C")
-                files[name] = os.path.join(folder, f"{i}.bin")
-                a.tofile(files[name])
-                if name in dynamic:
-                    shapes[name] = a.shape
+            files, shapes = self._inputs(folder, feed, dynamic)
             out = os.path.join(folder, "out.json")
             self._call(trtexec_run_argv(self.exe, loaded.path, files, shapes, out), "run")
             with open(out) as f:
-                return sorted(read_trtexec_outputs(np, f.read()).items())
+                return sorted(read_trtexec_outputs(self.np, f.read()).items())
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def time(self, loaded, feed, dynamic, rule):
+        """trtexec's own timing of one sample (``trtexec_time_argv``): the GPU compute time
+        of each iteration, which leaves out the launch overhead a host clock sees."""
+        folder = tempfile.mkdtemp(prefix=_mine("run"), dir=ENGINES)
+        try:
+            files, shapes = self._inputs(folder, feed, dynamic)
+            out = os.path.join(folder, "times.json")
+            self._call(trtexec_time_argv(self.exe, loaded.path, files, shapes, out, rule),
+                       "timing")
+            with open(out) as f:
+                return trtexec_times(f.read(), rule)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _inputs(self, folder, feed, dynamic):
+        """({input: raw file}, {dynamic input: shape}) of one sample, written to ``folder``."""
+        np = self.np
+        files, shapes = {}, {}
+        for i, (name, value) in enumerate(sorted(feed.items())):
+            a = np.asarray(value, dtype=io_dtype(np, value.dtype), order="C")
+            files[name] = os.path.join(folder, f"{i}.bin")
+            a.tofile(files[name])
+            if name in dynamic:
+                shapes[name] = a.shape
+        return files, shapes
 
     def _call(self, argv, what):
         done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -833,11 +947,15 @@ class OrtSession:
         self.session = ort.InferenceSession(path, opts, providers=providers)
         if providers[0] not in self.session.get_providers():
             raise RuntimeError(f"{providers[0]} did not load (ONNX Runtime fell back)")
+        self.ort, self.cuda = ort, providers[0] == "CUDAExecutionProvider"
         self.names = [o.name for o in self.session.get_outputs()]
         self.note = ""
 
     def run(self, feeds):
         return [list(zip(self.names, self.session.run(self.names, feed))) for feed in feeds]
+
+    def time(self, feed, rule, np):
+        return timed_runs(ort_runner(self.ort, np, self.session, feed, self.cuda), rule)
 
 
 class TrtSession:
@@ -861,11 +979,19 @@ class TrtSession:
             self._prepare()
 
     def run(self, feeds):
+        self._cover(feeds)
+        return [self.backend.execute(self.loaded, feed, self.dynamic) for feed in feeds]
+
+    def time(self, feed, rule, np):
+        self._cover([feed])
+        return self.backend.time(self.loaded, feed, self.dynamic, rule)
+
+    def _cover(self, feeds):
+        """An engine whose profile takes ``feeds``' shapes (built or widened if not)."""
         shapes = [dict((n, f[n].shape) for n in self.dynamic) for f in feeds]
         if self.dynamic and (self.loaded is None or not covers(self.profile, shapes)):
             self.profile = profile_of(shapes, self.dynamic, self.profile)
             self._prepare()
-        return [self.backend.execute(self.loaded, feed, self.dynamic) for feed in feeds]
 
     def _prepare(self):
         b = self.backend
@@ -912,6 +1038,8 @@ class Runner:
             return self.load(header), []
         if op == "run":
             return self.run(header, arrays)
+        if op == "time":
+            return self.time(header, arrays), []
         if op == "drop":
             return {}, []
         raise ValueError(f"unknown op {op!r}")
@@ -994,16 +1122,27 @@ class Runner:
 
     def run(self, header, arrays):
         session, _ = self.sessions[header["session"]]
-        for key in header.get("store", []):
-            self.cache[key] = arrays[key]
-        feeds = [dict((name, arrays[key] if key in arrays else self.cache[key])
-                      for name, key in sample.items()) for sample in header["samples"]]
+        feeds = self.feeds(header, arrays)
         out, names = [], []
         for s, values in enumerate(session.run(feeds)):
             names.append([name for name, _ in values])
             for name, value in values:
                 out.append((str(s) + "/" + name, self.np.asarray(value, order="C")))
         return {"outputs": names, "note": session.note}, out
+
+    def time(self, header, arrays):
+        """The seconds of each timed run of one sample by the host's ``rule``
+        (``timed_runs``; trtexec: its own clock)."""
+        session, _ = self.sessions[header["session"]]
+        (feed,) = self.feeds(header, arrays)
+        return {"times": session.time(feed, header["rule"], self.np), "note": session.note}
+
+    def feeds(self, header, arrays):
+        """The request's samples, arrays from the message or the cache (stored when asked)."""
+        for key in header.get("store", []):
+            self.cache[key] = arrays[key]
+        return [dict((name, arrays[key] if key in arrays else self.cache[key])
+                     for name, key in sample.items()) for sample in header["samples"]]
 
 
 def check(asked):

@@ -28,15 +28,23 @@ def _search(path, inv, out, *extra):
 
 
 def test_search_on_an_inventory_board(ray_session, sshd, planted, tmp_path):
+    """With --objective latency: the plans are timed on the board, and the answer is the
+    fastest passing one there."""
     model, path = planted
     inv = tmp_path / "devices.yaml"
     inv.write_text("boards:\n" + sshd.inventory_entry("nano-a", "nano"))
     out = tmp_path / "result.json"
-    assert _search(path, inv, out, "--kind", "nano") == 0
+    assert _search(path, inv, out, "--kind", "nano", "--objective", "latency") == 0
     result = json.loads(out.read_text())
-    assert set(result["high_precision_layers"]) == model.planted
+    assert set(result["fewest_layers"]) == model.planted
     assert {h["device"] for h in result["history"]} == {"nano:nano-a/cpu"}
     assert {h["worker"] for h in result["history"]} == {"nano-a"}
+    lat = result["latency"]
+    assert lat["device"] == "nano:nano-a/cpu" and lat["fp32"]["median_s"] > 0
+    assert lat["front"] and lat["answer"]["keep"] == result["high_precision_layers"]
+    assert model.planted <= set(result["high_precision_layers"])
+    timed = [h for h in result["history"] if h["via"] == "timed"]
+    assert len(timed) == lat["timed"] + 1 and all(h["latency"]["runs"] >= 15 for h in timed)
 
 
 def test_an_unreachable_board_exits_2_with_one_line(ray_session, sshd, planted, tmp_path,

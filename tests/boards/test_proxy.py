@@ -17,13 +17,14 @@ from onnx import TensorProto, helper
 
 from distprec.boards import remote_eval
 from distprec.boards.inventory import load_inventory
-from distprec.boards.proxy import RemoteBackend, _without_plan, plan_request
+from distprec.boards.proxy import DeployedBoard, RemoteBackend, _without_plan, plan_request
 from distprec.candidates.backends.trt_state import annotate_plan
 from distprec.candidates.model import layer_table, prepare_model
 from distprec.candidates.rewrites import not_low
 from distprec.data import input_specs, random_feeds
 from distprec.demo import DEMO_CHECK, planted_mlp
 from distprec.evaluator import Evaluator, Setup
+from distprec.latency import MIN_RUNS, Rule
 from distprec.search import reference_outputs
 from distprec.strategies.base import Verdict
 
@@ -96,6 +97,43 @@ def test_an_ort_board_reports_its_versions(sshd, tmp_path):
         backend.close()
 
 
+def test_a_board_times_a_model_on_the_board_by_the_hosts_rule(sshd, tmp_path):
+    """A real ``time`` request: the runner runs one sample by the rule the host sends and
+    returns every run's seconds. The evaluator's timed path goes through it, on the board
+    as deployed (graph optimisations on, where the CPU emulation's sessions run unfused),
+    and a timing cut off by a dropped connection is sent again."""
+    backend = RemoteBackend(_board(sshd, tmp_path, "ort"))
+    try:
+        model = helper.make_model(_model().graph, ir_version=8,  # what the runner's ORT reads
+                                  opset_imports=[helper.make_opsetid("", 13)])
+        feed = {"x": np.ones((2, 4), np.float32)}
+        times = backend.time(backend.load(model), feed,
+                             Rule(warm=2, min_runs=7, min_time_s=0.0))
+        assert len(times) == 7 and all(t > 0 for t in times)
+        ev = Evaluator(_setup(planted_mlp(blocks=2)), backend)
+        assert ev.emulate and not backend.fuse
+        fused, load = [], backend.load
+        backend.load = lambda m, fuse=None: fused.append(fuse) or load(m, fuse)
+        sshd.drop_connections()
+        (timed,) = ev.evaluate_many([frozenset()], via="timed")
+        assert timed.latency["runs"] >= MIN_RUNS and timed.latency["casts"] > 0
+        assert timed.verdict is Verdict.FAIL  # the emulation's verdict: the plants overflow
+        assert isinstance(ev.deployed().backend, DeployedBoard)
+        assert fused == [True, None]  # the deployable file; the emulated one for the verdict
+        assert backend.timings == 2 and backend.reconnects == 1  # both timed on the board
+    finally:
+        backend.close()
+
+
+def _setup(planted) -> Setup:
+    model = prepare_model(planted.model)
+    searchable = tuple(x.name for x in layer_table(model, not_low(model, "fp16"))
+                       if x.searchable)
+    feeds = random_feeds(input_specs(model), {}, seed=0, samples=2)
+    return Setup(model.SerializeToString(), "fp16", searchable, feeds,
+                 reference_outputs(model, feeds), DEMO_CHECK, evaluate="auto")
+
+
 def _trt_board_here() -> str | None:
     """Why the runner cannot run TensorRT on this machine (None: it can)."""
     done = subprocess.run([sys.executable, remote_eval.__file__, "--check", "trt"],
@@ -116,12 +154,7 @@ def test_planted_layers_decide_the_verdict_on_a_tensorrt_board(sshd, tmp_path):
     if why:
         pytest.skip(f"the runner cannot use TensorRT here: {why}")
     planted = planted_mlp(blocks=6, plants=((0.25, "overflow"), (0.75, "overflow")))
-    model = prepare_model(planted.model)
-    searchable = tuple(x.name for x in layer_table(model, not_low(model, "fp16"))
-                       if x.searchable)
-    feeds = random_feeds(input_specs(model), {}, seed=0, samples=2)
-    setup = Setup(model.SerializeToString(), "fp16", searchable, feeds,
-                  reference_outputs(model, feeds), DEMO_CHECK, evaluate="auto")
+    setup = _setup(planted)
     board = _board(sshd, tmp_path, "trt")
     backend = RemoteBackend(board, precision="fp16")
     try:

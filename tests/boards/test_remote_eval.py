@@ -128,6 +128,59 @@ def test_trtexec_run_line():
                     "--shapes=x:2x4"]
 
 
+RULE = {"warm": 3, "min_runs": 15, "min_time_s": 0.3, "max_runs": 20}
+
+
+def test_trtexec_timing_line():
+    argv = rv.trtexec_time_argv("trtexec", "engines/k.engine", {"x": "r/0.bin"}, {"x": (2, 4)},
+                                "r/times.json", RULE)
+    assert argv == ["trtexec", "--loadEngine=engines/k.engine", "--loadInputs=x:r/0.bin",
+                    "--warmUp=0", "--iterations=18", "--duration=1", "--noDataTransfers",
+                    "--exportTimes=r/times.json", "--shapes=x:2x4"]
+    assert "--duration=0" in rv.trtexec_time_argv("t", "e", {}, {}, "o", dict(RULE, min_time_s=0))
+
+
+def _trace(compute_ms, old=False):
+    """Text in the layout of trtexec's exportJSONTrace (sampleReporting.cpp): 8.x wrote
+    startInMs/inMs, later versions startH2dMs/h2dMs; both write computeMs."""
+    into = "In" if old else "H2d"
+    rows = [f'{{ "startEnqMs" : {i}, "endEnqMs" : {i}.1, "start{into}Ms" : {i}, '
+            f'"computeMs" : {ms}, "latencyMs" : {ms * 2}, "endToEndMs" : {ms * 3} }}'
+            for i, ms in enumerate(compute_ms)]
+    return "[\n  " + "\n, ".join(rows) + "\n]\n"
+
+
+@pytest.mark.parametrize("old", [False, True])
+def test_trtexec_times_are_its_gpu_compute_times_after_the_warm_runs(old):
+    text = _trace([9.0, 8.0, 7.0] + [1.5] * 30, old)
+    times = rv.trtexec_times(text, RULE)
+    assert times == [0.0015] * 20  # the 3 warm runs dropped, at most max_runs kept
+    with pytest.raises(ValueError, match="no timed iterations"):
+        rv.trtexec_times(_trace([2.0, 2.0]), RULE)
+
+
+def test_a_tensorrt_module_times_the_engine_alone():
+    """The runner's TrtModule (both API generations) on stand-ins: inputs uploaded once,
+    outputs left on the device, each run waits for the GPU, device memory freed."""
+    from trt_fakes import SHAPE, Context, Engine, FakeTrt, RunnerCuda
+
+    for version in ((8, 5, 2), (8, 2, 1)):
+        log = []
+        module = object.__new__(rv.TrtModule)  # __init__ imports TensorRT
+        module.np, module.trt, module.cuda, module.version = np, FakeTrt, RunnerCuda(log), version
+        module.log, module.stream = type("Log", (), {"errors": []})(), 0
+        feed = {"x": np.ones(SHAPE, np.float32)}
+        rule = {"warm": 1, "min_runs": 3, "min_time_s": 0.0, "max_runs": 9}
+        times = module.time((Engine(), Context(log)), feed, (), rule)
+        assert len(times) == 3 and log.count("upload") == 1 and "download" not in log
+        runs = log[log.index("execute"):]
+        waits = ["execute", "sync"] if version >= (8, 5) else ["execute"]  # execute_v2 blocks
+        assert runs == waits * 4 + ["free", "free"]
+        del log[:]
+        ((name, out),) = module.execute((Engine(), Context(log)), feed)
+        assert name == "y" and out.shape == SHAPE and log.count("download") == 1
+
+
 def _exported(outputs):
     """Text in the layout of trtexec's exportJSONOutput (samples/common/sampleReporting.cpp,
     8.2 to 10.x): values streamed with C++'s default float formatting."""
@@ -302,6 +355,9 @@ class RecordingBuilder:
     def execute(self, loaded, feed, dynamic=()):
         return [("y", feed["x"] * 2)]
 
+    def time(self, loaded, feed, dynamic, rule):
+        return [0.001] * rule["min_runs"]
+
 
 def test_engines_are_built_once_per_plan_and_read_back(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -335,3 +391,5 @@ def test_dynamic_inputs_build_on_the_first_run_and_widen(tmp_path, monkeypatch):
     session.run([{"x": np.ones((8, 4), np.float32)}])
     assert [p for _, p in builder.builds] == [{"x": ((2, 4), (2, 4), (3, 4))},
                                               {"x": ((2, 4), (8, 4), (8, 4))}]
+    timed = session.time({"x": np.ones((9, 4), np.float32)}, dict(RULE, min_runs=2), np)
+    assert timed == [0.001, 0.001] and builder.builds[-1][1] == {"x": ((2, 4), (9, 4), (9, 4))}

@@ -110,6 +110,12 @@ class OrtBackend:
                                              providers=[("CUDAExecutionProvider", cuda)])
         return GraphSession(self._ort, session, feed, outputs)
 
+    def deployable(self) -> OrtBackend:
+        """This provider as a model is deployed on it: ONNX Runtime's default session
+        options (graph optimisations, every core, no deterministic kernels), the search's
+        kernel contract."""
+        return OrtBackend(self.device, threads=0, repeatable=False, conv_search=self.conv_search)
+
     def run(self, session, feeds: list[Feed]) -> list[Feed]:
         if isinstance(session, GraphSession):
             return [session.run(feed) for feed in feeds]

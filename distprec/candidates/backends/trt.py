@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +42,7 @@ from distprec.candidates.subgraphs import walk
 from distprec.candidates.switchboard import PLAN_INPUT
 from distprec.data import Feed
 from distprec.errors import InputError
+from distprec.latency import Rule, run_times
 
 WORKSPACE = 4 << 30  # bytes of scratch a build may use
 #: Engines kept in memory per actor, by engine_key: the confirmation and replays ask for
@@ -136,6 +138,27 @@ class TrtBackend:
 
     def device_name(self) -> str:
         return f"cuda:{os.environ.get('CUDA_VISIBLE_DEVICES', '0')} (TensorRT {self.api.text})"
+
+    def deployable(self) -> TrtBackend:
+        """Itself: an engine is built one way, deployed or searched (fusions and tactics are
+        TensorRT's own), and its engines and timing cache serve the timed plans too."""
+        return self
+
+    def time(self, session: TrtSession, feed: Feed, rule: Rule) -> list[float]:
+        """Seconds of each timed run of ``session`` on ``feed`` by ``rule``
+        (latency.run_times): inputs uploaded and outputs allocated once, so a run is the
+        engine alone; each waits for its stream, so the clock stops when the GPU is done."""
+        if session.dynamic and not session.covers(feed):
+            self._build(session, [feed])
+        bind = self._bind_v3 if self.api.io_tensors else self._bind_v2
+        with _Buffers(self.cudart, self._stream) as buf:
+            run, _ = bind(session, feed, buf)
+            buf.sync()  # the uploads are done before the first run
+
+            def once() -> None:
+                run()
+                buf.sync()
+            return run_times(once, rule)
 
     # -- shared build state -----------------------------------------------------------------
     def merge_timing_cache(self, blob: bytes) -> None:
@@ -275,34 +298,56 @@ class TrtBackend:
 
     # -- run ----------------------------------------------------------------------------------
     def _execute_v3(self, session: TrtSession, feed: Feed) -> Feed:
-        """Name-based I/O and execute_async_v3 on the backend's stream (TensorRT 8.5 on)."""
-        trt, engine, ctx = self.trt, session.engine, session.context
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in inputs}
-        host = bind_feed(feed, dtypes)
         with _Buffers(self.cudart, self._stream) as buf:
-            for name, arr in host.items():
-                ctx.set_input_shape(name, arr.shape)
-                ctx.set_tensor_address(name, buf.upload(arr))
-            outs = {}
-            for name in names:
-                if name in dtypes:
-                    continue
-                shape = tuple(ctx.get_tensor_shape(name))
-                if any(d < 0 for d in shape):
-                    raise RuntimeError(f"output {name!r} has a data-dependent shape {shape}")
-                outs[name] = np.empty(shape, trt.nptype(engine.get_tensor_dtype(name)))
-                ctx.set_tensor_address(name, buf.alloc(outs[name].nbytes, name))
-            if not ctx.execute_async_v3(_handle(self._stream)):
-                raise RuntimeError("execute_async_v3 failed: " + "; ".join(self._log.errors[-3:]))
+            run, outs = self._bind_v3(session, feed, buf)
+            run()
             for name, arr in outs.items():
                 buf.download(arr, name)
             buf.sync()
         return outs
 
     def _execute_v2(self, session: TrtSession, feed: Feed) -> Feed:
-        """Binding indices and execute_v2 (TensorRT 8.2 to 8.4: no name-based I/O)."""
+        with _Buffers(self.cudart, self._stream) as buf:
+            run, outs = self._bind_v2(session, feed, buf)
+            buf.sync()
+            run()
+            for name, arr in outs.items():
+                buf.download(arr, name)
+            buf.sync()
+        return outs
+
+    def _bind_v3(self, session: TrtSession, feed: Feed,
+                 buf: _Buffers) -> tuple[Callable[[], None], Feed]:
+        """Name-based I/O (TensorRT 8.5 on): the inputs' uploads queued on the backend's
+        stream, host arrays for the outputs, and one run: execute_async_v3 on that stream."""
+        trt, engine, ctx = self.trt, session.engine, session.context
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in inputs}
+        host = bind_feed(feed, dtypes)
+        for name, arr in host.items():
+            ctx.set_input_shape(name, arr.shape)
+            ctx.set_tensor_address(name, buf.upload(arr))
+        outs = {}
+        for name in names:
+            if name in dtypes:
+                continue
+            shape = tuple(ctx.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise RuntimeError(f"output {name!r} has a data-dependent shape {shape}")
+            outs[name] = np.empty(shape, trt.nptype(engine.get_tensor_dtype(name)))
+            ctx.set_tensor_address(name, buf.alloc(outs[name].nbytes, name))
+        stream = _handle(self._stream)
+
+        def run() -> None:
+            if not ctx.execute_async_v3(stream):
+                raise RuntimeError("execute_async_v3 failed: " + "; ".join(self._log.errors[-3:]))
+        return run, outs
+
+    def _bind_v2(self, session: TrtSession, feed: Feed,
+                 buf: _Buffers) -> tuple[Callable[[], None], Feed]:
+        """Binding indices (TensorRT 8.2 to 8.4: no name-based I/O): as ``_bind_v3``, one
+        run being execute_v2, which returns when the GPU is done."""
         trt, engine, ctx = self.trt, session.engine, session.context
         n = engine.num_bindings
         inputs = {engine.get_binding_name(i): i for i in range(n) if engine.binding_is_input(i)}
@@ -310,25 +355,22 @@ class TrtBackend:
                   for name, i in inputs.items()}
         host = bind_feed(feed, dtypes)
         bindings = [0] * n
-        with _Buffers(self.cudart, self._stream) as buf:
-            for name, i in inputs.items():
-                ctx.set_binding_shape(i, host[name].shape)
-                bindings[i] = buf.upload(host[name])
-            outs = {}
-            for i in range(n):
-                if engine.binding_is_input(i):
-                    continue
-                name = engine.get_binding_name(i)
-                outs[name] = np.empty(tuple(ctx.get_binding_shape(i)),
-                                      trt.nptype(engine.get_binding_dtype(i)))
-                bindings[i] = buf.alloc(outs[name].nbytes, name)
-            buf.sync()
+        for name, i in inputs.items():
+            ctx.set_binding_shape(i, host[name].shape)
+            bindings[i] = buf.upload(host[name])
+        outs = {}
+        for i in range(n):
+            if engine.binding_is_input(i):
+                continue
+            name = engine.get_binding_name(i)
+            outs[name] = np.empty(tuple(ctx.get_binding_shape(i)),
+                                  trt.nptype(engine.get_binding_dtype(i)))
+            bindings[i] = buf.alloc(outs[name].nbytes, name)
+
+        def run() -> None:
             if not ctx.execute_v2(bindings):
                 raise RuntimeError("execute_v2 failed: " + "; ".join(self._log.errors[-3:]))
-            for name, arr in outs.items():
-                buf.download(arr, name)
-            buf.sync()
-        return outs
+        return run, outs
 
 
 def _widen(new: dict[str, tuple], old: dict[str, tuple]) -> dict[str, tuple]:
