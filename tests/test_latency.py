@@ -53,3 +53,21 @@ def test_a_mixed_plan_adds_casts_and_is_timed_on_a_real_session():
     (e,) = timed.evaluate([frozenset(layers)])
     assert e.via == "timed" and e.verdict.passed and e.latency["median_s"] > 0
     assert e.record()["latency"] == e.latency
+
+
+def test_under_the_cpu_emulation_a_timed_plan_passes_only_as_the_file_and_emulated(
+        monkeypatch):
+    """The deployable file's own verdict counts: a plan the emulation passes and the file
+    fails (its outputs doubled here) is a failing timed plan, never the latency answer."""
+    planted = planted_mlp(blocks=4)
+    ev = make_evaluator(planted.model)
+    ev.warm_up()
+    timed = ev.timed()
+    keep = frozenset(ev.setup.searchable)
+    assert timed.one(keep).verdict.passed
+    run = timed.file.backend.run
+    monkeypatch.setattr(timed.file.backend, "run", lambda session, feeds: [
+        {k: v * 2 for k, v in out.items()} for out in run(session, feeds)])
+    failed = timed.one(keep)
+    assert not failed.verdict.passed and failed.latency is not None
+    assert ev.candidates.one(keep).verdict.passed  # the emulation alone still passes it

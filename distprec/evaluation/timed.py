@@ -4,10 +4,13 @@ The latency objective's evaluations (distprec/fastest.py). The model is the depl
 one (real FP16/BF16 casts or INT8 Q/DQ, never the CPU emulation), in a session built as a
 user deploys it: graph optimisations on, the search's kernel contract, no deterministic
 kernels, and on the CPU every core (the driver gives the worker its device alone). Its
-verdict is the deployable model's own, on this device, except under the CPU's FP16/BF16
-emulation: ONNX Runtime's CPU provider computes much of a real FP16 model in FP32 (an
-all-FP16 planted MLP passes there and fails on a GPU), so the verdict comes from the
-emulated candidate, as the search's did, and only the time from the deployable model.
+verdict is the deployable model's own, on this device. Under the CPU's FP16/BF16
+emulation a plan must also pass as the emulated candidate, as the search's answer did
+(distprec/deployed.py): ONNX Runtime's CPU provider computes much of a real FP16 model in
+FP32 (an all-FP16 planted MLP passes there and fails on a GPU), so the file passing alone
+says little, while the file failing is what a CPU user would deploy. Measured: without the
+file's own verdict, a classifier's all-FP16 plan, which failed as the file, was the
+latency answer.
 """
 
 from __future__ import annotations
@@ -51,9 +54,8 @@ class TimedPath(Path):
             session = file.backend.load(model)
             t1 = time.perf_counter()
             outputs = file.backend.run(session, file.feeds)
-            if self.emulated is None:
-                file.judge(ev, outputs)
-            else:
+            file.judge(ev, outputs)
+            if self.emulated is not None and ev.verdict.passed:  # and as the search judged
                 judged = self.emulated.one(ev.keep)
                 ev.verdict, ev.figures, ev.reason = judged.verdict, judged.figures, judged.reason
             ev.build_s, ev.run_s = t1 - t0, time.perf_counter() - t1
