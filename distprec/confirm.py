@@ -33,6 +33,7 @@ from distprec.evaluation.choices import is_edge
 from distprec.evaluation.removals import VIA as SCREEN
 from distprec.evaluation.removals import Removals
 from distprec.strategies.base import Info, Keep, Outcome, Strategy, Verdict
+from distprec.strategies.minimize import Minimize
 from distprec.strategies.replay import EachOnce, Known, Replay
 
 
@@ -127,7 +128,8 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
     emit = on_event or (lambda kind, data: None)
     switch: dict[Keep, tuple[Verdict, Info | None]] = dict(seed[0]) if seed else {}
     real: dict[Keep, tuple[Verdict, Info | None]] = dict(seed[1]) if seed else {}
-    screened: dict[Keep, Verdict] = {}  # removals judged on their answer's own switchboard
+    screened: dict[Keep, Verdict] = {}  # plans judged on their answer's own switchboard
+    narrowed_to: Keep | None = None  # the answer, where minimized on the answer's switchboard
     total, conf = LoopResult(), Confirmation()
     defects = 0  # passes with a disagreement that is not an edge verdict
     noise = None  # the kernel-noise band, asked of ``band`` at the first disagreement
@@ -158,8 +160,20 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
         rest = [k for k in plans if k not in first]
         held = all(ev.verdict.passed for ev in check.evaluations if ev.keep == answer)
         if rest and held and screen and answer is not None:
-            rest = _screen(strategy.layers, answer, rest, run, total, check, screened,
-                           all_of_them=budget_s is not None)
+            rest, passing = _screen(strategy.layers, answer, rest, run, total, screened,
+                                    all_of_them=budget_s is not None)
+            if passing:  # the search's switchboard was stricter: shrink on the answer's own
+                narrowed = _narrow(strategy.layers, answer, outcome, run, total, screened)
+                if narrowed is not None and run_one(strategy.layers, narrowed.keep, run,
+                                                    total, real):
+                    outcome, narrowed_to = narrowed, narrowed.keep
+                    conf.answer_s = total.wall_s
+                    conf.confirm_s += time.perf_counter() - t0
+                    break
+                # no smaller answer passed as a candidate: the passing removals' candidates
+                more = run(EachOnce(strategy.layers, passing), "candidate", None)
+                total.add(more)
+                check.evaluations += more.evaluations
         limit = confirm_budget(total.wall_s, budget_s)
         if rest and limit > 0 and held:
             more = run(EachOnce(strategy.layers, rest), "candidate", limit)
@@ -185,7 +199,8 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
             break
     conf.switchboard = sum(ev.via == "switchboard" for ev in total.evaluations)
     conf.candidates = sum(ev.via == "candidate" for ev in total.evaluations)
-    needed = confirmation_plans(strategy.inner, outcome)
+    needed = confirmation_plans(strategy.inner, outcome) if narrowed_to is None else \
+        [narrowed_to, *(narrowed_to - {name} for name in narrowed_to)]
     answer = needed[0] if outcome.passed else None
     conf.removals = len(needed) - 1 if outcome.passed else 0
     conf.removals_confirmed = sum(k in real for k in needed[1:]) if outcome.passed else 0
@@ -196,20 +211,50 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
 
 
 def _screen(layers, answer: Keep, removals: list[Keep], run: Run, total: LoopResult,
-            check: LoopResult, screened: dict[Keep, Verdict], all_of_them: bool) -> list[Keep]:
-    """Judge ``removals`` on ``answer``'s own switchboard; a removal that passes there is
-    run as a candidate at once (it would make the answer not minimal, so its candidate
-    decides, whatever the budget). The removals left for candidates within the budget:
-    those the screen could not judge, or, ``all_of_them``, every one not yet a candidate."""
+            screened: dict[Keep, Verdict], all_of_them: bool) -> tuple[list[Keep], list[Keep]]:
+    """Judge ``removals`` on ``answer``'s own switchboard. Returns the removals left for
+    candidates within the budget (those the screen could not judge, or, ``all_of_them``,
+    every one not yet a candidate) and those that passed there: they would make the answer
+    not minimal, so a candidate decides them, whatever the budget."""
     new = [k for k in removals if k not in screened]
     if new:
-        loop = run(EachOnce(layers, new), Removals(answer), None)
-        total.add(loop)
-        screened.update((ev.keep, ev.verdict) for ev in loop.evaluations
-                        if ev.verdict is not Verdict.ERROR)
-    contradict = [k for k in removals if screened.get(k) is Verdict.PASS]
-    if contradict:
-        more = run(EachOnce(layers, contradict), "candidate", None)
-        total.add(more)
-        check.evaluations += more.evaluations
-    return [k for k in removals if k not in contradict and (all_of_them or k not in screened)]
+        _judge_on(answer, EachOnce(layers, new), run, total, screened)
+    passing = [k for k in removals if screened.get(k) is Verdict.PASS]
+    return [k for k in removals if k not in passing and (all_of_them or k not in screened)], \
+        passing
+
+
+def _narrow(layers, answer: Keep, found: Outcome, run: Run, total: LoopResult,
+            screened: dict[Keep, Verdict]) -> Outcome | None:
+    """Minimize from ``answer`` on its own switchboard, its screened removals replayed:
+    where a removal passed there, the answer is smaller than the search's switchboard
+    said, and every plan inside the answer can be judged on the answer's board, whose
+    graph is the deployed one but for the layers switched. None: nothing smaller."""
+    known = {k: (v, None) for k, v in screened.items() if k <= answer}
+    strategy = Replay(Minimize(layers, start=answer), known)
+    _judge_on(answer, strategy, run, total, screened)
+    smaller = strategy.result()
+    if not smaller.passed or smaller.keep is None or frozenset(smaller.keep) == answer:
+        return None
+    note = (f"the answer's own switchboard passed plans the search's switchboard failed: "
+            f"minimized there from {len(answer)} to {len(smaller.keep)} layers")
+    return Outcome(True, frozenset(smaller.keep), smaller.minimal,
+                   (*found.notes, *smaller.notes, note))
+
+
+def _judge_on(answer: Keep, strategy: Strategy, run: Run, total: LoopResult,
+              screened: dict[Keep, Verdict]) -> None:
+    loop = run(strategy, Removals(answer), None)
+    total.add(loop)
+    screened.update((ev.keep, ev.verdict) for ev in loop.evaluations
+                    if ev.verdict is not Verdict.ERROR)
+
+
+def run_one(layers, keep: Keep, run: Run, total: LoopResult,
+            real: dict[Keep, tuple[Verdict, Info | None]]) -> bool:
+    """``keep`` judged as a candidate (recorded in ``real``): whether it passed."""
+    loop = run(EachOnce(layers, [keep]), "candidate", None)
+    total.add(loop)
+    for ev in loop.evaluations:
+        real[ev.keep] = (ev.verdict, ev.info())
+    return keep in real and real[keep][0].passed

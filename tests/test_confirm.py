@@ -215,23 +215,35 @@ def test_a_given_budget_runs_the_screened_removals_as_candidates_too():
     assert (conf.removals_screened, conf.removals_confirmed) == (3, 3)
 
 
-def test_a_removal_the_screen_passes_is_run_as_a_candidate_whose_verdict_stands():
+def test_where_the_screen_passes_a_removal_the_answer_shrinks_on_its_own_board():
     """The search's switchboard misses that L0005 is not needed; the answer's own board sees
-    it, its candidate agrees, and the search goes on to the smaller answer. Where the
-    candidate fails it instead, the answer stands."""
+    it, minimize runs there (no new pass of the search), and the smaller answer passes as a
+    candidate: it is the answer, its removals judged on that board."""
     smaller = BAD - {"L0005"}
     calls = []
-    outcome, _, conf = confirmed_search(make, oracle_run(needs(BAD), needs(smaller),
-                                                         calls=calls), screen=True)
-    assert outcome.keep == smaller and conf.confirmed and conf.disagreements
-    assert [via for via, _ in calls][:4] == ["switchboard", "candidate", SCREEN, "candidate"]
-    assert calls[3][1] == [frozenset(BAD - {"L0005"})]
+    outcome, loop, conf = confirmed_search(make, oracle_run(needs(BAD), needs(smaller),
+                                                            calls=calls), screen=True)
+    assert outcome.keep == smaller and outcome.minimal == "1-minimal" and conf.confirmed
+    assert [via for via, _ in calls] == ["switchboard", "candidate", SCREEN, SCREEN,
+                                         "candidate"]
+    assert calls[-1][1] == [smaller] and conf.passes == 1
+    assert (conf.removals, conf.removals_screened, conf.removals_confirmed) == (2, 2, 0)
+    assert any("minimized there from 3 to 2 layers" in n for n in outcome.notes)
+    assert {e.keep: e.verdict for e in loop.evaluations if e.via == SCREEN}[
+        frozenset({"L0021"})] is Verdict.FAIL
+
+
+def test_a_smaller_answer_that_fails_as_a_candidate_sends_the_removals_to_candidates():
+    """The answer's board passes a smaller plan that its candidate fails: the passing
+    removals are then judged as candidates, and theirs decide, as without the screen."""
+    smaller = BAD - {"L0005"}
     calls = []
     outcome, _, conf = confirmed_search(make, oracle_run(needs(BAD), needs(BAD), calls=calls,
                                                          screen=needs(smaller)), screen=True)
-    assert outcome.keep == BAD and not conf.disagreements
-    assert [via for via, _ in calls] == ["switchboard", "candidate", SCREEN, "candidate"]
-    assert (conf.removals_screened, conf.removals_confirmed) == (3, 1)
+    assert outcome.keep == BAD and conf.confirmed and not conf.disagreements
+    assert [via for via, _ in calls] == ["switchboard", "candidate", SCREEN, SCREEN,
+                                         "candidate", "candidate"]
+    assert calls[-1][1] == [frozenset(smaller)]
 
 
 def test_removals_the_screen_cannot_judge_go_to_candidates_within_the_budget():
