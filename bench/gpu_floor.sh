@@ -2,7 +2,7 @@
 # The floor issue's GPU runs (docs/BENCHMARKS.md, "Real models on one GPU"), in the order
 # they were made, on a host with onnxruntime-gpu and Ray (device README: stage, unstage).
 # Usage: bench/gpu_floor.sh PHASE OUTDIR
-#   (PHASE: smoke | a | b | c | lanes | d | e | lat | f | g | h)
+#   (PHASE: smoke | a | b | c | lanes | d | e | lat | f | g | h | build | i)
 set -uo pipefail
 phase=$1; out=$2
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 RAY_DEDUP_LOGS=1
@@ -56,4 +56,10 @@ PY
       --timeout 120 --out "$out/h1.json" 2>&1 | tail -12
     "${rm[@]}" --models ultraface,yolo,detector --modes auto --extra "--objective latency" \
       --timeout 100 --out "$out/h2.json" 2>&1 | tail -20 ;;
+  build)  # each step of a switchboard's preparation, alone (no Ray, no candidates beside)
+    timeout 200 python bench/switch_build.py --dir bench/models --device cuda \
+      orientation classifier detector 2>&1 | tail -6 ;;
+  i)  # auto after the answer's own switchboard minimizes (phase f's candidates: > 85 s)
+    "${rm[@]}" --models classifier,detector,orientation --modes auto --timeout 110 \
+      --out "$out/i.json" 2>&1 | tail -16 ;;
 esac
