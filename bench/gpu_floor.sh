@@ -57,9 +57,9 @@ PY
     "${rm[@]}" --models ultraface,yolo,detector --modes auto --extra "--objective latency" \
       --timeout 100 --out "$out/h2.json" 2>&1 | tail -20 ;;
   build)  # each step of a switchboard's preparation, alone (no Ray, no candidates beside)
-    timeout 170 python bench/switch_build.py --dir bench/models --device cuda \
-      orientation classifier detector 2>&1 | tail -6 ;;
+    timeout 100 python bench/switch_build.py --dir bench/models --device cuda \
+      orientation 2>&1 | tail -4 ;;
   i)  # auto after the answer's own switchboard minimizes (phase f's candidates: > 85 s)
-    "${rm[@]}" --models classifier,detector,orientation --modes auto --timeout 90 \
+    "${rm[@]}" --models classifier,detector --modes auto --timeout 90 \
       --out "$out/i.json" 2>&1 | tail -16 ;;
 esac
