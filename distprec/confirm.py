@@ -113,8 +113,9 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
                      on_event: EventSink | None = None,
                      seed: tuple[Known, Known] | None = None,
                      band: Callable[[], dict | None] | None = None,
-                     budget_s: float | None = None,
-                     screen: bool = False) -> tuple[Outcome, LoopResult, Confirmation]:
+                     budget_s: float | None = None, screen: bool = False,
+                     conf: Confirmation | None = None) -> tuple[Outcome, LoopResult,
+                                                                Confirmation]:
     """Search on each worker's path, confirm on candidates, repeat until they agree.
 
     ``make`` builds a fresh strategy (each pass replays the verdicts known so far into a
@@ -123,14 +124,15 @@ def confirmed_search(make: Callable[[], Strategy], run: Run,
     the kernel noise (``choices.is_edge``), asked once a disagreement needs it.
     ``budget_s``: seconds for confirming removals as candidates (``confirm_budget`` by
     default). ``screen``: judge the removals on the answer's own switchboard first; then,
-    without a ``budget_s``, only removals it could not judge go to candidates.
+    without a ``budget_s``, only removals it could not judge go to candidates. ``conf``:
+    filled in as the search goes (a caller that is interrupted keeps what it holds).
     """
     emit = on_event or (lambda kind, data: None)
     switch: dict[Keep, tuple[Verdict, Info | None]] = dict(seed[0]) if seed else {}
     real: dict[Keep, tuple[Verdict, Info | None]] = dict(seed[1]) if seed else {}
     screened: dict[Keep, Verdict] = {}  # plans judged on their answer's own switchboard
     narrowed_to: Keep | None = None  # the answer, where minimized on the answer's switchboard
-    total, conf = LoopResult(), Confirmation()
+    total, conf = LoopResult(), conf or Confirmation()
     defects = 0  # passes with a disagreement that is not an edge verdict
     noise = None  # the kernel-noise band, asked of ``band`` at the first disagreement
     while True:

@@ -394,11 +394,13 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
     try:
         confirmation = None
         if cfg.evaluate != "candidate":
+            confirmation = Confirmation()  # what it holds stays if the search is stopped
             outcome, loop, confirmation = confirmed_search(
                 strategy, on_workers(workers, on_event, faults), on_event,
                 seed=(journal.known("switchboard"), journal.known("candidate"))
                 if journal else None, band=lambda: _kernel_noise(workers),
-                budget_s=_confirm_time(cfg, device), screen=_screen(cfg, device))
+                budget_s=_confirm_time(cfg, device), screen=_screen(cfg, device),
+                conf=confirmation)
             notes += _path_notes(workers)
             if confirmation.removals_confirmed < confirmation.removals \
                     and _confirm_time(cfg, device) == 0.0:
@@ -430,6 +432,9 @@ def run_search(cfg: SearchConfig, on_event: EventSink | None = None,
             raise
         ways = {e.get("via", "candidate") for e in journal.entries} if journal else set()
         outcome, how = partial_outcome(seen, {w: journal.known(w) for w in ways}, stop.name)
+        if confirmation is not None:  # the disagreements and passes up to the stop
+            how = {**how, "disagreements": confirmation.disagreements,
+                   "confirmation_passes": confirmation.passes}
         report = SearchReport(outcome, seen.loop(), workers, device, 0.0, prep, notes=notes,
                               interrupted=stop.name, partial=how)
     finally:

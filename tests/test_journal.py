@@ -254,6 +254,11 @@ def test_signal_writes_an_honest_partial_result_and_leaves_no_process(cli_case, 
     assert how["confirmed"] == (result["passed"] and best in by_candidate)
     if result["passed"] and not how["confirmed"]:
         assert any("NOT confirmed" in n for n in result["notes"])
+    # the disagreements and confirmation passes up to the stop (none here: both ways agree)
+    if way == "switchboard":
+        assert how["disagreements"] == [] and how["confirmation_passes"] in (0, 1)
+    else:
+        assert "disagreements" not in how and "confirmation_passes" not in how
     if way != "switchboard":
         return
     (d / "stopped").touch()  # the resumed search needs no slow verdicts
