@@ -473,6 +473,8 @@ def one_search(path: Path, m: RealModel, inputs: Path, mode: str, device: str, o
             "confirmed": how.get("confirmed", result.get("passed")
                                  if how.get("mode") == "candidate" else None),
             "evaluation": {k: v for k, v in how.items() if k != "disagreements"},
+            "disagreed": [{k: v for k, v in d.items() if k != "keep"}  # which way, how large
+                          for d in how.get("disagreements") or []],
             "complete": result.get("complete", True), "startup": result.get("startup"),
             "notes": result.get("notes"), "cost": per_plan_costs(result),
         })
