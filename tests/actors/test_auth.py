@@ -30,8 +30,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: address -> when the head's raylet is taken to have registered (head_up waits for it)
+_RAYLET_UP: dict[str, float] = {}
+
+
 @pytest.fixture(scope="module")
 def head():
+    """A head's GCS address, as soon as its port opens (its raylet may still be starting:
+    a refused driver never gets that far)."""
     port = _free_port()
     tmp = tempfile.mkdtemp(prefix="dpauth", dir="/tmp")  # socket paths: 107 bytes at most
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
@@ -50,14 +56,22 @@ def head():
     else:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.skip("the Ray head did not start within 60 s")
-    time.sleep(3)  # the raylet registers after the GCS port opens
-    yield f"127.0.0.1:{port}"
+    address = f"127.0.0.1:{port}"
+    _RAYLET_UP[address] = time.time() + 3  # the raylet registers after the GCS port opens
+    yield address
     # SIGKILL at once: on SIGTERM neither `ray start --block` nor its GCS and raylet end
     # within seconds (measured: all still there after 7 s), and it was followed by SIGKILL
     # after 3 s anyway.
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def head_up(head):
+    """The head, once its raylet has registered too."""
+    time.sleep(max(0.0, _RAYLET_UP[head] - time.time()))
+    return head
 
 
 def _search(address: str, token: str, tmp_path: Path,
@@ -88,7 +102,7 @@ def test_a_driver_without_the_token_is_refused(head, tmp_path):
     assert not out.exists()
 
 
-def test_a_driver_with_the_token_searches(head, tmp_path):
-    proc, out = _search(head, TOKEN, tmp_path)
+def test_a_driver_with_the_token_searches(head_up, tmp_path):
+    proc, out = _search(head_up, TOKEN, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.is_file()
