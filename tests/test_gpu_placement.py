@@ -12,21 +12,39 @@ from pathlib import Path
 
 import pytest
 
+#: (fake GPUs, evaluators a GPU) of the tests below
+CASES = ((3, 1), (8, 1), (2, 3))
 
-def placed(model_path, gpus: int, per_gpu: int = 1) -> dict:
-    """What gpu_placement.py saw, in a Ray instance of its own with ``gpus`` fake GPUs."""
-    # Its own short RAY_TMPDIR (socket paths are limited to 107 bytes): a separate instance.
+
+@pytest.fixture(scope="module")
+def placements(tmp_path_factory, small_planted) -> dict:
+    """What gpu_placement.py saw for each of CASES, each in a Ray instance of its own with
+    that many fake GPUs (started one after another in one subprocess)."""
+    model_path = tmp_path_factory.mktemp("gpus") / "planted.onnx"
+    model_path.write_bytes(small_planted.model.SerializeToString())
+    # Its own short RAY_TMPDIR (socket paths are limited to 107 bytes): separate instances.
     env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="dpgpu", dir="/tmp")}
     script = Path(__file__).with_name("gpu_placement.py")
-    proc = subprocess.run([sys.executable, str(script), str(model_path), str(gpus),
-                           str(per_gpu)], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run([sys.executable, str(script), str(model_path),
+                           *(f"{g}:{p}" for g, p in CASES)], capture_output=True, text=True,
+                          env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    seen = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            seen.update(json.loads(line))
+    return seen
+
+
+def placed(placements: dict, gpus: int, per_gpu: int = 1) -> dict:
+    seen = placements[f"{gpus}:{per_gpu}"]
+    assert seen["cluster_gpus"] == gpus  # a Ray instance of its own
+    return seen
 
 
 @pytest.mark.parametrize("gpus", [3, 8])
-def test_one_actor_per_gpu_for_any_count(small_planted_path, gpus):
-    seen = placed(small_planted_path, gpus)
+def test_one_actor_per_gpu_for_any_count(placements, gpus):
+    seen = placed(placements, gpus)
     assert seen["workers"] == gpus
     assert seen["gpu_ids"] == sorted(str(i) for i in range(gpus))  # each its own GPU
     assert len(seen["used"]) == gpus  # the first round alone keeps every worker busy
@@ -34,8 +52,8 @@ def test_one_actor_per_gpu_for_any_count(small_planted_path, gpus):
     assert set(seen["planted"]) <= set(seen["found"])
 
 
-def test_workers_per_gpu_share_each_gpu_evenly(small_planted_path):
-    seen = placed(small_planted_path, 2, per_gpu=3)
+def test_workers_per_gpu_share_each_gpu_evenly(placements):
+    seen = placed(placements, 2, per_gpu=3)
     assert seen["workers"] == 6
     assert seen["gpu_ids"] == ["0", "0", "0", "1", "1", "1"]  # three evaluators per GPU
     assert len(seen["used"]) == 6

@@ -55,12 +55,21 @@ def test_journal_round_trip_cut_line_and_foreign_key(tmp_path):
 
 
 #: Each evaluation sleeps 0.3 s; while the file HOLD names exists, 30 s, so that the driver
-#: sits in ray.wait (where a signal once surfaced as a SystemError from Ray's Cython code).
+#: sits in ray.wait (where a signal once surfaced as a SystemError from Ray's Cython code),
+#: and a file HOLD.<pid> says that this worker holds; while HOLD.fast exists, none.
 SLOW = ("import os\nimport time\n\n\ndef check(golden, outputs):\n"
-        "    time.sleep(30 if os.path.exists({hold!r}) else 0.3)\n    return True\n")
-#: Slow until a file named "stopped" appears beside it.
-UNTIL_STOPPED = ("import pathlib, time\n\ndef check(golden, outputs):\n"
-                 "    if not (pathlib.Path(__file__).parent / 'stopped').exists():\n"
+        "    if os.path.exists({hold!r}):\n"
+        "        open(f'{hold}.{{os.getpid()}}', 'w').close()\n"
+        "        time.sleep(30)\n"
+        "    elif not os.path.exists({hold!r} + '.fast'):\n"
+        "        time.sleep(0.3)\n"
+        "    return True\n")
+#: Slow once the search's journal (``journal``) exists, until a file named "stopped"
+#: appears beside it. The journal is written once the workers are up: a switchboard worker
+#: judges its probe plans (32 here) while it starts, and they need not be slow.
+UNTIL_STOPPED = ("import pathlib, time\n\nHERE = pathlib.Path(__file__).parent\n\n\n"
+                 "def check(golden, outputs):\n"
+                 "    if (HERE / {journal!r}).exists() and not (HERE / 'stopped').exists():\n"
                  "        time.sleep(0.3)\n    return True\n")
 
 
@@ -119,7 +128,7 @@ def _judged(path: Path) -> list[frozenset]:
 def _gone_within(marker: str, limit: float) -> list[int]:
     deadline = time.time() + limit
     while _marked(marker) and time.time() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.1)
     return _marked(marker)
 
 
@@ -161,9 +170,14 @@ def test_sigkill_then_resume_repeats_nothing(cli_case):
     before = _judged(journal)
     assert len(before) >= 6
     assert lock.read_text().strip() == str(proc.pid)  # left by the kill: taken over below
-    again = subprocess.run(_args(d, "killed.json", "--resume"), capture_output=True,
-                           text=True, env={**os.environ,
-                                           "PYTHONPATH": str(Path(__file__).parents[1])})
+    fast = d / "hold.fast"
+    fast.touch()  # the resumed search needs no slow verdicts
+    try:
+        again = subprocess.run(_args(d, "killed.json", "--resume"), capture_output=True,
+                               text=True, env={**os.environ,
+                                               "PYTHONPATH": str(Path(__file__).parents[1])})
+    finally:
+        fast.unlink()
     assert again.returncode == 0, again.stderr
     result = json.loads((d / "killed.json").read_text())
     assert set(result["high_precision_layers"]) == model.planted
@@ -188,8 +202,13 @@ def test_signal_writes_a_partial_result_and_leaves_no_process(cli_case, sig, the
     proc = _start(_args(d, out), marker)
     try:
         _wait_lines(d / f"sig{int(sig)}-{gap}.journal.jsonl", 4, proc)
+        for old in d.glob("hold.*"):
+            old.unlink()
         (d / "hold").touch()  # the plans in flight end, the next ones last: the driver waits
-        time.sleep(1.5)
+        held = time.time() + 1.5  # at the latest: the plans in flight took 0.3 s
+        while len(list(d.glob("hold.*"))) < 2 and time.time() < held:
+            time.sleep(0.05)  # until both workers hold a plan
+        time.sleep(0.2)
         proc.send_signal(sig)
         time.sleep(gap)
         proc.send_signal(then)
@@ -227,7 +246,8 @@ def test_signal_writes_an_honest_partial_result_and_leaves_no_process(cli_case, 
     model, d = cli_case
     marker = uuid.uuid4().hex
     out = f"sig{int(sig)}.json"
-    (d / "until_stopped.py").write_text(UNTIL_STOPPED)
+    (d / "until_stopped.py").write_text(UNTIL_STOPPED.format(
+        journal=f"sig{int(sig)}.journal.jsonl"))
     (d / "stopped").unlink(missing_ok=True)
     args = _args(d, out)
     args[args.index("--evaluate") + 1] = way

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 
 import ray
@@ -27,10 +28,15 @@ def main(folder: str, strategy: str, at: int) -> None:
     model = planted_mlp(blocks=8, plants=PLANTS)
     path = f"{folder}/planted.onnx"
     write_bytes(path, model.model.SerializeToString())
-    slow = f"{folder}/slow.py"  # each check takes 2 s: the kill lands mid-evaluation
+    # While the file `slowly` exists each check takes 2 s, so the kill lands mid-evaluation:
+    # from the faulted run's start until its lost plan is requeued. The clean run (only its
+    # answer counts) and the faulted run's plans after the loss judge at once.
+    slowly = f"{folder}/slowly"
+    slow = f"{folder}/slow.py"
     with open(slow, "w") as f:
-        f.write("import time\n\ndef check(golden, outputs):\n    time.sleep(2)\n"
-                "    return True\n")
+        f.write(f"import os\nimport time\n\n\ndef check(golden, outputs):\n"
+                f"    if os.path.exists({slowly!r}):\n        time.sleep(2)\n"
+                f"    return True\n")
     cluster = Cluster(initialize_head=True,
                       head_node_args={"num_cpus": 1, "resources": {"slot": 1}})
     nodes = [cluster.add_node(num_cpus=1, resources={"slot": 1}) for _ in range(2)]
@@ -52,6 +58,8 @@ def main(folder: str, strategy: str, at: int) -> None:
             """From the kill_at-th start on: the node of the worker just handed a plan
             (the head is spared: the driver lives there)."""
             nonlocal starts
+            if kind == "requeued" and killed and os.path.exists(slowly):
+                os.remove(slowly)  # the lost plan is back in the queue: no need to wait
             if kind == "start":
                 starts += 1
                 node = node_of.get(data["worker"])
@@ -73,6 +81,7 @@ def main(folder: str, strategy: str, at: int) -> None:
                 "died_verdicts": sum("died" in e.reason for e in loop.evaluations)}
 
     clean = run(None)
+    open(slowly, "w").close()
     faulted = run(at)
     print(json.dumps({"clean": clean, "faulted": faulted}))
     ray.shutdown()

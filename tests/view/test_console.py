@@ -260,7 +260,7 @@ def test_demo_live_view_in_tmux(tmp_path):
         pane = ""
         deadline = time.monotonic() + 240  # a wait for the demo to end, not an assertion
         while time.monotonic() < deadline and "__EXIT__" not in pane:
-            time.sleep(1)
+            time.sleep(0.25)
             pane = subprocess.run([*tmux, "capture-pane", "-p", "-S", "-", "-t", session],
                                   capture_output=True, text=True).stdout
     finally:
