@@ -507,8 +507,9 @@ def _confirm_time(cfg: SearchConfig, device: str) -> float | None:
 def _screen(cfg: SearchConfig, device: str) -> bool:
     """Judge the answer's single removals on its own switchboard (evaluation/removals.py)
     wherever the switchboard and the candidates can differ: not on the CPU emulation
-    (bit-equal there), and not for INT8, whose switchboard is built per tensor on the FP32
-    model and not on a quantized one."""
+    (bit-equal there), not for INT8, whose switchboard is built per tensor on the FP32
+    model and not on a quantized one, and not on TensorRT, whose candidates pin layers of
+    the FP32 model instead of rewriting it."""
     return device != "cpu" and cfg.precision != "int8" and cfg.backend == "ort"
 
 

@@ -243,6 +243,20 @@ def test_summary_table_figures():
     assert "out/result.json" in text and "out/x.html" in text
 
 
+def test_the_summary_says_where_the_removals_were_judged():
+    how = {"mode": "auto", "switchboard_verdicts": 40, "candidate_verdicts": 1,
+           "confirm_s": 1.0, "disagreements": [], "confirmed": True}
+    screened = {**fake_result(1), "evaluation": {**how, "removals_confirmed": [0, 3],
+                                                 "removals_screened": [3, 3]}}
+    text = " ".join(as_text(summary_table(screened)).replace("│", " ").split())
+    assert "of 3 single removals, 3 judged on the answer's own switchboard, 0 as " \
+        "candidates" in text
+    partly = {**screened, "evaluation": {**how, "removals_confirmed": [1, 3]}}
+    text = " ".join(as_text(summary_table(partly)).replace("│", " ").split())
+    assert "minimality confirmed on 1 of 3 single removals (the rest on the switchboard)" \
+        in text
+
+
 # -- a real terminal ----------------------------------------------------------------------
 @pytest.mark.skipif(shutil.which("tmux") is None,
                     reason="tmux is not installed (apt-get install tmux): the live view "
