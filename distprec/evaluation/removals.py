@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from distprec.evaluation.base import Evaluation
+from distprec.evaluation.base import Evaluation, Path
 from distprec.evaluation.candidate import CandidatePath
 from distprec.evaluation.switchboard import SwitchboardPath
 from distprec.strategies.base import Keep
@@ -35,9 +35,12 @@ class Removals:
     answer: Keep
 
 
-class RemovalsPath:
-    """The switchboard of one answer's candidate (built on first use), judging plans that
-    keep a subset of the answer; other plans are errors, never verdicts."""
+class RemovalsPath(Path):
+    """The switchboard of one answer's candidate, judging plans that keep a subset of the
+    answer; other plans are errors, never verdicts. Its plans are judged once each, so
+    nothing is timed (``cost_s`` None) and a call takes them all (actors/loop.py)."""
+
+    name = VIA
 
     def __init__(self, candidates: CandidatePath, answer: Keep) -> None:
         self.answer = frozenset(answer)
@@ -48,6 +51,10 @@ class RemovalsPath:
             candidates.ranges_json, want_per_run=1)
         self.board.name = VIA
         self.board.plain()
+
+    @property
+    def cost_s(self) -> float | None:
+        return None
 
     def evaluate(self, keeps: Sequence[Keep]) -> list[Evaluation]:
         inside = [k for k in keeps if k <= self.answer]
