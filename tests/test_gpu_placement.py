@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,9 +26,12 @@ def placements(tmp_path_factory, small_planted) -> dict:
     # Its own short RAY_TMPDIR (socket paths are limited to 107 bytes): separate instances.
     env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="dpgpu", dir="/tmp")}
     script = Path(__file__).with_name("gpu_placement.py")
-    proc = subprocess.run([sys.executable, str(script), str(model_path),
-                           *(f"{g}:{p}" for g, p in CASES)], capture_output=True, text=True,
-                          env=env, timeout=600)
+    try:
+        proc = subprocess.run([sys.executable, str(script), str(model_path),
+                               *(f"{g}:{p}" for g, p in CASES)], capture_output=True,
+                              text=True, env=env, timeout=600)
+    finally:
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     seen = {}
     for line in proc.stdout.splitlines():
