@@ -82,9 +82,8 @@ class SwitchboardPath(Path):
         captures it later, from the thread that evaluates.
         """
         want = self.want
-        single = build_switchboard(*self._args, **self._build)
-        self.board, self.session = single, self.backend.load(single.model)
-        self.note, self.pad = "switchboard: one plan per run", 0
+        single = self.plain().board
+        self.pad = 0
         if want != 1 and self.precision != "int8" and self._set_up_batched(single):
             self.plans_per_run = want or plans_per_run(self._time_batch)
             per = "plan" if self.plans_per_run == 1 else "plans"
@@ -107,7 +106,7 @@ class SwitchboardPath(Path):
         self.board = build_switchboard(*self._args, **self._build)
         self.session = self.backend.load(self.board.model)
         self.plans_per_run, self.note = 1, "switchboard: one plan per run"
-        return self
+        return self  # ``prepare`` starts from here
 
     def finish(self) -> None:
         """Capture the CUDA graph of a path prepared in another thread, from this one (the
